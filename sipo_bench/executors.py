@@ -1,0 +1,55 @@
+"""The built-in `local` executor: runs stages in-process, one after another."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .hookspecs import hookimpl
+from .interfaces import Executor, StageOutcome
+from .stages import Cache, Stage, StageLog, execute_stage, format_exception
+
+
+def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, overall: Any = None) -> dict[str, StageOutcome]:
+    """Run `stages` (topological order) in this process; failures skip only their dependents."""
+    outcomes: dict[str, StageOutcome] = {}
+    for stage in stages:
+        bad = [d for d in stage.inputs.values() if outcomes.get(d.key, StageOutcome("done")).status in ("failed", "skipped")]
+        if bad:
+            outcomes[stage.key] = StageOutcome("skipped", error=f"input {bad[0].name} failed")
+            log.write(stage, "skipped", reason=f"input {bad[0].name} failed")
+        elif cache.is_done(stage):
+            outcomes[stage.key] = StageOutcome("cached", cache.result(stage), cache.meta(stage).get("seconds", 0.0))
+            log.write(stage, "cached")
+        else:
+            log.write(stage, "start")
+            runtime.log(f"stage {stage.name} ...") if runtime.quiet else None
+            t0 = time.time()
+            try:
+                status, result, seconds = execute_stage(stage, cache, runtime)
+            except Exception as e:  # recorded, never fatal to unrelated stages
+                tb = format_exception(e)
+                line = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+                outcomes[stage.key] = StageOutcome("failed", seconds=time.time() - t0, error=line, traceback=tb)
+                log.write(stage, "failed", error=line, traceback=tb)
+                runtime.log(f"[red]stage {stage.name} failed: {line}[/red]" if not runtime.quiet else f"stage {stage.name} failed: {line}")
+            else:
+                outcomes[stage.key] = StageOutcome(status, result, seconds)
+                log.write(stage, "done", seconds=seconds)
+        if overall is not None:
+            overall()
+    return outcomes
+
+
+class LocalExecutor(Executor):
+    name = "local"
+    description = "Runs every stage in this process, in dependency order (default)."
+
+    def run(self, stages: list[Stage], runtime: Any, cache: Cache | None = None, log: StageLog | None = None,
+            overall: Any = None) -> dict[str, StageOutcome]:
+        return run_graph(stages, cache, runtime, log, overall)
+
+
+@hookimpl
+def sipo_bench_register_executors() -> list:
+    return [LocalExecutor]

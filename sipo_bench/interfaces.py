@@ -1,0 +1,367 @@
+"""The small interfaces every plugin implements.
+
+- :class:`Objective`: a named quality with a direction.
+- :class:`Task`: data + objectives + scorers + base-model recipe, built as stages.
+- :class:`Scorer`: batched (prompt, response) -> one score per covered objective.
+- :class:`Method`: a config dataclass plus `fit`, which *plans* stages and returns a
+  :class:`PolicyFamily`; nothing heavy happens in `fit` itself.
+- :class:`PolicyFamily`: `policy(w)` -> :class:`PolicySpec` for any simplex point `w`.
+- :class:`Generator`: realises a `PolicySpec` and generates or scores log-probs in batches.
+- :class:`Executor`: runs a graph of stages.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+from .config import ConfigError, field
+
+if TYPE_CHECKING:
+    from .stages import Stage
+
+
+# --- Objectives -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A named, scored quality. Scores of a lower-is-better objective are never sign-flipped
+    silently: `higher_is_better=False` travels with every number to the indicator boundary."""
+
+    name: str
+    higher_is_better: bool = True
+    description: str = ""
+
+
+# --- Configs --------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodConfig:
+    """Base of method configs. Subclasses add fields made with `sipo_bench.config.field`."""
+
+
+@dataclass
+class TaskConfig:
+    """Base of task configs."""
+
+    max_examples: int | None = field(None, help="Cap on training pairs (smoke runs); None = all.")
+
+
+# --- Tasks ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskData:
+    """Where a task's data stage wrote its files (all JSONL, readable by `datasets`).
+
+    - `train.jsonl` / `val.jsonl`: one pair per row:
+      `{"prompt": str, "responses": [str, str], "labels": {objective: 0 | 1 | null}}`;
+      `labels[o]` is the index of the response objective `o` prefers (null: tie/unlabelled).
+    - `test.jsonl`: `{"prompt": str}` rows of held-out prompts.
+    - `meta.json`: anything else (rates, counts) that should reach `summary.json`.
+    Prompts are stored raw; `Task.format_prompt` applies the template.
+    """
+
+    dir: Path
+
+    @property
+    def train(self) -> Path:
+        return self.dir / "train.jsonl"
+
+    @property
+    def val(self) -> Path:
+        return self.dir / "val.jsonl"
+
+    @property
+    def test(self) -> Path:
+        return self.dir / "test.jsonl"
+
+
+class Task(abc.ABC):
+    """A preference dataset, its objectives and scorers, and the base policy's recipe.
+
+    A task is built in two cached stages: `build_data` (pairs and test prompts) and
+    `build_base` (the SFT model: trained here, or a pointer to a hub id / local path).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[TaskConfig]] = TaskConfig
+    description: ClassVar[str] = ""
+    #: generation backend used unless the run config names another
+    default_generator: ClassVar[str] = "transformers"
+    #: prompt template; `{prompt}` is replaced by the raw prompt
+    prompt_template: ClassVar[str] = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
+
+    def __init__(self, config: TaskConfig | None = None):
+        self.config = config if config is not None else self.config_class()
+
+    @abc.abstractmethod
+    def objectives(self) -> list[Objective]:
+        """The objectives, in the order of weight vectors and score vectors."""
+
+    @abc.abstractmethod
+    def scorers(self) -> list[tuple[str, dict]]:
+        """(scorer name, scorer options) pairs that together cover every objective."""
+
+    @abc.abstractmethod
+    def build_data(self, out: Path, seed: int, ctx: Any) -> dict | None:
+        """Write `train.jsonl`, `val.jsonl`, `test.jsonl` (see :class:`TaskData`) into `out`."""
+
+    @abc.abstractmethod
+    def build_base(self, data: TaskData, out: Path, seed: int, ctx: Any) -> dict | None:
+        """Make the base (SFT) policy in `out` (`save_pretrained` layout), or write
+        `out/pointer.json` = `{"model": hub id or path}` for a model that lives elsewhere."""
+
+    def format_prompt(self, prompt: str) -> str:
+        return self.prompt_template.format(prompt=prompt)
+
+    def method_defaults(self, method: str) -> dict:
+        """Per-method config defaults for this task (e.g. a tiny model's learning rates)."""
+        return {}
+
+    def reference_point(self) -> list[float] | None:
+        """An explicit HV reference point; None = the base policy's mean test scores."""
+        return None
+
+    def floor(self) -> list[float] | None:
+        """Worst possible score per objective, if bounded (e.g. 0 for oracle scores in [0, 1])."""
+        return None
+
+    def review_template(self) -> str:
+        """One-shot review prompt with `{prompt}` and `{response}` (used by SIPO)."""
+        return ("Review the answer below and say how to improve it on every objective.\n"
+                "Question: {prompt}\nAnswer: {response}\nReview:")
+
+    def rewrite_template(self) -> str:
+        """Rewrite prompt with `{prompt}`, `{response}`, `{review}` (used by SIPO)."""
+        return ("Rewrite the answer following the review.\nQuestion: {prompt}\n"
+                "Answer: {response}\nReview: {review}\nRewritten answer:")
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [o.name for o in self.objectives()]
+
+
+# --- Scorers --------------------------------------------------------------------------------
+
+
+class Scorer(abc.ABC):
+    """A reward model: batches of (prompt, response) -> one array of scores per objective."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    @abc.abstractmethod
+    def objectives(self) -> list[str]:
+        """Names of the objectives this scorer grades."""
+
+    @abc.abstractmethod
+    def score(self, prompts: Sequence[str], responses: Sequence[str], progress: Any = None) -> dict[str, list[float]]:
+        """Score aligned lists (raw prompts, responses); `progress(n)` may be called per batch."""
+
+
+# --- Policies -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A serialisable description of one policy: what a generator backend must realise.
+
+    - `base`: the base model's stage (or a hub id / path string).
+    - `adapters`: (adapter stage or path, weight) pairs.
+    - `combine`: "soup" = one model with the weighted sum of the adapters' weight deltas
+      (an empty list is the base model itself); "fusion" = decode from the fused next-token
+      scores of the per-adapter models (MOD), with `options["rule"]` and `options["alpha"]`.
+    Other values of `combine` are free for third-party backends.
+    """
+
+    base: Any
+    adapters: tuple[tuple[Any, float], ...] = ()
+    combine: str = "soup"
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def normalized(self) -> "PolicySpec":
+        """Drop zero-weight adapters; a single unit-weight adapter is a plain model whatever
+        the combine rule, so identical policies share one generation stage."""
+        adapters = tuple((a, float(w)) for a, w in self.adapters if float(w) != 0.0)
+        if self.combine in ("soup", "fusion") and len(adapters) == 1 and adapters[0][1] == 1.0:
+            return PolicySpec(self.base, adapters, "soup", {})
+        if self.combine == "soup":
+            return PolicySpec(self.base, adapters, "soup", {})
+        return PolicySpec(self.base, adapters, self.combine, dict(self.options))
+
+    def stages(self) -> dict[str, "Stage"]:
+        """The stages this spec refers to, named for use as a stage's inputs."""
+        from .stages import Stage
+
+        out: dict[str, Stage] = {}
+        if isinstance(self.base, Stage):
+            out["base"] = self.base
+        for i, (a, _) in enumerate(self.adapters):
+            if isinstance(a, Stage):
+                out[f"adapter{i}"] = a
+        return out
+
+    def to_config(self) -> dict:
+        """JSON for stage configs: stages become `{"__stage__": key}`."""
+        from .stages import Stage
+
+        def ref(x: Any) -> Any:
+            return {"__stage__": x.key} if isinstance(x, Stage) else x
+
+        return {"base": ref(self.base), "adapters": [[ref(a), w] for a, w in self.adapters],
+                "combine": self.combine, "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """A `PolicySpec` with every stage replaced by its artefact directory (what backends get)."""
+
+    base: Path | str
+    adapters: tuple[tuple[Path | str, float], ...]
+    combine: str
+    options: Mapping[str, Any]
+
+    @staticmethod
+    def from_config(cfg: Mapping[str, Any], inputs: Mapping[str, Path]) -> "ResolvedPolicy":
+        """Resolve `PolicySpec.to_config()` output given the stage's input dirs."""
+        def res(x: Any, name: str) -> Any:
+            return inputs[name] if isinstance(x, dict) and "__stage__" in x else x
+
+        return ResolvedPolicy(
+            base=res(cfg["base"], "base"),
+            adapters=tuple((res(a, f"adapter{i}"), float(w)) for i, (a, w) in enumerate(cfg["adapters"])),
+            combine=cfg["combine"], options=dict(cfg.get("options", {})),
+        )
+
+
+class PolicyFamily(abc.ABC):
+    """Yields a policy for any point `w` of the simplex (one weight per objective)."""
+
+    @abc.abstractmethod
+    def policy(self, w: Sequence[float]) -> PolicySpec | None:
+        """The policy for preference weights `w`, or None where this family has none (a
+        per-objective DPO family answers only the simplex vertices)."""
+
+    def extra_stages(self) -> dict[str, "Stage"]:
+        """Stages whose `result.json` should reach `summary.json` (e.g. SIPO's counts)."""
+        return {}
+
+
+class Method(abc.ABC):
+    """An alignment algorithm: a config dataclass and a `fit` that plans stages."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    description: ClassVar[str] = ""
+    #: task names this method runs on (None: any); `--methods all` picks the compatible ones
+    tasks: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, config: MethodConfig | None = None):
+        self.config = config if config is not None else self.config_class()
+
+    @abc.abstractmethod
+    def fit(self, ctx: "FitContext") -> PolicyFamily:
+        """Plan the stages of this method (training etc.) and return its policy family.
+
+        Do no heavy work here: create stages with `ctx.stage(...)` and refer to them in the
+        family's `PolicySpec`s; the executor runs them, cached and resumable."""
+
+
+@dataclass
+class FitContext:
+    """What `Method.fit` may use: the task, seed, and its data and base-model stages."""
+
+    task: Task
+    seed: int
+    data: "Stage"
+    base: "Stage"
+    weights: list[tuple[float, ...]]
+    runtime: Any
+    method_name: str = ""
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return self.task.objectives()
+
+    def stage(self, name: str, fn: str, config: Mapping[str, Any], inputs: Mapping[str, "Stage"] | None = None, **kw: Any) -> "Stage":
+        from .stages import Stage
+
+        return Stage(name=name, fn=fn, config=dict(config), inputs=dict(inputs or {}), **kw)
+
+
+# --- Backends -------------------------------------------------------------------------------
+
+
+@dataclass
+class DecodingConfig:
+    """How responses are generated for evaluation and sampling."""
+
+    greedy: bool = field(True, help="Greedy decoding (the paper's evaluation); else sampling.")
+    max_new_tokens: int = field(64, help="Maximum new tokens per response.")
+    temperature: float = field(1.0, help="Sampling temperature (ignored when greedy).")
+    top_p: float = field(1.0, help="Nucleus sampling mass (ignored when greedy).")
+    batch_size: int = field(64, help="Prompts per generation batch.")
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"`max_new_tokens`: expected >= 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ConfigError(f"`batch_size`: expected >= 1, got {self.batch_size}")
+        if self.temperature <= 0:
+            raise ConfigError(f"`temperature`: expected > 0, got {self.temperature}")
+
+
+class Generator(abc.ABC):
+    """A generation backend. Prompts it receives are already formatted with the template."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def generate(self, policy: ResolvedPolicy, prompts: Sequence[str], decoding: DecodingConfig, *,
+                 num_return_sequences: int = 1, seed: int = 0, progress: Any = None) -> list[list[str]]:
+        """For each prompt, `num_return_sequences` responses (text after the prompt)."""
+
+    def logprobs(self, policy: ResolvedPolicy, prompts: Sequence[str], responses: Sequence[str], *,
+                 batch_size: int = 64, progress: Any = None) -> list[float]:
+        """Summed log-prob of each response's tokens given its prompt (response tokens only)."""
+        raise NotImplementedError(f"generator {self.name!r} does not score log-probs")
+
+    def close(self) -> None:
+        """Free cached models."""
+
+
+class Executor(abc.ABC):
+    """Runs a graph of stages. Independent stages may run in parallel."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    @abc.abstractmethod
+    def run(self, stages: list["Stage"], runtime: Any, cache: Any, log: Any, overall: Any = None) -> dict[str, "StageOutcome"]:
+        """Run every stage (given in topological order) whose inputs succeed, skipping those
+        already in `cache` (a :class:`~sipo_bench.stages.Cache`); never raise for a failing
+        stage: record it in `log` (a :class:`~sipo_bench.stages.StageLog`) and go on with the
+        stages that do not depend on it. Call `overall()` once per finished stage.
+        Returns outcomes by stage key."""
+
+
+@dataclass
+class StageOutcome:
+    status: str  # "done" | "cached" | "failed" | "skipped"
+    result: Any = None
+    seconds: float = 0.0
+    error: str | None = None  # one line
+    traceback: str | None = None
