@@ -1,0 +1,1 @@
+"""Built-in baseline alignment methods: dpo, dpo-soups, mod, modpo, dpo-lw, rewarded-soups."""

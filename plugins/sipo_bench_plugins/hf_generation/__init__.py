@@ -1,0 +1,1 @@
+"""The transformers generation backend (batched generation, soups, MOD fusion, log-probs)."""

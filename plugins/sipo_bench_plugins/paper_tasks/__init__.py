@@ -1,0 +1,1 @@
+"""Hub-backed tasks of the SIPO paper: beavertails (PKU-SafeRLHF-10K) and helpsteer."""

@@ -1,0 +1,1 @@
+"""The Ray executor (extra `sipo-bench[ray]`)."""

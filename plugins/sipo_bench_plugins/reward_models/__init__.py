@@ -1,0 +1,1 @@
+"""Reward-model scorers: beaver-reward, beaver-cost, dpa-rm, hf-classifier."""

@@ -1,0 +1,1 @@
+"""SIPO: self-improvement towards Pareto optimality (Li et al., 2025)."""

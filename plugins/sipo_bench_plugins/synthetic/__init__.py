@@ -1,0 +1,1 @@
+"""The embedded synthetic task family (synthetic-hh, synthetic-cv, synthetic-3obj)."""

@@ -1,0 +1,1 @@
+"""The optional vLLM generation backend (extra `sipo-bench[vllm]`)."""
