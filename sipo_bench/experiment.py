@@ -170,12 +170,17 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     for name, options in task.scorers():
         runtime.registries.scorers.get(name)
     names = resolve_methods(cfg, runtime, task)
-    for extra in cfg.method_options:
-        if extra not in names:
+    for extra in cfg.method_options:  # options may configure methods used by others (dpo)
+        if extra not in runtime.registries.methods:
             from .errors import did_you_mean
 
-            raise ConfigError(f"`method_options.{extra}`: " + did_you_mean("method", extra, names))
+            raise ConfigError(f"`method_options.{extra}`: " + did_you_mean("method", extra, runtime.registries.methods.names()))
     configs = {n: method_config(runtime.registries.methods.get(n), task, cfg.method_options.get(n, {}), n) for n in names}
+
+    def config_of(name: str) -> Any:
+        if name not in configs:
+            configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name)
+        return configs[name]
 
     task_cfg = {"task": task.name, "task_options": to_dict(task.config)}
     decoding = to_dict(cfg.decoding)
@@ -207,7 +212,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             method = cls(configs[name])
             for seed in cfg.seeds:
                 fctx = FitContext(task=task, seed=seed, data=plan.data[seed], base=plan.base[seed],
-                                  weights=list(grid), runtime=runtime, method_name=name)
+                                  weights=list(grid), runtime=runtime, method_name=name, method_configs=config_of)
                 family = method.fit(fctx)
                 mp.extra[seed] = dict(family.extra_stages())
                 for w in grid:

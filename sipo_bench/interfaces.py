@@ -287,10 +287,18 @@ class FitContext:
     weights: list[tuple[float, ...]]
     runtime: Any
     method_name: str = ""
+    #: resolved configs of every method (task defaults + run overrides), also of methods not
+    #: requested in this run, so a method can plan another's stages with the same config
+    #: (e.g. soups, MOD, MODPO and SIPO reuse the `dpo` stages and share their cache keys)
+    method_configs: Any = None
 
     @property
     def objectives(self) -> list[Objective]:
         return self.task.objectives()
+
+    def method_config(self, name: str) -> MethodConfig:
+        """The config the run uses for method `name` (its defaults if not requested)."""
+        return self.method_configs(name)
 
     def stage(self, name: str, fn: str, config: Mapping[str, Any], inputs: Mapping[str, "Stage"] | None = None, **kw: Any) -> "Stage":
         from .stages import Stage
