@@ -110,7 +110,7 @@ class Registries:
         for attr, (hook, word, base, instances) in KINDS.items():
             reg: Registry = Registry(word, base, instances)
             caller = getattr(pm.hook, hook)
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order
                 name = pm.get_name(impl.plugin) or repr(impl.plugin)
                 src, version = sources.get(name, ("registered", getattr(impl.plugin, "__version__", "?")))
                 info = self.plugins.setdefault(name, PluginInfo(name, str(version), src))
