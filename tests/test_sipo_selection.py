@@ -1,0 +1,58 @@
+"""SIPO's combine and filter rules on hand-made reward tables."""
+
+import numpy as np
+
+from sipo_bench_plugins.sipo.selection import (best_per_prompt, dominates_both, is_conflicting, keep_rewrite,
+                                               precision_recall, true_dominance)
+
+
+def test_conflicting():
+    objs = ["help", "harm"]
+    assert is_conflicting({"help": 0, "harm": 1}, objs)
+    assert not is_conflicting({"help": 1, "harm": 1}, objs)
+    assert not is_conflicting({"help": 0, "harm": None}, objs)  # a tie labels nothing
+    assert is_conflicting({"a": 0, "b": 0, "c": 1}, ["a", "b", "c"])
+
+
+def test_combine_rule():
+    original = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    rewrite = np.array([
+        [2.0, 2.0],  # better on all -> keep rewrite
+        [0.5, 1.5],  # better on one -> keep rewrite
+        [1.0, 1.0],  # equal on all -> <= on every one -> keep original
+        [1.0, 0.5],  # equal and worse -> keep original
+        [0.0, 0.0],  # worse on all -> keep original
+    ])
+    assert keep_rewrite(original, rewrite).tolist() == [True, True, False, False, False]
+
+
+def test_filter_rule():
+    chosen = np.array([[1.0, 0.0]] * 5)
+    rejected = np.array([[0.0, 1.0]] * 5)
+    cands = np.array([
+        [2.0, 2.0],  # all better -> kept
+        [1.0, 2.0],  # ties chosen on objective 1 -> not strictly better -> dropped
+        [1.5, 1.0],  # ties rejected on objective 2 -> dropped
+        [0.5, 0.5],  # better than neither on everything -> dropped
+        [-1.0, -1.0],  # none better
+    ])
+    assert dominates_both(cands, chosen, rejected).tolist() == [True, False, False, False, False]
+
+
+def test_best_per_prompt_and_dropped_prompts():
+    rewards = np.array([[1.0, 1.0], [3.0, 0.5], [2.0, 2.0], [5.0, 5.0]])
+    mask = np.array([True, True, True, False])
+    best = best_per_prompt(["p", "p", "q", "r"], rewards, mask)
+    assert best == {"p": 1, "q": 2}  # p: sum 3.5 beats 2.0; r has no survivor: dropped
+
+
+def test_oracle_diagnostics():
+    pred = np.array([True, True, False, False])
+    truth = np.array([True, False, True, False])
+    pr = precision_recall(pred, truth)
+    assert pr["precision"] == 0.5 and pr["recall"] == 0.5 and pr["true_positives"] == 1
+    assert precision_recall(np.zeros(2, bool), np.zeros(2, bool))["precision"] is None
+    # minimised second objective: lower is better
+    cand = np.array([[0.9, 0.1]])
+    assert true_dominance(cand, np.array([[0.5, 0.5]]), np.array([[0.2, 0.3]]), [True, False]).tolist() == [True]
+    assert true_dominance(cand, np.array([[0.5, 0.05]]), np.array([[0.2, 0.3]]), [True, False]).tolist() == [False]
