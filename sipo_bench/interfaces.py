@@ -94,6 +94,9 @@ class Task(abc.ABC):
     description: ClassVar[str] = ""
     #: generation backend used unless the run config names another
     default_generator: ClassVar[str] = "transformers"
+    #: True when the task's scorers are exact oracles of its objectives (synthetic tasks), so
+    #: methods may report diagnostics against the truth (e.g. SIPO's filter precision)
+    oracle: ClassVar[bool] = False
     #: prompt template; `{prompt}` is replaced by the raw prompt
     prompt_template: ClassVar[str] = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
 
