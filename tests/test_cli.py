@@ -205,3 +205,20 @@ def test_run_and_validate_ok(tmp_path, capsys):
     assert m["hypervolume"]["ci95"] is not None and m["hypervolume_floor"]["mean"] > 0
     for key in ("config", "versions", "git_commit", "run"):
         assert key in s
+
+
+def test_cache_dir_env_and_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIPO_BENCH_CACHE", str(tmp_path / "envcache"))
+    out = tmp_path / "out"
+    assert main(["run", "--task", "dummy", "--out", str(out), "--quiet"]) == 0
+    assert (tmp_path / "envcache" / "stages").is_dir()
+
+    def statuses():
+        rows = [json.loads(l) for l in (out / "logs" / "stages.jsonl").read_text().splitlines()]
+        last = rows[-1]["run_id"]
+        return {r["event"] for r in rows if r["run_id"] == last}
+
+    assert main(["run", "--task", "dummy", "--out", str(out), "--quiet"]) == 0
+    assert statuses() == {"cached"}
+    assert main(["run", "--task", "dummy", "--out", str(out), "--quiet", "--no-cache"]) == 0
+    assert statuses() == {"start", "done"}
