@@ -7,7 +7,7 @@ from typing import Any
 
 from .hookspecs import hookimpl
 from .interfaces import Executor, StageOutcome
-from .stages import Cache, Stage, StageLog, execute_stage, format_exception
+from .stages import Cache, Stage, StageLog, error_line, execute_stage, format_exception
 
 
 def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, overall: Any = None) -> dict[str, StageOutcome]:
@@ -29,7 +29,7 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
                 status, result, seconds = execute_stage(stage, cache, runtime)
             except Exception as e:  # recorded, never fatal to unrelated stages
                 tb = format_exception(e)
-                line = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+                line = error_line(e)
                 outcomes[stage.key] = StageOutcome("failed", seconds=time.time() - t0, error=line, traceback=tb)
                 log.write(stage, "failed", error=line, traceback=tb)
                 runtime.log(f"[red]stage {stage.name} failed: {line}[/red]" if not runtime.quiet else f"stage {stage.name} failed: {line}")

@@ -305,3 +305,8 @@ def execute_stage(stage: Stage, cache: Cache, runtime: Any) -> tuple[str, Any, f
 
 def format_exception(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line error every executor records for a failed stage: `Type: first line`."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
