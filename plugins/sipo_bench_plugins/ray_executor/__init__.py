@@ -1,1 +1,22 @@
-"""The Ray executor (extra `sipo-bench[ray]`)."""
+"""The Ray executor (extra `sipo-bench[ray]`): `sipo-bench run --executor ray [--ray-address ...]`.
+
+Every stage whose inputs are ready runs as a Ray task sized by its `Stage.resources`, so
+independent stages run in parallel on one machine or a cluster. Workers share the run's stage
+cache (a shared filesystem on a cluster), so keys, artefacts and resumption are the local
+executor's. See `docs/ray.md`.
+
+Importing this module does not import ray: the executor is registered lazily.
+"""
+
+from __future__ import annotations
+
+from sipo_bench.hookspecs import hookimpl
+from sipo_bench.registry import Lazy
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def sipo_bench_register_executors() -> list:
+    return [Lazy("ray", "sipo_bench_plugins.ray_executor.executor:RayExecutor",
+                 "Runs ready stages in parallel as Ray tasks (local instance or cluster; shared cache).")]

@@ -1,0 +1,68 @@
+"""What a Ray worker runs for one stage: the local executor's `execute_stage` on the shared cache.
+
+This module is imported by Ray workers (the task function is pickled by reference), so it
+imports nothing heavy. A worker process keeps one `Runtime` per plugin setup, so a model loaded
+by one stage is reused by the next stage the same worker runs, as in a local run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from sipo_bench.stages import Cache, Stage, atomic_write_text, error_line, execute_stage, format_exception
+
+#: the run's bookkeeping lives in CACHE/ray/<run id>/: `run.json` (proof that this node sees the
+#: driver's cache) and `running/<key>-<pid>.json`, one marker per attempt in progress
+RUN_FILE = "run.json"
+RUNNING = "running"
+
+_RUNTIMES: dict[tuple, Any] = {}
+
+
+def run_dir(cache_root: Path | str, run_id: str) -> Path:
+    return Path(cache_root) / "ray" / run_id
+
+
+def _runtime(plugins_dir: str | None, env: dict[str, str]) -> Any:
+    key = (plugins_dir, tuple(sorted(env.items())))
+    if key not in _RUNTIMES:
+        os.environ.update(env)  # e.g. SIPO_BENCH_PLUGINS: load the driver's plugin selection
+        from sipo_bench.runtime import Runtime
+
+        _RUNTIMES[key] = Runtime(plugins_dir=plugins_dir, quiet=True)
+    return _RUNTIMES[key]
+
+
+class CacheNotShared(RuntimeError):
+    """The worker's node does not see the driver's cache directory."""
+
+
+def run_stage(stage: Stage, cache_root: str, run_id: str, plugins_dir: str | None, env: dict[str, str]) -> dict:
+    """Run `stage` (inputs done) into the cache at `cache_root`; never raises for the stage's
+    own errors: they come back as `{"ok": False, "error", "traceback"}` so Ray does not retry
+    them. Losing the process (killed worker, dead node) is what Ray retries."""
+    started = time.time()
+    pid, host = os.getpid(), socket.gethostname()
+    info = {"pid": pid, "host": host, "started": started}
+    marker = run_dir(cache_root, run_id) / RUNNING / f"{stage.key}-{pid}.json"
+    try:
+        if not (run_dir(cache_root, run_id) / RUN_FILE).is_file():
+            raise CacheNotShared(
+                f"the stage cache {cache_root} is not shared with this node ({host}): every Ray node "
+                f"must mount the cache directory at the same path (NFS or another shared filesystem)")
+        atomic_write_text(marker, json.dumps(info))
+        runtime = _runtime(plugins_dir, env)
+        status, result, seconds = execute_stage(stage, Cache(cache_root), runtime)
+    except Exception as e:  # the stage's own failure: recorded by the driver, not retried
+        return {**info, "ok": False, "ended": time.time(), "error": error_line(e), "traceback": format_exception(e)}
+    finally:
+        try:
+            marker.unlink()
+        except OSError:
+            pass
+    return {**info, "ok": True, "ended": time.time(), "status": status, "result": result, "seconds": seconds}
