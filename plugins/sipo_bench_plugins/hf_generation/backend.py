@@ -1,0 +1,610 @@
+"""The `transformers` generation backend: one base model per process, LoRA adapters loaded
+onto it by name, exact soups, MOD fusion decoding, and batched response log-probs.
+
+Conventions (see docs/generation.md):
+
+- Generation: prompts are already formatted; the tokenizer adds its special tokens (bos);
+  batches are left-padded; the returned text is the decoded continuation with special tokens
+  skipped, `.strip()`-ed.
+- Log-probs follow trl 1.16's `DPOTrainer` (non-conversational data): tokenize `prompt` and
+  `prompt + response + eos_token` (special tokens added, i.e. bos); the response tokens are
+  those after the longest common prefix of the two; the eos token is one of them and counts
+  (`add_eos=False` leaves it out).
+- k adapters are evaluated together by stacking k copies of the batch: row group g uses
+  adapter g (or the base model for `None`). The default `grouped` mode computes the LoRA
+  deltas of all groups with two batched matmuls per layer (a forward hook on peft's LoRA
+  layers while peft's own adapters are disabled); `peft` uses peft's mixed-adapter batches
+  (`adapter_names=`); `sequential` switches adapters in turn (k forwards, k KV caches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from sipo_bench.interfaces import DecodingConfig, Generator, ResolvedPolicy
+
+from . import resolve_model_path
+from .fusion import check_rule, fuse_logprobs
+
+GROUP_MODES = ("grouped", "peft", "sequential")
+BASE = None  # an adapter slot that means "the base model, adapters disabled"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _key(path: Any) -> str:
+    """Cache key of a local dir (resolved path + mtime of its config, so a rewritten dir
+    reloads) or of a hub id (as given)."""
+    p = Path(str(path))
+    if p.exists():
+        p = p.resolve()
+        stamp = max((f.stat().st_mtime_ns for f in p.glob("*config.json")), default=0)
+        return f"{p}@{stamp}"
+    return str(path)
+
+
+@dataclass
+class _Base:
+    """One loaded base model and everything hanging off it."""
+
+    path: str
+    model: Any  # PreTrainedModel, or PeftModel once an adapter is loaded
+    tokenizer: Any
+    eos_ids: list[int]
+    cache_kw: str  # "cache" (transformers 5) or "past_key_values"
+    adapters: dict[str, str] = field(default_factory=dict)  # adapter key -> peft adapter name
+    soups: OrderedDict = field(default_factory=OrderedDict)  # (keys, weights) -> adapter name
+    plans: dict = field(default_factory=dict)  # tuple of adapter names -> grouped plan or None
+    counter: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def new_name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+
+class ModelCache:
+    """Process-wide cache of base models (keyed by path) with their adapters (keyed by dir)."""
+
+    max_soups = 8
+
+    def __init__(self) -> None:
+        self.bases: dict[tuple, _Base] = {}
+        self.lock = threading.RLock()
+
+    def base(self, base_dir: Any, device: torch.device | None = None, dtype: torch.dtype | None = None) -> _Base:
+        device = device or default_device()
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        key = (_key(base_dir), str(device), str(dtype))
+        with self.lock:
+            if key not in self.bases:
+                self.bases[key] = self._load(base_dir, device, dtype)
+            return self.bases[key]
+
+    @staticmethod
+    def _load(base_dir: Any, device: torch.device, dtype: torch.dtype) -> _Base:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model_path, tok_path = resolve_model_path(base_dir, with_tokenizer=True)
+        tok = AutoTokenizer.from_pretrained(tok_path)
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+        model.requires_grad_(False)
+        eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        gen_eos = getattr(model.generation_config, "eos_token_id", None)
+        eos |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos] if gen_eos is not None else [])
+        params = inspect.signature(type(model).forward).parameters
+        cache_kw = "cache" if "cache" in params else "past_key_values"
+        return _Base(str(model_path), model, tok, sorted(eos), cache_kw)
+
+    def adapter(self, base: _Base, adapter_dir: Any) -> str:
+        """Load the peft adapter in `adapter_dir` onto `base` (once); return its name."""
+        from peft import PeftModel
+
+        key = _key(adapter_dir)
+        with self.lock:
+            if key in base.adapters:
+                return base.adapters[key]
+            name = base.new_name("a")
+            if isinstance(base.model, PeftModel):
+                base.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+            else:
+                base.model = PeftModel.from_pretrained(base.model, str(adapter_dir), adapter_name=name, is_trainable=False)
+            base.model.eval()
+            base.model.requires_grad_(False)
+            base.adapters[key] = name
+            return name
+
+    def soup(self, base: _Base, adapters: Sequence[tuple[Any, float]]) -> str | None:
+        """Name of an adapter whose delta is exactly Σ w_i ΔW_i (None: the base model)."""
+        adapters = [(a, float(w)) for a, w in adapters if float(w) != 0.0]
+        if not adapters:
+            return None
+        names = [self.adapter(base, a) for a, _ in adapters]
+        if len(adapters) == 1 and adapters[0][1] == 1.0:
+            return names[0]
+        key = (tuple(names), tuple(w for _, w in adapters))
+        with self.lock:
+            if key in base.soups:
+                base.soups.move_to_end(key)
+                return base.soups[key]
+            name = base.new_name("soup")
+            base.model.add_weighted_adapter(names, [w for _, w in adapters], name, combination_type="cat")
+            # "cat" folds w_i * scaling_i into A and sets r = lora_alpha = Σ r_i, so the new
+            # adapter's scaling must be 1; with use_rslora peft would set sqrt(r): force 1.
+            from peft.tuners.lora import LoraLayer
+
+            for m in base.model.modules():
+                if isinstance(m, LoraLayer) and name in m.scaling:
+                    m.scaling[name] = 1.0
+            base.soups[key] = name
+            while len(base.soups) > self.max_soups:
+                _, old = base.soups.popitem(last=False)
+                self._delete(base, old)
+            return name
+
+    @staticmethod
+    def _delete(base: _Base, name: str) -> None:
+        if base.model.active_adapter == name:
+            base.model.set_adapter(next(iter(base.adapters.values())))
+        base.model.delete_adapter(name)
+        for k in [k for k in base.plans if name in k]:
+            del base.plans[k]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.bases.clear()
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+MODELS = ModelCache()
+
+
+# --- running one base model with one or several adapters -------------------------------------
+
+
+@contextlib.contextmanager
+def use_adapter(base: _Base, name: str | None) -> Iterator[Any]:
+    """The model with only adapter `name` active (None: adapters disabled)."""
+    from peft import PeftModel
+
+    model = base.model
+    if not isinstance(model, PeftModel):
+        if name is not None:
+            raise ValueError(f"adapter {name!r} is not loaded")
+        yield model
+    elif name is None:
+        with model.disable_adapter():
+            yield model
+    else:
+        model.set_adapter(name)
+        yield model
+
+
+def _grouped_plan(base: _Base, names: tuple[str | None, ...]):
+    """For each peft LoRA Linear layer that one of `names` adapts: stacked (k, in, r) A^T and
+    (k, r, out) (B·scaling)^T, zero for groups without that adapter (so they get exactly the
+    base output). None when some layer or adapter is not a plain LoRA Linear (DoRA, embedding
+    LoRA, lora bias, modules_to_save), which the caller handles with peft's own path."""
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+
+    model = base.model
+    real = [n for n in names if n is not None]
+    for n in real:
+        cfg = model.peft_config[n]
+        if getattr(cfg, "modules_to_save", None):
+            return None
+    plan = []
+    for m in model.modules():
+        if not isinstance(m, LoraLayer) or not any(n in m.lora_A for n in real):
+            continue
+        if type(m) is not LoraLinear or any(n in m.lora_variant for n in real) or m.merged:
+            return None
+        r = max(m.lora_A[n].weight.shape[0] for n in real if n in m.lora_A)
+        ref = next(m.lora_A[n].weight for n in real if n in m.lora_A)
+        d_in, d_out = m.in_features, m.out_features
+        at = torch.zeros(len(names), d_in, r, dtype=ref.dtype, device=ref.device)
+        bt = torch.zeros(len(names), r, d_out, dtype=ref.dtype, device=ref.device)
+        for g, n in enumerate(names):
+            if n is None or n not in m.lora_A:
+                continue
+            if m.lora_B[n].bias is not None:
+                return None
+            a, b = m.lora_A[n].weight, m.lora_B[n].weight
+            at[g, :, : a.shape[0]] = a.T
+            bt[g, : a.shape[0], :] = (b * m.scaling[n]).T
+        plan.append((m, at, bt))
+    return plan
+
+
+def _grouped_hook(at: torch.Tensor, bt: torch.Tensor) -> Callable:
+    k = at.shape[0]
+
+    def hook(module, args, kwargs, output):
+        x = args[0] if args else kwargs["x"]
+        xs = x.reshape(k, -1, x.shape[-1]).to(at.dtype)
+        delta = torch.bmm(torch.bmm(xs, at), bt)
+        return output + delta.reshape(output.shape).to(output.dtype)
+
+    return hook
+
+
+@contextlib.contextmanager
+def grouped(base: _Base, names: Sequence[str | None], mode: str = "grouped") -> Iterator[Callable[[int], dict]]:
+    """Run k = len(names) row groups in one forward: rows [g*n:(g+1)*n] of a batch of k*n
+    rows use adapter names[g] (None: the base model). Yields `extra(n) -> dict` of forward
+    kwargs to pass. `mode` "grouped" uses our batched LoRA hook (falling back to "peft" when
+    the adapters are not plain LoRA Linear layers); "peft" uses `adapter_names=`."""
+    from peft import PeftModel
+
+    names = tuple(names)
+    model = base.model
+    if all(n is None for n in names):
+        with use_adapter(base, None):
+            yield lambda n: {}
+        return
+    if not isinstance(model, PeftModel):
+        raise ValueError(f"adapters {names} are not loaded")
+    if len(set(names)) == 1:
+        with use_adapter(base, names[0]):
+            yield lambda n: {}
+        return
+    plan = None
+    if mode == "grouped":
+        if names not in base.plans:
+            base.plans[names] = _grouped_plan(base, names)
+        plan = base.plans[names]
+    if plan is None:
+        labels = ["__base__" if n is None else n for n in names]
+        yield lambda n: {"adapter_names": [lab for lab in labels for _ in range(n)]}
+        return
+    handles = []
+    try:
+        with model.disable_adapter():
+            for m, at, bt in plan:
+                handles.append(m.register_forward_hook(_grouped_hook(at, bt), with_kwargs=True))
+            yield lambda n: {}
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --- tokenization ------------------------------------------------------------------------------
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def encode_pairs(tok, prompts: Sequence[str], responses: Sequence[str], add_eos: bool = True) -> list[tuple[list[int], int]]:
+    """(ids, n_prompt) per pair, as trl 1.16's DPOTrainer builds them: ids = tok(prompt +
+    response [+ eos_token]) with special tokens; the response tokens are ids[n_prompt:] where
+    n_prompt is the common prefix length of tok(prompt) and ids."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+    eos = tok.eos_token if add_eos else ""
+    p_ids = tok(list(prompts))["input_ids"]
+    f_ids = tok([p + r + eos for p, r in zip(prompts, responses)])["input_ids"]
+    return [(f, _common_prefix(p, f)) for p, f in zip(p_ids, f_ids)]
+
+
+def _batches(order: Sequence[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(order), size):
+        yield list(order[i : i + size])
+
+
+def _sample(scores: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
+    """One token per row from softmax(scores / temperature) restricted to the top-p nucleus
+    (the smallest set of most likely tokens whose mass reaches top_p; HF's TopPLogitsWarper)."""
+    scores = scores.float() / temperature
+    if top_p < 1.0:
+        sorted_scores, idx = torch.sort(scores, descending=False, dim=-1)
+        cum = sorted_scores.softmax(-1).cumsum(-1)
+        remove = cum <= (1 - top_p)
+        remove[..., -1] = False
+        scores = scores.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
+    probs = scores.softmax(-1)
+    return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(scores.device)
+
+
+def _batch_seed(seed: int, batch: int) -> int:
+    return (int(seed) * 1_000_003 + batch * 7_919) % (2**63 - 1)
+
+
+# --- the backend -------------------------------------------------------------------------------
+
+
+class HFGenerator(Generator):
+    """transformers backend. `device`/`dtype` default to cuda+bf16 when available, else
+    cpu+fp32; `group_mode` is how k adapters share one forward ("grouped", "peft" or
+    "sequential", see the module docstring)."""
+
+    name = "transformers"
+    description = "transformers + peft: batched generation, exact LoRA soups, MOD fusion, log-probs."
+
+    def __init__(self, device: str | None = None, dtype: str | None = None, group_mode: str = "grouped",
+                 cache: ModelCache | None = None):
+        if group_mode not in GROUP_MODES:
+            raise ValueError(f"`group_mode`: expected one of {list(GROUP_MODES)}, got {group_mode!r}")
+        self.device = torch.device(device) if device else None
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.group_mode = group_mode
+        self.cache = cache or MODELS
+
+    # -- loading --
+
+    def base(self, base_dir: Any) -> _Base:
+        return self.cache.base(base_dir, self.device, self.dtype)
+
+    def _slots(self, b: _Base, adapter_dirs: Sequence[Any]) -> list[str | None]:
+        return [None if a is None else self.cache.adapter(b, a) for a in adapter_dirs]
+
+    # -- generation --
+
+    def generate(self, policy: ResolvedPolicy, prompts: Sequence[str], decoding: DecodingConfig, *,
+                 num_return_sequences: int = 1, seed: int = 0, progress: Any = None) -> list[list[str]]:
+        if num_return_sequences < 1:
+            raise ValueError(f"`num_return_sequences`: expected >= 1, got {num_return_sequences}")
+        b = self.base(policy.base)
+        with self.cache.lock:
+            if policy.combine == "soup":
+                name = self.cache.soup(b, policy.adapters)
+                run = lambda ids, mask, n, s: self._generate_single(b, name, ids, mask, decoding, n, s)  # noqa: E731
+            elif policy.combine == "fusion":
+                adapters = [(a, float(w)) for a, w in policy.adapters if float(w) != 0.0]
+                rule = policy.options.get("rule", "reverse_kl")
+                alpha = policy.options.get("alpha")
+                check_rule(rule, alpha)
+                if not adapters:
+                    raise ValueError("fusion policy with no adapter of nonzero weight")
+                slots = self._slots(b, [a for a, _ in adapters])
+                weights = [w for _, w in adapters]
+                run = lambda ids, mask, n, s: self._generate_fused(b, slots, weights, rule, alpha, ids, mask,  # noqa: E731
+                                                                   decoding, n, s)
+            else:
+                raise ValueError(f"policy `combine`: expected 'soup' or 'fusion', got {policy.combine!r}")
+            return self._generate_batches(b, prompts, decoding, num_return_sequences, seed, progress, run)
+
+    def _generate_batches(self, b: _Base, prompts, decoding, n_ret, seed, progress, run) -> list[list[str]]:
+        tok = b.tokenizer
+        enc = tok(list(prompts))["input_ids"]
+        order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
+        rows_per_prompt = 1 if decoding.greedy else n_ret
+        per_batch = max(1, decoding.batch_size // rows_per_prompt)
+        out: list[list[str]] = [[] for _ in prompts]
+        for bi, idx in enumerate(_batches(order, per_batch)):
+            width = max(len(enc[i]) for i in idx)
+            pad = tok.pad_token_id
+            ids = torch.tensor([[pad] * (width - len(enc[i])) + enc[i] for i in idx], device=b.device)
+            mask = torch.tensor([[0] * (width - len(enc[i])) + [1] * len(enc[i]) for i in idx], device=b.device)
+            new = run(ids, mask, rows_per_prompt, _batch_seed(seed, bi))  # (len(idx) * rows, T_new)
+            texts = [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+            for j, i in enumerate(idx):
+                got = texts[j * rows_per_prompt : (j + 1) * rows_per_prompt]
+                out[i] = got * n_ret if rows_per_prompt == 1 and n_ret > 1 else got
+            if progress:
+                progress(len(idx))
+        return out
+
+    def _generation_config(self, b: _Base, decoding: DecodingConfig, n: int):
+        from transformers import GenerationConfig
+
+        tok = b.tokenizer
+        return GenerationConfig(
+            max_new_tokens=decoding.max_new_tokens, do_sample=not decoding.greedy, num_beams=1,
+            temperature=1.0 if decoding.greedy else decoding.temperature,
+            # top_k: transformers' global default is 50; 0 disables it (only set when sampling,
+            # greedy decoding warns about any explicit value)
+            top_p=1.0 if decoding.greedy else decoding.top_p, top_k=None if decoding.greedy else 0,
+            typical_p=1.0, min_new_tokens=0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+            num_return_sequences=n,
+            eos_token_id=b.eos_ids, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        )
+
+    @torch.inference_mode()
+    def _generate_single(self, b: _Base, name, ids, mask, decoding, n, seed) -> torch.Tensor:
+        cfg = self._generation_config(b, decoding, n)
+        devices = [b.device] if b.device.type == "cuda" else []
+        with use_adapter(b, name) as model, torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
+        return out[:, ids.shape[1] :]
+
+    def _forward(self, b: _Base, model, ids, mask, pos, cache, extra) -> tuple[torch.Tensor, Any]:
+        kw = {b.cache_kw: cache} if cache is not None else {}
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **kw, **extra)
+        cache = getattr(out, "cache", None)
+        return out.logits[:, -1], cache if cache is not None else getattr(out, "past_key_values", None)
+
+    @torch.inference_mode()
+    def _generate_fused(self, b: _Base, slots, weights, rule, alpha, ids, mask, decoding, n, seed) -> torch.Tensor:
+        """MOD decoding: k = len(slots) models, one KV cache over k stacked copies of the
+        batch (grouped/peft modes) or k caches (sequential mode)."""
+        if n > 1:
+            ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+        k, rows = len(slots), ids.shape[0]
+        gen = torch.Generator().manual_seed(seed)
+        eos = torch.tensor(b.eos_ids, device=ids.device)
+        pad = b.tokenizer.pad_token_id
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
+        steps: list[torch.Tensor] = []
+        seq = self.group_mode == "sequential"
+        with contextlib.ExitStack() as stack:
+            if seq:
+                caches: list[Any] = [None] * k
+
+                def step_logits(inp, mask, pos):
+                    out = []
+                    for i, s in enumerate(slots):
+                        with use_adapter(b, s) as model:
+                            lg, caches[i] = self._forward(b, model, inp, mask, pos, caches[i], {})
+                        out.append(lg)
+                    return torch.stack(out)
+            else:
+                kw = stack.enter_context(grouped(b, slots, self.group_mode))(rows)
+                mask, pos, state = mask.repeat(k, 1), pos.repeat(k, 1), {"cache": None}
+
+                def step_logits(inp, mask, pos):
+                    lg, state["cache"] = self._forward(b, b.model, inp.repeat(k, 1), mask, pos, state["cache"], kw)
+                    return lg.view(k, rows, -1)
+
+            logits = step_logits(ids, mask, pos)
+            for step in range(decoding.max_new_tokens):
+                f = fuse_logprobs(torch.log_softmax(logits.float(), -1), weights, rule, alpha)
+                nxt = f.argmax(-1) if decoding.greedy else _sample(f, decoding.temperature, decoding.top_p, gen)
+                nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+                steps.append(nxt)
+                done = done | torch.isin(nxt, eos)
+                if bool(done.all()) or step == decoding.max_new_tokens - 1:
+                    break
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+                pos = pos[:, -1:] + 1
+                logits = step_logits(nxt[:, None], mask, pos)
+        return torch.stack(steps, 1)
+
+    # -- log-probs --
+
+    def logprobs(self, policy: ResolvedPolicy, prompts: Sequence[str], responses: Sequence[str], *,
+                 batch_size: int = 64, progress: Any = None, add_eos: bool = True) -> list[float]:
+        """Summed log-prob of each response's tokens (eos included unless add_eos=False) under
+        the policy; for a fusion policy, under the normalised fused distribution
+        softmax(f) at temperature 1."""
+        b = self.base(policy.base)
+        with self.cache.lock:
+            if policy.combine == "soup":
+                slots = [self.cache.soup(b, policy.adapters)]
+                return self._sequence_logprobs(b, slots, prompts, responses, batch_size, progress, add_eos)[0].tolist()
+            if policy.combine == "fusion":
+                adapters = [(a, float(w)) for a, w in policy.adapters if float(w) != 0.0]
+                rule, alpha = policy.options.get("rule", "reverse_kl"), policy.options.get("alpha")
+                check_rule(rule, alpha)
+                slots = self._slots(b, [a for a, _ in adapters])
+                fuse = lambda lp: torch.log_softmax(fuse_logprobs(lp, [w for _, w in adapters], rule, alpha), -1)  # noqa: E731
+                return self._sequence_logprobs(b, slots, prompts, responses, batch_size, progress, add_eos,
+                                               fuse=fuse)[0].tolist()
+            raise ValueError(f"policy `combine`: expected 'soup' or 'fusion', got {policy.combine!r}")
+
+    def sequence_logprobs(self, base_dir: Any, adapter_dirs: Sequence[Any], prompts: Sequence[str],
+                          responses: Sequence[str], batch_size: int = 64, progress: Any = None,
+                          add_eos: bool = True) -> np.ndarray:
+        """(len(adapter_dirs), n) summed response log-probs; None in `adapter_dirs` = base model."""
+        b = self.base(base_dir)
+        with self.cache.lock:
+            slots = self._slots(b, adapter_dirs)
+            return self._sequence_logprobs(b, slots, prompts, responses, batch_size, progress, add_eos)
+
+    def implicit_rewards(self, base_dir: Any, adapter_dirs: Sequence[Any], prompts: Sequence[str],
+                         responses: Sequence[str], beta: float, ref_adapter: Any = None, batch_size: int = 64,
+                         progress: Any = None, add_eos: bool = True) -> np.ndarray:
+        """(k, n) implicit rewards beta * (log π_i(y|x) − log π_ref(y|x)); π_ref = the base model
+        (or base + `ref_adapter`)."""
+        lp = self.sequence_logprobs(base_dir, [*adapter_dirs, ref_adapter], prompts, responses, batch_size,
+                                    progress, add_eos)
+        return beta * (lp[:-1] - lp[-1:])
+
+    @torch.inference_mode()
+    def _sequence_logprobs(self, b: _Base, slots: list[str | None], prompts, responses, batch_size, progress,
+                           add_eos, fuse: Callable | None = None) -> np.ndarray:
+        """Log-probs under each slot; with `fuse`, one row: the sequence log-prob under
+        fuse(per-slot log-softmax) (a (k, ..., V) -> (..., V) log-distribution)."""
+        if batch_size < 1:
+            raise ValueError(f"`batch_size`: expected >= 1, got {batch_size}")
+        pairs = encode_pairs(b.tokenizer, prompts, responses, add_eos)
+        k = len(slots)
+        out = np.zeros((1 if fuse else k, len(pairs)))
+        if not pairs:
+            return out
+        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]))
+        pad = b.tokenizer.pad_token_id
+        distinct = list(dict.fromkeys(slots))
+        for idx in _batches(order, batch_size):
+            width = max(len(pairs[i][0]) for i in idx)
+            ids = torch.tensor([pairs[i][0] + [pad] * (width - len(pairs[i][0])) for i in idx], device=b.device)
+            mask = torch.tensor([[1] * len(pairs[i][0]) + [0] * (width - len(pairs[i][0])) for i in idx], device=b.device)
+            score = torch.zeros_like(mask, dtype=torch.bool)
+            for j, i in enumerate(idx):
+                score[j, pairs[i][1] : len(pairs[i][0])] = True
+            labels, score = ids[:, 1:], score[:, 1:]
+            per_slot = self._slot_logits(b, distinct, ids, mask)  # slot -> (rows, T, V) logits
+            lps = torch.stack([torch.log_softmax(per_slot[s][:, :-1].float(), -1) for s in slots])
+            if fuse is not None:
+                lps = fuse(lps)[None]
+            tok_lp = lps.gather(-1, labels[None].expand(lps.shape[0], -1, -1)[..., None]).squeeze(-1)
+            sums = (tok_lp * score[None]).sum(-1).double().cpu().numpy()
+            out[:, idx] = sums
+            if progress:
+                progress(len(idx))
+        return out
+
+    def _slot_logits(self, b: _Base, distinct: list[str | None], ids, mask) -> dict:
+        rows = ids.shape[0]
+        if len(distinct) == 1 or self.group_mode == "sequential":
+            res = {}
+            for s in distinct:
+                with use_adapter(b, s) as model:
+                    res[s] = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            return res
+        k = len(distinct)
+        with grouped(b, distinct, self.group_mode) as extra:
+            logits = b.model(input_ids=ids.repeat(k, 1), attention_mask=mask.repeat(k, 1), use_cache=False,
+                             **extra(rows)).logits
+        return {s: logits[g * rows : (g + 1) * rows] for g, s in enumerate(distinct)}
+
+    def close(self) -> None:
+        self.cache.clear()
+
+
+# --- module-level helpers on a process-wide generator -------------------------------------------
+
+_DEFAULT: HFGenerator | None = None
+
+
+def default_generator() -> HFGenerator:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = HFGenerator()
+    return _DEFAULT
+
+
+def sequence_logprobs(base_dir: Any, adapter_dirs: Sequence[Any], prompts: Sequence[str], responses: Sequence[str],
+                      batch_size: int = 64, progress: Any = None, add_eos: bool = True) -> np.ndarray:
+    """Summed response log-probs, shape (len(adapter_dirs), n), of base + each adapter (None:
+    the base model with adapters disabled), all adapters in one batched forward per batch."""
+    return default_generator().sequence_logprobs(base_dir, adapter_dirs, prompts, responses, batch_size, progress, add_eos)
+
+
+def implicit_rewards(base_dir: Any, adapter_dirs: Sequence[Any], prompts: Sequence[str], responses: Sequence[str],
+                     beta: float, ref_adapter: Any = None, batch_size: int = 64, progress: Any = None,
+                     add_eos: bool = True) -> np.ndarray:
+    """DPO implicit rewards, shape (len(adapter_dirs), n): beta * (log π_i(y|x) − log π_ref(y|x))
+    with π_ref the base model, or base + `ref_adapter` when given."""
+    return default_generator().implicit_rewards(base_dir, adapter_dirs, prompts, responses, beta, ref_adapter,
+                                                batch_size, progress, add_eos)
