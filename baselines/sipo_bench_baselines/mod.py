@@ -1,0 +1,22 @@
+"""`mod`: multi-objective decoding (Shi et al. 2024) over the per-objective DPO adapters.
+
+The backend decodes from the fused next-token score f(w) (`rule` reverse_kl: Σ w_i log π_i;
+forward_kl / alpha: −logsumexp forms), greedy or sampled as the run's decoding config says."""
+
+from __future__ import annotations
+
+from sipo_bench.interfaces import FitContext, Method, PolicyFamily
+
+from .common import CombinedFamily
+from .configs import MODConfig
+from .dpo import dpo_stages
+
+
+class MODMethod(Method):
+    name = "mod"
+    description = "Multi-objective decoding: fused next-token scores of the per-objective DPO models."
+    config_class = MODConfig
+
+    def fit(self, ctx: FitContext) -> PolicyFamily:
+        c = self.config
+        return CombinedFamily(ctx.base, list(dpo_stages(ctx).values()), "fusion", {"rule": c.rule, "alpha": c.alpha})

@@ -1,0 +1,19 @@
+"""`dpo-soups`: θ(w) = base + Σ_i w_i ΔW_i over the per-objective DPO adapters (exact LoRA
+delta interpolation by the generation backend, peft `add_weighted_adapter(..., "cat")`)."""
+
+from __future__ import annotations
+
+from sipo_bench.interfaces import FitContext, Method, PolicyFamily
+
+from .common import CombinedFamily
+from .configs import SoupsConfig
+from .dpo import dpo_stages
+
+
+class DPOSoupsMethod(Method):
+    name = "dpo-soups"
+    description = "Weight interpolation of the per-objective DPO LoRA deltas."
+    config_class = SoupsConfig
+
+    def fit(self, ctx: FitContext) -> PolicyFamily:
+        return CombinedFamily(ctx.base, list(dpo_stages(ctx).values()), "soup")

@@ -1,0 +1,158 @@
+"""Stage functions of the baseline methods (run by the executor; they import torch).
+
+Every function reads its stage config (see the planning code in the method modules), builds
+preference pairs from the task's `train.jsonl` / `val.jsonl`, trains one LoRA adapter and saves
+it at the root of `ctx.out`, and returns the training metrics.
+
+Pair construction (`labels[o]` is the index of the response objective `o` prefers, null = tie):
+- DPO on objective o: chosen = responses[labels[o]]; ties dropped.
+- MODPO: DPO pairs of the main objective, plus column `margins` = r_j(y_w) − r_j(y_l) for every
+  other objective j with w_j > 0 (implicit rewards of j's DPO model, precomputed once with the
+  generation backend's `implicit_rewards`; responses with EOS, exactly as trained).
+- DPO-LW: chosen/rejected = responses[0]/[1], column `signs` = +1/−1/0 per objective (0 = tie);
+  pairs where every objective with w_i > 0 ties are dropped (their loss is 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from sipo_bench.interfaces import TaskData
+from sipo_bench.stages import StageContext, read_jsonl
+
+
+def _task(ctx: StageContext):
+    return ctx.runtime.task(ctx.config["task"], ctx.config["task_options"])
+
+
+def _rows(data_dir: Path, split: str) -> list[dict]:
+    p = Path(data_dir) / f"{split}.jsonl"
+    return read_jsonl(p) if p.is_file() else []
+
+
+def _label(row: Mapping[str, Any], objective: str) -> int | None:
+    labels = row.get("labels") or {}
+    if objective not in labels:
+        raise KeyError(f"pair has no label for objective {objective!r} (labels: {sorted(labels)})")
+    v = labels[objective]
+    if v is None:
+        return None
+    if v not in (0, 1):
+        raise ValueError(f"label of objective {objective!r} must be 0, 1 or null, got {v!r}")
+    return int(v)
+
+
+def dpo_pairs(rows: Sequence[Mapping[str, Any]], objective: str, format_prompt) -> list[dict]:
+    """Pairs oriented by `objective`'s label; ties dropped."""
+    out = []
+    for r in rows:
+        lab = _label(r, objective)
+        if lab is None:
+            continue
+        out.append({"prompt": format_prompt(r["prompt"]), "chosen": r["responses"][lab],
+                    "rejected": r["responses"][1 - lab]})
+    return out
+
+
+def lw_pairs(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str], weights: Sequence[float],
+             format_prompt) -> list[dict]:
+    """Pairs in stored order with one orientation sign per objective (DPO-LW)."""
+    out = []
+    for r in rows:
+        signs = [0.0 if (lab := _label(r, o)) is None else (1.0 if lab == 0 else -1.0) for o in objectives]
+        if all(s == 0.0 or w == 0.0 for s, w in zip(signs, weights)):
+            continue
+        out.append({"prompt": format_prompt(r["prompt"]), "chosen": r["responses"][0], "rejected": r["responses"][1],
+                    "signs": signs})
+    return out
+
+
+def add_margins(pairs: list[dict], base_dir: Path, adapter_dirs: Sequence[Path], beta: float, batch_size: int,
+                progress: Any = None) -> list[dict]:
+    """Column `margins` = [r_j(chosen) − r_j(rejected) for each adapter j] (MODPO)."""
+    if not pairs:
+        return pairs
+    from sipo_bench_plugins.hf_generation import implicit_rewards
+
+    n = len(pairs)
+    prompts = [p["prompt"] for p in pairs] * 2
+    responses = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    r = implicit_rewards(base_dir, list(adapter_dirs), prompts, responses, beta, batch_size=batch_size,
+                         progress=progress)  # (k-1, 2n)
+    margins = r[:, :n] - r[:, n:]
+    return [{**p, "margins": [float(x) for x in margins[:, i]]} for i, p in enumerate(pairs)]
+
+
+def _train(ctx: StageContext, train_rows: list[dict], val_rows: list[dict], loss) -> dict:
+    from .trainer import train_preference_adapter
+
+    cfg = ctx.config
+    return train_preference_adapter(ctx.out, ctx.inputs["base"], train_rows, val_rows, loss, cfg["train"],
+                                    int(cfg["seed"]), progress=ctx.progress, log=ctx.log)
+
+
+def dpo_stage(ctx: StageContext) -> dict:
+    """config: task, task_options, seed, objective, beta, train; inputs: data, base."""
+    from .losses import DPOLoss
+
+    cfg, task = ctx.config, _task(ctx)
+    data = ctx.inputs["data"]
+    train = dpo_pairs(_rows(data, "train"), cfg["objective"], task.format_prompt)
+    val = dpo_pairs(_rows(data, "val"), cfg["objective"], task.format_prompt)
+    return {"objective": cfg["objective"], **_train(ctx, train, val, DPOLoss(beta=float(cfg["beta"])))}
+
+
+def modpo_stage(ctx: StageContext) -> dict:
+    """config: task, task_options, seed, w, main, others (names, aligned with inputs
+    `margin0`, `margin1`, ...), w_main, w_others, beta, margin_batch_size, train;
+    inputs: data, base, margin<j> (the other objectives' DPO adapters)."""
+    from .losses import MODPOLoss
+
+    cfg, task = ctx.config, _task(ctx)
+    data, base = ctx.inputs["data"], ctx.inputs["base"]
+    adapters = [ctx.inputs[f"margin{j}"] for j in range(len(cfg["others"]))]
+    beta = float(cfg["beta"])
+    train = dpo_pairs(_rows(data, "train"), cfg["main"], task.format_prompt)
+    val = dpo_pairs(_rows(data, "val"), cfg["main"], task.format_prompt)
+    if cfg["train"].get("max_pairs"):
+        train = train[: int(cfg["train"]["max_pairs"])]
+    use_val = float(cfg["train"].get("eval_every") or 0) > 0
+    with ctx.progress(2 * (len(train) + (len(val) if use_val else 0)), f"margins {ctx.stage.name}") as advance:
+        train = add_margins(train, base, adapters, cfg["margin_beta"], int(cfg["margin_batch_size"]), advance)
+        val = add_margins(val, base, adapters, cfg["margin_beta"], int(cfg["margin_batch_size"]), advance) if use_val else []
+    loss = MODPOLoss(beta=beta, w_main=float(cfg["w_main"]), w_others=tuple(float(x) for x in cfg["w_others"]))
+    return {"w": cfg["w"], "main": cfg["main"], **_train(ctx, train, val, loss)}
+
+
+def dpo_lw_stage(ctx: StageContext) -> dict:
+    """config: task, task_options, seed, w, objectives, beta, train; inputs: data, base."""
+    from .losses import DPOLWLoss
+
+    cfg, task = ctx.config, _task(ctx)
+    data = ctx.inputs["data"]
+    objs, w = list(cfg["objectives"]), [float(x) for x in cfg["w"]]
+    train = lw_pairs(_rows(data, "train"), objs, w, task.format_prompt)
+    val = lw_pairs(_rows(data, "val"), objs, w, task.format_prompt)
+    return {"w": w, **_train(ctx, train, val, DPOLWLoss(beta=float(cfg["beta"]), weights=tuple(w)))}
+
+
+def rl_stage(ctx: StageContext) -> dict:
+    """config: task, task_options, seed, objective, higher_is_better, scorers, rl; inputs: data, base.
+    The reward is the score of the first of the task's scorers that covers the objective."""
+    from .rl import train_rloo_adapter
+
+    cfg, task = ctx.config, _task(ctx)
+    objective = cfg["objective"]
+    rows = _rows(ctx.inputs["data"], "train")
+    prompts = list(dict.fromkeys(r["prompt"] for r in rows))  # distinct, in file order
+    scorer = next((s for s in (ctx.runtime.scorer(n, o) for n, o in cfg["scorers"]) if objective in s.objectives()), None)
+    if scorer is None:
+        raise RuntimeError(f"no scorer of task {cfg['task']!r} covers objective {objective!r}")
+
+    def reward(raw_prompts: list[str], responses: list[str]) -> list[float]:
+        return [float(x) for x in scorer.score(raw_prompts, responses)[objective]]
+
+    return {"objective": objective, **train_rloo_adapter(
+        ctx.out, ctx.inputs["base"], prompts, task.format_prompt, reward, cfg["rl"], int(cfg["seed"]),
+        higher_is_better=bool(cfg["higher_is_better"]), progress=ctx.progress, log=ctx.log)}
