@@ -148,7 +148,9 @@ def resolve_methods(cfg: RunConfig, runtime: Runtime, task: Task) -> list[str]:
 
 
 def _compatible(cls: Any, task: Task) -> bool:
-    return cls.tasks is None or task.name in cls.tasks
+    if cls.tasks is not None:
+        return task.name in cls.tasks
+    return task.model_based or not cls.needs_model
 
 
 def method_config(cls: Any, task: Task, overrides: dict, name: str) -> Any:
@@ -358,7 +360,6 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
     base_meta = {seed: result(st) for seed, st in plan.base.items()}
 
     methods: dict[str, Any] = {}
-    all_mean_points: list[list[float]] = []
     for name, mp in plan.methods.items():
         entry: dict[str, Any] = {"status": "ok", "error": mp.error, "config": mp.config, "points": [],
                                  "front": [], "hypervolume": None, "hypervolume_floor": None, "igd_plus": None}
@@ -384,7 +385,6 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         if mean_points and entry["status"] == "ok":
             arr = np.array([m["scores"] for m in mean_points])
             entry["front"] = [mean_points[i] for i in pareto.pareto_front(arr, maximize)]
-            all_mean_points += [m["scores"] for m in entry["front"]]
             entry["hypervolume"] = _hv_stats(entry["points"], ref_points, maximize, cfg.seeds)
             if floor is not None:
                 entry["hypervolume_floor"] = _hv_stats(entry["points"], {s: floor for s in cfg.seeds}, maximize, cfg.seeds)
@@ -395,12 +395,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         entry["extra"] = {str(seed): {n: result(st) for n, st in ex.items()} for seed, ex in mp.extra.items() if ex}
         methods[name] = entry
 
-    if all_mean_points:
-        union = np.array(all_mean_points)
-        union_front = union[pareto.pareto_front(union, maximize)]
-        for entry in methods.values():
-            if entry["front"]:
-                entry["igd_plus"] = pareto.igd_plus([f["scores"] for f in entry["front"]], union_front, maximize)
+    union_front = _igd_plus_all(methods, maximize)
 
     stages = plan.stages()
     counts: dict[str, int] = {}
@@ -419,6 +414,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "ref_points": {str(s): r for s, r in ref_points.items()},
         "floor": floor,
         "floor_source": f"task {task.name}" if floor is not None else None,
+        "union_front": union_front,
         "base_policy": {"scores": {str(s): v for s, v in base_scores.items()}},
         "task_data": {str(s): v for s, v in data_meta.items()},
         "task_base": {str(s): v for s, v in base_meta.items()},
@@ -451,7 +447,22 @@ def comparable(summary: dict) -> dict:
     return s
 
 
+def _igd_plus_all(methods: dict[str, dict], maximize: list[bool]) -> list[list[float]]:
+    """Set each method's `igd_plus` against the union front (the non-dominated subset of every
+    method's mean front, failed methods excluded, exact duplicates once) and return it."""
+    union = [list(x) for x in dict.fromkeys(tuple(f["scores"]) for entry in methods.values() for f in entry["front"])]
+    if not union:
+        return []
+    union_front = [union[i] for i in pareto.pareto_front(union, maximize)]
+    for entry in methods.values():
+        entry["igd_plus"] = (pareto.igd_plus([f["scores"] for f in entry["front"]], union_front, maximize)
+                             if entry["front"] else None)
+    return union_front
+
+
 def _hv_stats(points: list[dict], ref_points: dict, maximize: list[bool], seeds: list[int]) -> dict | None:
+    """HV of each seed's points against that seed's reference point; mean, sample std and the
+    95% percentile-bootstrap interval over seeds (None with one seed)."""
     per_seed = {}
     for seed in seeds:
         ref = ref_points.get(seed)

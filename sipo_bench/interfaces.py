@@ -97,6 +97,8 @@ class Task(abc.ABC):
     #: True when the task's scorers are exact oracles of its objectives (synthetic tasks), so
     #: methods may report diagnostics against the truth (e.g. SIPO's filter precision)
     oracle: ClassVar[bool] = False
+    #: False for tasks without a language model (the dummy task): model-based methods skip them
+    model_based: ClassVar[bool] = True
     #: prompt template; `{prompt}` is replaced by the raw prompt
     prompt_template: ClassVar[str] = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
 
@@ -267,6 +269,8 @@ class Method(abc.ABC):
     description: ClassVar[str] = ""
     #: task names this method runs on (None: any); `--methods all` picks the compatible ones
     tasks: ClassVar[tuple[str, ...] | None] = None
+    #: True if the method trains or decodes a language model (not possible on model-free tasks)
+    needs_model: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.config_class()

@@ -41,6 +41,7 @@ class DummyTask(Task):
     config_class = DummyTaskConfig
     default_generator = "dummy"
     prompt_template = "{prompt}"
+    model_based = False
 
     def objectives(self) -> list[Objective]:
         return list(OBJECTIVES)
@@ -139,6 +140,7 @@ class DummyMethod(Method):
     description = "Linear mix of per-objective dummy adapters (no torch)."
     config_class = DummyMethodConfig
     tasks = ("dummy",)
+    needs_model = False
 
     def fit(self, ctx: FitContext) -> PolicyFamily:
         c = self.config

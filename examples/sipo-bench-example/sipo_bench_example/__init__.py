@@ -49,6 +49,7 @@ class ExampleBase(Method):
     name = "example-base"
     description = "The base policy at every weight (a do-nothing baseline), from a third-party package."
     config_class = ExampleConfig
+    needs_model = False  # it only reuses the task's base policy
 
     def fit(self, ctx: FitContext) -> PolicyFamily:
         c = self.config

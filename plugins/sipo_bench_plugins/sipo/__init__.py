@@ -1,1 +1,18 @@
-"""SIPO: self-improvement towards Pareto optimality (Li et al., 2025)."""
+"""SIPO: self-improvement towards Pareto optimality (Li et al., ACL Findings 2025).
+
+The method plugin `sipo` (stages in `.stages`, planning in `.method`, decision rules in
+`.selection`). Registered lazily: listing plugins does not import torch.
+"""
+
+from __future__ import annotations
+
+from sipo_bench.hookspecs import hookimpl
+from sipo_bench.registry import Lazy
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def sipo_bench_register_methods() -> list:
+    return [Lazy("sipo", "sipo_bench_plugins.sipo.method:SIPOMethod",
+                 "SIPO: sample, review, rewrite, keep Pareto-optimal responses, re-align (Li et al. 2025).")]

@@ -1,0 +1,100 @@
+"""`sipo`: plans SIPO's stages (DESIGN.md §3, steps 1-8) and returns the base MOA method's
+family over the re-aligned models. Torch-free: the stage functions live in `.stages`.
+
+Per round r and seed:  endpoints(r) = dpo[...] for r = 0, else sipo-realign[...] of round r-1
+  sipo-sample[r] -> sipo-review[r] -> sipo-rewrite[r] -> sipo-combine[r] -> sipo-filter[r]
+  -> sipo-realign[objective, r] (one per objective)
+plus sipo-endpoints (oracle diagnostics: how the endpoints moved).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sipo_bench.config import ConfigError, to_dict
+from sipo_bench.interfaces import FitContext, Method, PolicyFamily, PolicySpec
+from sipo_bench.stages import Stage
+from sipo_bench.weights import simplex_grid, validate_weights
+from sipo_bench_baselines.common import CombinedFamily, task_config
+from sipo_bench_baselines.dpo import dpo_stages
+
+from .config import SIPOConfig
+
+STAGES = "sipo_bench_plugins.sipo.stages"
+
+
+def default_sample_weights(k: int) -> list[tuple[float, ...]]:
+    if k == 2:
+        return [(0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2)]
+    return [w for w in simplex_grid(k, k + 1) if all(x > 0 for x in w)]
+
+
+class SIPOFamily(CombinedFamily):
+    def __init__(self, base: Any, adapters: Sequence[Any], combine: str, options: dict, extra: dict[str, Stage]):
+        super().__init__(base, adapters, combine, options)
+        self._extra = extra
+
+    def extra_stages(self) -> dict[str, Stage]:
+        return dict(self._extra)
+
+
+class SIPOMethod(Method):
+    name = "sipo"
+    description = "SIPO: sample, review, rewrite, keep Pareto-optimal responses, re-align (Li et al. 2025)."
+    config_class = SIPOConfig
+
+    def fit(self, ctx: FitContext) -> PolicyFamily:
+        c: SIPOConfig = self.config
+        objectives = [o.name for o in ctx.objectives]
+        k = len(objectives)
+        sample_weights = (validate_weights(c.sample_weights, k, "sample_weights") if c.sample_weights is not None
+                          else default_sample_weights(k))
+        review = c.review_model or objectives[0]
+        if review not in objectives:
+            raise ConfigError(f"`review_model`: expected one of {', '.join(objectives)}, got {review!r}")
+        if c.base == "mod":
+            mod = ctx.method_config("mod")
+            combine, options = "fusion", {"rule": mod.rule, "alpha": mod.alpha}
+        else:
+            combine, options = "soup", {}
+        dpo = dpo_stages(ctx)
+        common = {**task_config(ctx), "seed": ctx.seed, "objectives": objectives, "combine": combine,
+                  "options": options}
+        gen = {"temperature": c.temperature, "top_p": c.top_p, "max_new_tokens": c.max_new_tokens,
+               "batch_size": c.generation_batch_size}
+        endpoints = [dpo[o] for o in objectives]
+        extra: dict[str, Stage] = {}
+        for r in range(c.rounds):
+            tag = f"round={r + 1},seed={ctx.seed}"
+            ep = {f"adapter{i}": s for i, s in enumerate(endpoints)}
+            sample = ctx.stage(f"sipo-sample[{tag}]", f"{STAGES}:sample_stage", {
+                **common, "round": r, "sample_weights": [list(w) for w in sample_weights],
+                "candidates_per_weight": c.candidates_per_weight, "max_prompts": c.max_prompts,
+                "decoding": {**gen, "greedy": c.sample_greedy}}, {"data": ctx.data, "base": ctx.base, **ep})
+            candidates = sample
+            if c.refine:
+                refine_dec = {**gen, "greedy": c.refine_greedy}
+                rev = ctx.stage(f"sipo-review[{tag}]", f"{STAGES}:review_stage", {
+                    **common, "review_model": review, "decoding": refine_dec},
+                    {"candidates": sample, "base": ctx.base, "reviewer": endpoints[objectives.index(review)]})
+                rew = ctx.stage(f"sipo-rewrite[{tag}]", f"{STAGES}:rewrite_stage", {**common, "decoding": refine_dec},
+                                {"reviews": rev, "base": ctx.base, **ep})
+                candidates = ctx.stage(f"sipo-combine[{tag}]", f"{STAGES}:combine_stage", {
+                    **common, "beta": c.beta, "batch_size": c.scoring_batch_size}, {"rewrites": rew, "base": ctx.base, **ep})
+            filt = ctx.stage(f"sipo-filter[{tag}]", f"{STAGES}:filter_stage", {
+                **common, "beta": c.beta, "batch_size": c.scoring_batch_size, "filter_scorers": c.filter_scorers,
+                "sample_weights": [list(w) for w in sample_weights], "refine": c.refine},
+                {"candidates": candidates, "base": ctx.base, **ep})
+            extra[f"filter_round{r + 1}"] = filt
+            train = c.training()
+            endpoints = [ctx.stage(f"sipo-realign[{o},{tag}]", f"{STAGES}:realign_stage", {
+                **common, "objective": o, "beta": c.beta, "alpha": c.alpha, "train": train},
+                {"pairs": filt, "base": ctx.base, "endpoint": endpoints[i]}) for i, o in enumerate(objectives)]
+            for o, s in zip(objectives, endpoints):
+                extra[f"realign_{o}_round{r + 1}"] = s
+        if ctx.task.oracle:
+            extra["endpoints"] = ctx.stage(f"sipo-endpoints[seed={ctx.seed}]", f"{STAGES}:endpoints_stage", {
+                **common, "decoding": {**gen, "greedy": True}},
+                {"data": ctx.data, "base": ctx.base, **{f"before{i}": dpo[o] for i, o in enumerate(objectives)},
+                 **{f"after{i}": s for i, s in enumerate(endpoints)}})
+        return SIPOFamily(ctx.base, endpoints, combine, options, extra)
