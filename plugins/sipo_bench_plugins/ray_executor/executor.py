@@ -117,6 +117,23 @@ def _loopback_node() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = old
 
 
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _resolve_address(address: str) -> str:
+    """`auto` -> the HOST:PORT Ray would pick ($RAY_ADDRESS, else the cluster last started here)."""
+    if address != "auto":
+        return address
+    try:
+        from ray._private.services import get_ray_address_from_environment
+
+        return get_ray_address_from_environment("auto", None) or address
+    except Exception:  # private API moved, or nothing found: let ray.init explain
+        return address
+
+
 def start_local(num_cpus: int | None = None, num_gpus: int | None = None, object_store_memory_mb: int | None = None,
                 log_to_driver: bool = True) -> Any:
     """Start a private Ray instance on this machine, reachable on 127.0.0.1 only."""
@@ -168,8 +185,10 @@ class RayExecutor(Executor):
         if c.address is None:
             start_local(c.num_cpus, c.num_gpus, c.object_store_memory_mb, c.log_to_driver)
         else:
-            try:
-                ray.init(address=c.address, log_to_driver=c.log_to_driver, namespace="sipo-bench")
+            address = _resolve_address(c.address)
+            try:  # a head bound to 127.0.0.1 is joined as 127.0.0.1, not as this machine's public IP
+                with _loopback_node() if _is_loopback(address) else contextlib.nullcontext():
+                    ray.init(address=address, log_to_driver=c.log_to_driver, namespace="sipo-bench")
             except ConnectionError as e:
                 raise UsageError(f"`--ray-address`: cannot reach a Ray cluster at {c.address!r}: {e}") from None
         try:
