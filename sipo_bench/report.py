@@ -1,77 +1,542 @@
-"""Reports rendered only from `summary.json`: console table, table.md, points.csv, front.png."""
+"""Reports rendered only from `summary.json`: console table, table.md, points.csv, front.png.
+
+Every renderer first passes the summary through the same JSON encoding `summary.json` is
+written with (:func:`normalize`), so rendering the in-memory summary at the end of a run and
+rendering the file later (`sipo-bench report DIR`) give the same bytes. Nothing here computes
+a new number except :func:`merge`, which recomputes the indicators that depend on the set of
+methods or seeds (HV statistics, the union front, IGD+) with the same functions as the run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
+import math
+import os
+import tempfile
+from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
-from .stages import atomic_write_text
+from .errors import UsageError
+from .stages import _json_default, atomic_write_text
+
+__all__ = ["load_summaries", "merge", "render_files", "console_table", "table_md", "points_csv",
+           "front_figure", "plot_front", "normalize"]
+
+REQUIRED_KEYS = ("schema_version", "task", "objectives", "methods")
 
 
-def _hv_text(hv: dict | None) -> str:
+# --- Loading and merging --------------------------------------------------------------------
+
+
+def normalize(summary: dict) -> dict:
+    """`summary` exactly as it reads back from `summary.json` (string keys, lists, floats)."""
+    return json.loads(json.dumps(summary, default=_json_default))
+
+
+def _load_one(d: Path) -> dict:
+    from .experiment import SCHEMA_VERSION
+
+    path = d / "summary.json" if not d.is_file() else d
+    if not path.is_file():
+        what = "a directory without summary.json" if d.is_dir() else "nothing there"
+        raise UsageError(f"`{d}`: expected a run directory containing summary.json, got {what}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"`{d}`: cannot read {path.name} ({e})") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"`{d}`: {path.name} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"`{d}`: expected a JSON object in {path.name}, got {type(data).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise UsageError(f"`{d}`: {path.name} is not a sipo-bench summary (missing key(s) {', '.join(missing)})")
+    if not isinstance(data["schema_version"], int) or data["schema_version"] > SCHEMA_VERSION:
+        raise UsageError(f"`{d}`: expected summary schema_version <= {SCHEMA_VERSION}, got {data['schema_version']!r} "
+                         "(written by a newer sipo-bench?)")
+    objectives, methods = data["objectives"], data["methods"]
+    if (not isinstance(objectives, list) or not objectives
+            or not all(isinstance(o, dict) and "name" in o and "higher_is_better" in o for o in objectives)):
+        raise UsageError(f"`{d}`: expected `objectives` in {path.name} to be a list of {{name, higher_is_better}}, got {objectives!r}")
+    if not isinstance(methods, dict) or not all(isinstance(m, dict) and "status" in m for m in methods.values()):
+        raise UsageError(f"`{d}`: expected `methods` in {path.name} to map method names to entries with a status")
+    return data
+
+
+def load_summaries(dirs: Iterable[str | Path]) -> list[dict]:
+    """Read `summary.json` from each run directory (or a path to the file itself).
+
+    A missing, unreadable or malformed summary is a one-line `UsageError` naming the path.
+    """
+    return [_load_one(Path(d)) for d in dirs]
+
+
+def _run_label(s: dict) -> str:
+    return str((s.get("run") or {}).get("run_id") or "?")
+
+
+def _same_vector(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(a, b))
+
+
+def merge(summaries: Sequence[dict]) -> dict:
+    """One summary holding every method of `summaries`, for side-by-side reports.
+
+    Rules (docs/evaluation.md, "Merging runs"):
+    - same task and the same objectives (names and directions, in order), else `UsageError`;
+    - same HV floor, the same reference-point source, and for every seed two runs share the
+      same reference point (within 1e-9 relative), else `UsageError`: HVs against different
+      reference points are not comparable. Seeds, per-seed reference points, base-policy
+      scores and the weight grid are united;
+    - methods are united in order of appearance; a method name present in several runs is
+      taken from the **later** run (it keeps its first position), so
+      `sipo-bench report old new` lets `new` replace a rerun method;
+    - HV statistics, the union front and IGD+ are recomputed over the merged set, with the
+      same functions as the run; `merged_from` records every source run;
+    - `config`, `versions`, `git_commit` and descriptions are those of the first run.
+    """
+    from .experiment import _hv_stats, _igd_plus_all
+
+    if not summaries:
+        raise UsageError("`dirs`: expected at least one run directory, got none")
+    parts = [normalize(s) for s in summaries]
+    first = parts[0]
+    out = normalize(first)
+
+    def sig(s: dict) -> list:
+        return [(o["name"], bool(o["higher_is_better"])) for o in s["objectives"]]
+
+    ref_points: dict[str, list[float] | None] = {}
+    base_scores: dict[str, Any] = {}
+    task_data: dict[str, Any] = {}
+    task_base: dict[str, Any] = {}
+    seeds: set[int] = set()
+    weights: list[list[float]] = []
+    methods: dict[str, dict] = {}
+    merged_from: list[dict] = []
+    stage_counts: dict[str, int] = {}
+    wall = 0.0
+    for s in parts:
+        label = _run_label(s)
+        if s["task"] != first["task"]:
+            raise UsageError(f"cannot merge runs of different tasks: {first['task']!r} (run {_run_label(first)}) "
+                             f"and {s['task']!r} (run {label})")
+        if sig(s) != sig(first):
+            raise UsageError(f"cannot merge runs with different objectives: {sig(first)} (run {_run_label(first)}) "
+                             f"and {sig(s)} (run {label})")
+        if not _same_vector(s.get("floor"), first.get("floor")):
+            raise UsageError(f"cannot merge runs with different HV floors: {first.get('floor')} and {s.get('floor')} (run {label})")
+        if s.get("ref_point_source") != first.get("ref_point_source"):
+            raise UsageError(f"cannot merge runs with different reference-point sources: {first.get('ref_point_source')!r} "
+                             f"and {s.get('ref_point_source')!r} (run {label})")
+        for seed, ref in (s.get("ref_points") or {}).items():
+            known = ref_points.get(seed)
+            if known is not None and ref is not None and not _same_vector(known, ref):
+                raise UsageError(f"cannot merge runs whose reference points differ for seed {seed}: {known} and {ref} "
+                                 f"(run {label}); rerun with the same task options and test prompts, or set `ref_point`")
+            if known is None:
+                ref_points[seed] = ref
+        for key, acc in (("task_data", task_data), ("task_base", task_base)):
+            for seed, v in (s.get(key) or {}).items():
+                if acc.get(seed) is None:
+                    acc[seed] = v
+        for seed, v in ((s.get("base_policy") or {}).get("scores") or {}).items():
+            if base_scores.get(seed) is None:
+                base_scores[seed] = v
+        seeds.update(int(x) for x in s.get("seeds") or [])
+        for w in s.get("weights") or []:
+            if w not in weights:
+                weights.append(w)
+        for name, entry in s["methods"].items():
+            methods[name] = entry
+        run = s.get("run") or {}
+        wall += float(run.get("wall_seconds") or 0.0)
+        for k, v in (run.get("stages") or {}).items():
+            if isinstance(v, int):
+                stage_counts[k] = stage_counts.get(k, 0) + v
+        merged_from += s.get("merged_from") or [{
+            "run_id": run.get("run_id"), "date": run.get("date"), "git_commit": s.get("git_commit"),
+            "seeds": s.get("seeds"), "methods": list(s["methods"])}]
+
+    maximize = [bool(o["higher_is_better"]) for o in first["objectives"]]
+    seed_list = sorted(seeds)
+    refs_by_seed = {int(k): v for k, v in ref_points.items()}
+    floor = first.get("floor")
+    for entry in methods.values():
+        if entry.get("status") == "ok" and entry.get("points"):
+            entry["hypervolume"] = _hv_stats(entry["points"], refs_by_seed, maximize, seed_list)
+            if floor is not None:
+                entry["hypervolume_floor"] = _hv_stats(entry["points"], {x: floor for x in seed_list}, maximize, seed_list)
+    union_front = _igd_plus_all(methods, maximize)
+    valid = [r for r in ref_points.values() if r is not None]
+    out.update({
+        "weights": weights,
+        "seeds": seed_list,
+        "ref_point": [sum(c) / len(valid) for c in zip(*valid)] if valid else None,
+        "ref_points": dict(sorted(ref_points.items(), key=lambda kv: int(kv[0]))),
+        "union_front": union_front,
+        "base_policy": {**(first.get("base_policy") or {}), "scores": dict(sorted(base_scores.items(), key=lambda kv: int(kv[0])))},
+        "task_data": dict(sorted(task_data.items(), key=lambda kv: int(kv[0]))),
+        "task_base": dict(sorted(task_base.items(), key=lambda kv: int(kv[0]))),
+        "methods": methods,
+        "merged_from": merged_from,
+        "run": {"run_id": "merged:" + "+".join(str(m.get("run_id")) for m in merged_from),
+                "date": max((str(m.get("date")) for m in merged_from if m.get("date")), default=None),
+                "wall_seconds": round(wall, 3), "stages": stage_counts},
+    })
+    return normalize(out)
+
+
+# --- Formatting -----------------------------------------------------------------------------
+
+
+def _num(x: Any) -> str:
+    """Stable number text: 4 decimals in [1e-3, 1e6), else 4 significant digits in e-notation."""
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, int):
+        return str(x)
+    x = float(x) + 0.0  # no "-0.0000"
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0 or 1e-3 <= abs(x) < 1e6:
+        return f"{x:.4f}"
+    return f"{x:.3e}"
+
+
+def _vec(values: Sequence[float] | None) -> str:
+    return "-" if values is None else "(" + ", ".join(_num(v) for v in values) + ")"
+
+
+def _named_vec(summary: dict, values: Sequence[float]) -> str:
+    return ", ".join(f"{o['name']}={_num(v)}" for o, v in zip(summary["objectives"], values))
+
+
+def _hv_cell(hv: dict | None, n_seeds: int) -> str:
     if not hv:
         return "-"
-    s = f"{hv['mean']:.4f}"
+    text = _num(hv["mean"])
     if hv.get("ci95"):
         lo, hi = hv["ci95"]
-        s += f" [{lo:.4f}, {hi:.4f}]"
-    return s
+        text += f" [{_num(lo)}, {_num(hi)}]"
+    n = len(hv.get("per_seed") or {})
+    if n and n < n_seeds:
+        text += f" ({n}/{n_seeds} seeds)"
+    return text
+
+
+def _direction(o: dict) -> str:
+    return "higher is better" if o["higher_is_better"] else "lower is better"
+
+
+def _has_floor(summary: dict) -> bool:
+    return summary.get("floor") is not None
+
+
+def _any_ci(summary: dict) -> bool:
+    return any((m.get(key) or {}).get("ci95") for m in summary["methods"].values()
+               for key in ("hypervolume", "hypervolume_floor"))
+
+
+def header(summary: dict, *, with_ref: bool = True) -> list[str]:
+    """Column names of the main table (markdown puts the reference point in the HV header)."""
+    ref = f" {_vec(summary.get('ref_point'))}" if with_ref else ""
+    ci = " [95% CI]" if _any_ci(summary) else ""
+    cols = ["method", "status", f"HV vs ref{ref}{ci}"]
+    if _has_floor(summary):
+        cols.append(f"HV vs floor{' ' + _vec(summary['floor']) if with_ref else ''}{ci}")
+    cols += ["IGD+ (lower is better)", "front points"]
+    cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'})" for o in summary["objectives"]]
+    return cols + ["time (s)"]
 
 
 def rows(summary: dict) -> list[list[str]]:
-    objs = [o["name"] for o in summary["objectives"]]
+    """One row of text per method, in the summary's order; '-' where a value is absent."""
+    n_seeds = len(summary.get("seeds") or [])
     out = []
     for name, m in summary["methods"].items():
         best = m.get("best") or {}
-        out.append([name, m["status"], _hv_text(m.get("hypervolume")),
-                    _hv_text(m.get("hypervolume_floor")),
-                    "-" if m.get("igd_plus") is None else f"{m['igd_plus']:.4f}",
-                    str(len(m.get("front") or [])),
-                    *[("-" if o not in best else f"{best[o]:.4f}") for o in objs]])
+        row = [name, str(m.get("status")), _hv_cell(m.get("hypervolume"), n_seeds)]
+        if _has_floor(summary):
+            row.append(_hv_cell(m.get("hypervolume_floor"), n_seeds))
+        row += [_num(m.get("igd_plus")), str(len(m.get("front") or []))]
+        row += [_num(best.get(o["name"])) for o in summary["objectives"]]
+        row.append(_num(m.get("seconds")))
+        out.append(row)
     return out
 
 
-def header(summary: dict) -> list[str]:
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def extra_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Flat numeric fields of each method's extra stage results, one row per (method, stage,
+    field), one column per seed (plus their mean with several seeds). Nested values and text
+    are left to summary.json. ([], []) when no method has any."""
+    seeds: list[str] = []
+    table: dict[tuple[str, str, str], dict[str, float]] = {}
+    for name, m in summary["methods"].items():
+        for seed, stages in (m.get("extra") or {}).items():
+            for stage, result in (stages or {}).items():
+                for field, value in (result or {}).items() if isinstance(result, dict) else ():
+                    if _is_number(value):
+                        table.setdefault((name, stage, field), {})[str(seed)] = value
+                        if str(seed) not in seeds:
+                            seeds.append(str(seed))
+    if not table:
+        return [], []
+    seeds.sort(key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    cols = ["method", "stage", "field", *[f"seed {s}" for s in seeds]] + (["mean"] if len(seeds) > 1 else [])
+    out = []
+    for (name, stage, field), by_seed in table.items():
+        vals = [by_seed.get(s) for s in seeds]
+        row = [name, stage, field, *[_num(v) for v in vals]]
+        if len(seeds) > 1:
+            present = [float(v) for v in vals if v is not None]
+            row.append(_num(sum(present) / len(present)))
+        out.append(row)
+    return cols, out
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(cols: list[str], body: list[list[str]], n_labels: int) -> list[str]:
+    """A Markdown table; the first `n_labels` columns are left-aligned text, the rest numbers."""
+    lines = ["| " + " | ".join(_md_cell(c) for c in cols) + " |",
+             "|" + "|".join("---" if i < n_labels else "--:" for i in range(len(cols))) + "|"]
+    return lines + ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
+
+
+def _ref_lines(summary: dict) -> list[str]:
     ref = summary.get("ref_point")
-    ref_s = "ref " + ("/".join(f"{x:.3f}" for x in ref) if ref else "?")
-    return ["method", "status", f"HV ({ref_s})", "HV (floor)", "IGD+", "front", *[
-        f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'})" for o in summary["objectives"]]]
+    lines = [f"HV reference point: {_named_vec(summary, ref) if ref else 'none (no HV)'}; "
+             f"source: {summary.get('ref_point_source')}."]
+    per_seed = summary.get("ref_points") or {}
+    distinct = {json.dumps(v) for v in per_seed.values()}
+    if len(per_seed) > 1 and len(distinct) > 1:
+        lines.append("Per seed (each seed's HV uses its own): " + "; ".join(
+            f"seed {s}: {_vec(v)}" for s, v in per_seed.items()) + ".")
+    if _has_floor(summary):
+        lines.append(f"HV floor: {_named_vec(summary, summary['floor'])}; source: {summary.get('floor_source')}.")
+    return lines
 
 
 def table_md(summary: dict) -> str:
-    h = header(summary)
-    lines = [f"# {summary['task']}", "",
-             f"Reference point: {summary.get('ref_point')} ({summary.get('ref_point_source')}).", "",
-             "| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows(summary)]
+    """The report as Markdown. Deterministic: the same summary gives the same bytes."""
+    s = normalize(summary)
+    seeds = s.get("seeds") or []
+    objs = ", ".join(f"{o['name']} ({_direction(o)})" for o in s["objectives"])
+    lines = [f"# sipo-bench: {s['task']}", ""]
+    if s.get("task_description"):
+        lines += [s["task_description"], ""]
+    lines += [f"- Objectives: {objs}.",
+              f"- Weight grid: {len(s.get('weights') or [])} points; seeds: {', '.join(str(x) for x in seeds) or '-'}.",
+              "- HV: per seed against that seed's reference point, then the mean over seeds and a 95% "
+              "percentile-bootstrap interval in brackets (no interval with one seed).",
+              f"- IGD+: each method's mean front against the union front of all methods "
+              f"({len(s.get('union_front') or [])} points); lower is better.",
+              "- front points: non-dominated mean points (mean over seeds per weight); best: over mean points; "
+              "time: summed stage seconds.", ""]
+    if s.get("merged_from"):
+        lines += ["Merged from runs: " + ", ".join(
+            f"{m.get('run_id')} ({', '.join(m.get('methods') or [])})" for m in s["merged_from"]) + ".", ""]
+    lines += _ref_lines(s) + [""]
+    lines += _md_table(header(s), rows(s), 2)
+    failed = [(n, m.get("error")) for n, m in s["methods"].items() if m.get("status") != "ok"]
+    if failed:
+        lines += ["", "## Failed methods", ""]
+        lines += [f"- `{n}`: {_md_cell(e or 'no error recorded')}" for n, e in failed]
+    cols, body = extra_table(s)
+    if body:
+        lines += ["", "## Extra stage results", ""] + _md_table(cols, body, 3)
     return "\n".join(lines) + "\n"
 
 
 def points_csv(summary: dict) -> str:
-    objs = [o["name"] for o in summary["objectives"]]
+    """One row per (method, w, seed): the weight vector and the mean test scores."""
+    s = normalize(summary)
+    objs = [o["name"] for o in s["objectives"]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["method", "seed", *[f"w_{o}" for o in objs], *objs])
-    for name, m in summary["methods"].items():
-        for p in m.get("points", []):
+    for name, m in s["methods"].items():
+        for p in m.get("points") or []:
             w.writerow([name, p["seed"], *p["w"], *p["scores"]])
     return buf.getvalue()
 
 
-def console_table(summary: dict) -> Any:
-    from rich.table import Table
+def _console_header(summary: dict) -> list[str]:
+    cols = ["method", "status", "HV vs ref"] + (["HV vs floor"] if _has_floor(summary) else [])
+    cols += ["IGD+ ↓", "front", *[f"best {o['name']} {'↑' if o['higher_is_better'] else '↓'}" for o in summary["objectives"]]]
+    return cols + ["time s"]
 
-    t = Table(title=f"sipo-bench: {summary['task']}")
-    for col in header(summary):
-        t.add_column(col)
-    for r in rows(summary):
-        t.add_row(*r)
-    return t
+
+def console_table(summary: dict) -> Any:
+    """A rich renderable: the main table (HV interval under the mean, the reference point and
+    its source in the caption), then failed methods' errors and extra stage results."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    s = normalize(summary)
+    n_hv = 2 if _has_floor(s) else 1
+    t = Table(title=f"sipo-bench: {s['task']}", caption=" ".join(_ref_lines(s)), caption_justify="left",
+              box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
+    for i, col in enumerate(_console_header(s)):
+        t.add_column(col, justify="left" if i < 2 else "right")
+    for r in rows(s):
+        cells = [c.replace(" [", "\n[").replace(" (", "\n(") if 2 <= i < 2 + n_hv else c for i, c in enumerate(r)]
+        t.add_row(*[Text(c) for c in cells])
+    parts: list[Any] = [t]
+    for n, m in s["methods"].items():
+        if m.get("status") != "ok":
+            parts.append(Text(f"{n} failed: {m.get('error') or 'no error recorded'}", style="red"))
+    cols, body = extra_table(s)
+    if body:
+        e = Table(title="extra stage results", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
+        for i, col in enumerate(cols):
+            e.add_column(col, justify="left" if i < 3 else "right")
+        for r in body:
+            e.add_row(*[Text(c) for c in r])
+        parts.append(e)
+    return Group(*parts)
+
+
+# --- Plot -------------------------------------------------------------------------------------
+
+
+def _vertex_only(m: dict) -> bool:
+    """True when every evaluated weight is a simplex vertex (e.g. `dpo`'s endpoints): a line
+    between such points would suggest policies the method never produced."""
+    ws = [p.get("w") for p in m.get("mean_points") or []]
+    return bool(ws) and all(w is not None and sorted(w)[:-1] == [0.0] * (len(w) - 1) for w in ws)
+
+
+def front_figure(summary: dict) -> Any:
+    """The matplotlib `Figure` of front.png (no pyplot, so no global state; Agg renders it):
+    each method's mean points per weight (filled: on its front, hollow: dominated, x: failed
+    method) and, for k = 2, its front line (gid `front:<method>`; none for vertex-only methods);
+    pairwise panels for k >= 3; the HV reference point marked; axis labels give directions."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    s = normalize(summary)
+    objs = s["objectives"]
+    k = len(objs)
+    pairs = list(combinations(range(k), 2)) if k >= 2 else [(0, None)]
+    ncols = min(3, len(pairs))
+    nrows = math.ceil(len(pairs) / ncols)
+    n_methods = len(s["methods"])
+    side_legend = ncols == 1  # one panel: legend on the right; several: a row of entries below
+    legend_rows = 0 if side_legend else math.ceil((n_methods + 3) / 6)
+    fig = Figure(figsize=(5.0 * ncols + (3.2 if side_legend else 0), 4.4 * nrows + 0.3 * legend_rows + 0.4),
+                 dpi=110, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(pairs):]:
+        ax.set_visible(False)
+    cmap = colormaps["tab10"]
+    handles: list[Any] = []
+    any_dominated = False
+    for idx, (name, m) in enumerate(s["methods"].items()):
+        color = cmap(idx % 10)
+        ok = m.get("status") == "ok"
+        mean = m.get("mean_points") or []
+        front = {tuple(p["scores"]) for p in m.get("front") or []}
+        line = ok and k == 2 and len(front) >= 2 and not _vertex_only(m)
+        for ax, (i, j) in zip(axes, pairs):
+            ys_of = (lambda p: p["scores"][j]) if j is not None else (lambda p: idx)
+            on = [p for p in mean if tuple(p["scores"]) in front]
+            off = [p for p in mean if tuple(p["scores"]) not in front]
+            if not ok:
+                ax.scatter([p["scores"][i] for p in mean], [ys_of(p) for p in mean], marker="x", color=color, s=45, zorder=3)
+                continue
+            if line:
+                pts = sorted((p["scores"][i], p["scores"][j]) for p in on)
+                ax.plot([x for x, _ in pts], [y for _, y in pts], "-", color=color, lw=1.6, alpha=0.85, zorder=2,
+                        gid=f"front:{name}")
+            ax.scatter([p["scores"][i] for p in on], [ys_of(p) for p in on], color=color, s=38, zorder=3,
+                       edgecolors="white", linewidths=0.6)
+            if off:
+                any_dominated = True
+                ax.scatter([p["scores"][i] for p in off], [ys_of(p) for p in off], facecolors="none",
+                           edgecolors=color, s=38, zorder=3)
+        label = name + ("" if ok else " (failed)")
+        handles.append(Line2D([], [], color=color, marker="x" if not ok else "o", lw=1.6 if line else 0, label=label))
+    ref = s.get("ref_point")
+    source = str(s.get("ref_point_source") or "")
+    ref_label = ("HV reference point:\nbase policy (mean over seeds)" if source.startswith("base policy")
+                 else f"HV reference point:\n{source}")
+    base = [v for v in ((s.get("base_policy") or {}).get("scores") or {}).values() if v is not None]
+    base_mean = [sum(c) / len(base) for c in zip(*base)] if base else None
+    for ax, (i, j) in zip(axes, pairs):
+        if ref is not None:
+            if j is None:
+                ax.axvline(ref[i], color="black", ls=":", lw=1)
+            else:
+                ax.axvline(ref[i], color="0.6", ls=":", lw=0.9, zorder=1)
+                ax.axhline(ref[j], color="0.6", ls=":", lw=0.9, zorder=1)
+                ax.scatter([ref[i]], [ref[j]], marker="*", s=190, color="black", zorder=4)
+        if base_mean is not None and not source.startswith("base policy") and j is not None:
+            ax.scatter([base_mean[i]], [base_mean[j]], marker="D", s=45, color="0.45", zorder=4)
+        ax.set_xlabel(f"{objs[i]['name']} ({_direction(objs[i])})")
+        if j is not None:
+            ax.set_ylabel(f"{objs[j]['name']} ({_direction(objs[j])})")
+        else:
+            ax.set_yticks(range(n_methods), list(s["methods"]))
+        ax.grid(True, alpha=0.25)
+    if ref is not None:
+        handles.append(Line2D([], [], color="black", marker="*" if k >= 2 else None, ms=12, lw=0 if k >= 2 else 1,
+                              ls=":" if k < 2 else "", label=ref_label))
+    if base_mean is not None and not source.startswith("base policy") and k >= 2:
+        handles.append(Line2D([], [], color="0.45", marker="D", lw=0, label="base policy (mean over seeds)"))
+    if any_dominated:
+        handles.append(Line2D([], [], color="0.3", marker="o", mfc="none", lw=0, label="dominated mean point"))
+    n = len(s.get("seeds") or [])
+    title = f"{s['task']}: mean test scores per preference weight ({n} seed{'s' if n != 1 else ''})"
+    if side_legend:
+        axes[0].set_title(title, fontsize="medium")
+    else:
+        fig.suptitle(title)
+    if side_legend:
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    else:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), frameon=False)
+    return fig
+
+
+def plot_front(summary: dict, path: Path) -> None:
+    """Write :func:`front_figure` as a PNG to `path` via a temp name and a rename."""
+    fig = front_figure(summary)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def render_files(summary: dict, out: Path) -> None:
+    """Write table.md, points.csv and front.png into `out`, each atomically."""
     out = Path(out)
-    atomic_write_text(out / "table.md", table_md(summary))
-    atomic_write_text(out / "points.csv", points_csv(summary))
+    s = normalize(summary)
+    atomic_write_text(out / "table.md", table_md(s))
+    atomic_write_text(out / "points.csv", points_csv(s))
+    plot_front(s, out / "front.png")
