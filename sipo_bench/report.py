@@ -247,7 +247,8 @@ def _any_ci(summary: dict) -> bool:
 
 
 def header(summary: dict, *, with_ref: bool = True) -> list[str]:
-    """Column names of the main table (markdown puts the reference point in the HV header)."""
+    """Column names of table.md's main table (the reference point in the HV header). No
+    timing column: table.md holds only what two runs of the same config share."""
     ref = f" {_vec(summary.get('ref_point'))}" if with_ref else ""
     ci = " [95% CI]" if _any_ci(summary) else ""
     cols = ["method", "status", f"HV vs ref{ref}{ci}"]
@@ -255,11 +256,12 @@ def header(summary: dict, *, with_ref: bool = True) -> list[str]:
         cols.append(f"HV vs floor{' ' + _vec(summary['floor']) if with_ref else ''}{ci}")
     cols += ["IGD+ (lower is better)", "front points"]
     cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'})" for o in summary["objectives"]]
-    return cols + ["time (s)"]
+    return cols
 
 
-def rows(summary: dict) -> list[list[str]]:
-    """One row of text per method, in the summary's order; '-' where a value is absent."""
+def rows(summary: dict, *, with_time: bool = False) -> list[list[str]]:
+    """One row of text per method, in the summary's order; '-' where a value is absent.
+    `with_time` appends the method's summed stage seconds (console only: it varies by run)."""
     n_seeds = len(summary.get("seeds") or [])
     out = []
     for name, m in summary["methods"].items():
@@ -269,7 +271,8 @@ def rows(summary: dict) -> list[list[str]]:
             row.append(_hv_cell(m.get("hypervolume_floor"), n_seeds))
         row += [_num(m.get("igd_plus")), str(len(m.get("front") or []))]
         row += [_num(best.get(o["name"])) for o in summary["objectives"]]
-        row.append(_num(m.get("seconds")))
+        if with_time:
+            row.append(_num(m.get("seconds")))
         out.append(row)
     return out
 
@@ -346,8 +349,8 @@ def table_md(summary: dict) -> str:
               "percentile-bootstrap interval in brackets (no interval with one seed).",
               f"- IGD+: each method's mean front against the union front of all methods "
               f"({len(s.get('union_front') or [])} points); lower is better.",
-              "- front points: non-dominated mean points (mean over seeds per weight); best: over mean points; "
-              "time: summed stage seconds.", ""]
+              "- front points: non-dominated mean points (mean over seeds per weight); best: over mean points. "
+              "Timings are in summary.json and the console, not here, so reruns give the same file.", ""]
     if s.get("merged_from"):
         lines += ["Merged from runs: " + ", ".join(
             f"{m.get('run_id')} ({', '.join(m.get('methods') or [])})" for m in s["merged_from"]) + ".", ""]
@@ -396,7 +399,7 @@ def console_table(summary: dict) -> Any:
               box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
     for i, col in enumerate(_console_header(s)):
         t.add_column(col, justify="left" if i < 2 else "right")
-    for r in rows(s):
+    for r in rows(s, with_time=True):
         cells = [c.replace(" [", "\n[").replace(" (", "\n(") if 2 <= i < 2 + n_hv else c for i, c in enumerate(r)]
         t.add_row(*[Text(c) for c in cells])
     parts: list[Any] = [t]

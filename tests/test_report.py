@@ -160,8 +160,7 @@ def test_real_run_numbers_trace_to_summary(runs):
     assert s["union_front"] == [f["scores"] for f in m["front"]] and m["igd_plus"] == 0.0
     table = (out / "table.md").read_text()
     row = md_row(table, "dummy")
-    assert row == ["dummy", "ok", "0.0000 [0.0000, 0.0000]", "0.4100 [0.4100, 0.4100]", "0.0000", "5", "0.9000", "0.9000",
-                   report._num(m["seconds"])]
+    assert row == ["dummy", "ok", "0.0000 [0.0000, 0.0000]", "0.4100 [0.4100, 0.4100]", "0.0000", "5", "0.9000", "0.9000"]
     assert "HV vs ref (0.5000, 0.5000) [95% CI]" in table and "HV vs floor (0.0000, 0.0000) [95% CI]" in table
     assert "HV reference point: a=0.5000, b=0.5000; source: base policy mean test scores" in table
     assert "HV floor: a=0.0000, b=0.0000; source: task dummy." in table
@@ -351,6 +350,18 @@ def test_table_md_failed_methods_extras_and_directions():
     assert "note" not in table and "nested" not in table and "| flag |" not in table
 
 
+def test_table_md_ignores_what_differs_between_reruns():
+    s = k2_summary()
+    t = copy.deepcopy(s)
+    t["run"] = {"run_id": "other", "date": "2030-01-01T00:00:00+00:00", "wall_seconds": 99.0, "stages": {"total": 9}}
+    for m in t["methods"].values():
+        m["seconds"], m["stage_seconds"] = 123.0, {"train": 123.0}
+    assert report.table_md(t) == report.table_md(s)
+    assert report.points_csv(t) == report.points_csv(s)
+    t["methods"]["dpo"]["igd_plus"] = 0.5
+    assert report.table_md(t) != report.table_md(s)
+
+
 def test_no_extra_or_failure_sections_when_absent(runs):
     table = (runs["three"] / "table.md").read_text()
     assert "## Failed methods" not in table and "## Extra stage results" not in table
@@ -367,7 +378,7 @@ def test_console_table_has_the_same_content():
     lo, hi = soups["hypervolume"]["ci95"]
     for needle in ("dpo-soups", "modpo", "failed", f"{soups['hypervolume']['mean']:.4f}", f"[{lo:.4f}, {hi:.4f}]",
                    "source: base policy mean test scores", "modpo failed: stage modpo[w=0.75|0.25]",
-                   "extra stage results", "13.0000", "best harm ↓", "0.2500"):
+                   "extra stage results", "13.0000", "best harm ↓", "time s", "1.5000"):
         assert needle in text, needle
 
 
