@@ -310,6 +310,10 @@ def extra_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     return cols, out
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _md_cell(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
@@ -344,11 +348,11 @@ def table_md(summary: dict) -> str:
     if s.get("task_description"):
         lines += [s["task_description"], ""]
     lines += [f"- Objectives: {objs}.",
-              f"- Weight grid: {len(s.get('weights') or [])} points; seeds: {', '.join(str(x) for x in seeds) or '-'}.",
+              f"- Weight grid: {_count(len(s.get('weights') or []), 'point')}; seeds: {', '.join(str(x) for x in seeds) or '-'}.",
               "- HV: per seed against that seed's reference point, then the mean over seeds and a 95% "
               "percentile-bootstrap interval in brackets (no interval with one seed).",
               f"- IGD+: each method's mean front against the union front of all methods "
-              f"({len(s.get('union_front') or [])} points); lower is better.",
+              f"({_count(len(s.get('union_front') or []), 'point')}); lower is better.",
               "- front points: non-dominated mean points (mean over seeds per weight); best: over mean points. "
               "Timings are in summary.json and the console, not here, so reruns give the same file.", ""]
     if s.get("merged_from"):

@@ -421,3 +421,22 @@ def test_k3_plot_has_pairwise_panels(tmp_path):
     table = report.table_md(s)
     assert "HV vs floor (0.0000, 0.0000, 0.0000) [95% CI]" in table
     assert "Per seed (each seed's HV uses its own): seed 0: (0.2000, 0.2000, 0.2000); seed 1: (0.2500, 0.2000, 0.1500)." in table
+
+
+@pytest.mark.parametrize("k, panels", [(1, 1), (4, 6)])
+def test_plot_one_and_four_objectives(tmp_path, k, panels):
+    names = "abcd"[:k]
+    refs = {0: [0.0] * k}
+    grid = [[1.0 if i == j else 0.0 for j in range(k)] for i in range(k)] + ([[1.0 / k] * k] if k > 1 else [])
+    pts = [(w, 0, [0.1 + 0.8 * x for x in w]) for w in grid]
+    s = synthetic_summary([(n, True) for n in names], {"m": method_entry(pts, [True] * k, refs)}, refs, seeds=(0,))
+    fig = report.front_figure(s)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == panels
+    report.plot_front(s, tmp_path / "front.png")
+    assert_not_blank(png_pixels(tmp_path / "front.png"))
+    # HV vs (0,..,0). k = 1: 0.9. k = 4, inclusion-exclusion: the four vertex boxes (0.9,0.1,0.1,0.1)...
+    # have volume 0.0009 each and every intersection is 0.1^4, so their union is
+    # 4*0.0009 - 6*0.0001 + 4*0.0001 - 0.0001 = 0.0033; the centre box 0.3^4 = 0.0081 meets them in
+    # boxes (0.3,0.1,0.1,0.1) of 0.0003 whose union is 4*0.0003 - 6*0.0001 + 4*0.0001 - 0.0001 = 0.0009.
+    # Total 0.0033 + 0.0081 - 0.0009 = 0.0105.
+    assert md_row(report.table_md(s), "m")[2] == ("0.9000" if k == 1 else "0.0105")
