@@ -311,3 +311,83 @@ def test_paper_task_plugins_register_lazily():
             "'datasets' in sys.modules or 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['beavertails', 'helpsteer'] False True False"
+
+
+# --- smoke presets end to end ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smoke-beavertails", "smoke-helpsteer"])
+def test_smoke_preset_runs_end_to_end(name, tmp_path):
+    """presets/smoke-*.yaml filled with tiny stand-ins: data -> base pointer -> DPO -> soups ->
+    generate (transformers backend) -> score (this repo's reward-model scorers) -> summary. The
+    base policy's mean scores in summary.json are recomputed here from its generations with
+    freshly built scorers."""
+    import numpy as np
+
+    from sipo_bench.experiment import execute, load_yaml, make_config, plan_run
+    from sipo_bench.runtime import Runtime
+    from sipo_bench.stages import Cache
+
+    tm = _tiny_models()
+    paths = tm.build_stand_ins(tmp_path / "models")
+    config_path = tm.write_smoke_configs(tmp_path, paths)[name]
+    cfg = make_config(load_yaml(config_path))
+    summary, out = execute(cfg, Runtime(quiet=True))
+    assert summary["task"] == cfg.task
+    assert all(m["status"] == "ok" for m in summary["methods"].values()), summary["methods"]
+    directions = {o["name"]: o["higher_is_better"] for o in summary["objectives"]}
+    assert directions == ({"helpfulness": True, "harmlessness": False} if cfg.task == "beavertails"
+                          else {"correctness": True, "verbosity": True})
+    assert len(summary["methods"]["dpo-soups"]["points"]) == 3
+    base_scores = summary["base_policy"]["scores"]["0"]
+    assert summary["ref_point"] == base_scores
+
+    rt = Runtime(quiet=True)
+    plan = plan_run(cfg, rt)
+    cache = Cache(cfg.cache_dir)
+    gens = read_jsonl(cache.path(plan.reference[0].generate) / "generations.jsonl")
+    test = read_jsonl(TaskData(cache.path(plan.data[0])).test)
+    assert [g["prompt"] for g in gens] == [t["prompt"] for t in test]
+    prompts, responses = [g["prompt"] for g in gens], [g["response"] for g in gens]
+    t = plan.task
+    recomputed = {}
+    for scorer_name, options in t.scorers():
+        recomputed.update(rt.registries.scorers.get(scorer_name)(**options).score(prompts, responses))
+    assert [float(np.mean(recomputed[o])) for o in t.objective_names] == pytest.approx(base_scores, abs=1e-5)
+    assert json.loads((cache.path(plan.base[0]) / "pointer.json").read_text()) == {"model": str(paths["policy"])}
+
+
+# --- paper presets ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["paper-beavertails", "paper-helpsteer"])
+def test_paper_presets_validate_with_the_paper_settings(preset, capsys):
+    from sipo_bench.cli import main
+    from sipo_bench.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.runtime import Runtime
+
+    path = Path(__file__).parent.parent / "presets" / f"{preset}.yaml"
+    assert main(["validate", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("ok: task ")
+    cfg = make_config(load_yaml(path))
+    plan = plan_run(cfg, Runtime(quiet=True))
+    assert set(plan.methods) == {"dpo", "dpo-soups", "mod", "modpo", "dpo-lw", "sipo"}
+    assert [round(w[0], 6) for w in plan.grid] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert cfg.decoding.greedy and cfg.decoding.max_new_tokens == 512
+    for m in ("dpo", "modpo", "dpo-lw", "sipo"):
+        c = plan.methods[m].config
+        assert (c["lora_r"], c["lora_alpha"], c["lora_dropout"], c["beta"], c["max_length"]) == (64, 1.0, 0.0, 0.1, 512)
+        assert sorted(c["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+        assert (c["epochs"], c["eval_every"], c["load_best"]) == (3.0, 0.25, True)
+        assert c["learning_rate"] == (5e-6 if m == "sipo" else 5e-4)
+    sipo = plan.methods["sipo"].config
+    assert sipo["alpha"] == 0.1 and sipo["base"] == "mod"
+    assert [w[0] for w in sipo["sample_weights"]] == [0.2, 0.4, 0.6, 0.8]
+    t = plan.task.config
+    if preset == "paper-beavertails":
+        assert (t.base_model, t.n_test, t.conflict_fraction) == ("PKU-Alignment/alpaca-7b-reproduced", 500, None)
+        assert [s for s, _ in plan.task.scorers()] == ["beaver-reward", "beaver-cost"]
+    else:
+        assert (t.objectives, t.conflict_fraction, t.max_length) == (["correctness", "verbosity"], 0.6, 512)
+        assert [s for s, _ in plan.task.scorers()] == ["dpa-rm"]
