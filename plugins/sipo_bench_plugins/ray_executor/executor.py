@@ -60,6 +60,9 @@ class RayExecutorConfig:
                                                           "(stage results are small JSON; artefacts go to the cache).")
     log_to_driver: bool = field(True, help="Show the workers' log lines on the driver's console.")
     poll_seconds: float = field(0.25, help="How often the driver looks for started and finished stages.")
+    input_wait_seconds: float = field(60.0, help="How long a worker waits for the cache (and a finished input) "
+                                                 "to become visible on its node: NFS clients cache directory "
+                                                 "attributes for a few seconds.")
     resources: dict = field({}, help="Override what stages ask for, by stage kind (the name before `[`) or `*` "
                                      "for all: {kind: {cpus, gpus, memory_gb}}, e.g. {dpo: {gpus: 1}}. "
                                      "Unset fields keep the stage's own `Stage.resources`.")
@@ -76,6 +79,8 @@ class RayExecutorConfig:
             raise ConfigError(f"`num_cpus`: expected an integer >= 1, got {self.num_cpus}")
         if self.num_gpus is not None and self.num_gpus < 0:
             raise ConfigError(f"`num_gpus`: expected an integer >= 0, got {self.num_gpus}")
+        if self.input_wait_seconds < 0:
+            raise ConfigError(f"`input_wait_seconds`: expected a number >= 0, got {self.input_wait_seconds}")
         if self.poll_seconds <= 0:
             raise ConfigError(f"`poll_seconds`: expected a number > 0, got {self.poll_seconds}")
         for kind, res in self.resources.items():
@@ -259,8 +264,11 @@ class _Driver:
         self.nodes = RayExecutor._nodes(ray)
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
         plugins_dir = str(Path(runtime.plugins_dir).resolve()) if getattr(runtime, "plugins_dir", None) else None
-        self.task_args = (str(cache.root), rdir.name, plugins_dir, env)
+        self.task_args = (str(cache.root), rdir.name, plugins_dir, env, config.input_wait_seconds)
         self.remote = ray.remote(worker.run_stage)
+        # Ray's policy for GPU tasks, which it applies only to functions declared with GPUs: a
+        # fresh worker process per GPU stage, so the GPU memory of one stage's models is freed
+        self.remote_gpu = ray.remote(max_calls=1)(worker.run_stage)
 
     def run(self) -> dict[str, StageOutcome]:
         try:
@@ -306,7 +314,7 @@ class _Driver:
                                     "retry_exceptions": False, "name": stage.name}
             if res.memory_gb:
                 opts["memory"] = int(res.memory_gb * GIB)
-            ref = self.remote.options(**opts).remote(stage, *self.task_args)
+            ref = (self.remote_gpu if res.gpus > 0 else self.remote).options(**opts).remote(stage, *self.task_args)
             self.in_flight[ref] = stage.key
             self.submitted_at[stage.key] = time.time()
 

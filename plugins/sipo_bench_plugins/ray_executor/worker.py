@@ -7,6 +7,7 @@ by one stage is reused by the next stage the same worker runs, as in a local run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sipo_bench.stages import Cache, Stage, atomic_write_text, error_line, execute_stage, format_exception
+from sipo_bench.stages import DONE, Cache, Stage, atomic_write_text, error_line, execute_stage, format_exception
 
 #: the run's bookkeeping lives in CACHE/ray/<run id>/: `run.json` (proof that this node sees the
 #: driver's cache) and `running/<key>-<pid>.json`, one marker per attempt in progress
@@ -42,7 +43,23 @@ class CacheNotShared(RuntimeError):
     """The worker's node does not see the driver's cache directory."""
 
 
-def run_stage(stage: Stage, cache_root: str, run_id: str, plugins_dir: str | None, env: dict[str, str]) -> dict:
+def _visible(paths: list[Path], wait_s: float) -> bool:
+    """Whether every path exists, looking again for up to `wait_s` seconds: on NFS a directory
+    another node has just renamed into place can take a few seconds to show (attribute cache)."""
+    deadline = time.time() + wait_s
+    while True:
+        if all(p.exists() for p in paths):
+            return True
+        if time.time() >= deadline:
+            return False
+        for parent in {p.parent.parent for p in paths}:  # listing a directory refreshes its cache
+            with contextlib.suppress(OSError):
+                os.listdir(parent)
+        time.sleep(0.5)
+
+
+def run_stage(stage: Stage, cache_root: str, run_id: str, plugins_dir: str | None, env: dict[str, str],
+              wait_s: float = 0.0) -> dict:
     """Run `stage` (inputs done) into the cache at `cache_root`; never raises for the stage's
     own errors: they come back as `{"ok": False, "error", "traceback"}` so Ray does not retry
     them. Losing the process (killed worker, dead node) is what Ray retries."""
@@ -50,14 +67,16 @@ def run_stage(stage: Stage, cache_root: str, run_id: str, plugins_dir: str | Non
     pid, host = os.getpid(), socket.gethostname()
     info = {"pid": pid, "host": host, "started": started}
     marker = run_dir(cache_root, run_id) / RUNNING / f"{stage.key}-{pid}.json"
+    cache = Cache(cache_root)
     try:
-        if not (run_dir(cache_root, run_id) / RUN_FILE).is_file():
+        if not _visible([run_dir(cache_root, run_id) / RUN_FILE], wait_s):
             raise CacheNotShared(
                 f"the stage cache {cache_root} is not shared with this node ({host}): every Ray node "
                 f"must mount the cache directory at the same path (NFS or another shared filesystem)")
         atomic_write_text(marker, json.dumps(info))
+        _visible([cache.path(d) / DONE for d in stage.inputs.values()], wait_s)  # else execute_stage says which
         runtime = _runtime(plugins_dir, env)
-        status, result, seconds = execute_stage(stage, Cache(cache_root), runtime)
+        status, result, seconds = execute_stage(stage, cache, runtime)
     except Exception as e:  # the stage's own failure: recorded by the driver, not retried
         return {**info, "ok": False, "ended": time.time(), "error": error_line(e), "traceback": format_exception(e)}
     finally:
