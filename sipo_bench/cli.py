@@ -176,10 +176,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import load_summaries, merge, render_files, console_table
 
-    summaries = load_summaries([Path(d) for d in args.dirs])
-    summary = merge(summaries) if len(summaries) > 1 else summaries[0]
     if len(args.dirs) > 1 and not args.out:
         raise UsageError("`--out`: expected a directory for the merged report when several DIRs are given, got nothing")
+    summaries = load_summaries([Path(d) for d in args.dirs])
+    summary = merge(summaries) if len(summaries) > 1 else summaries[0]
     out = Path(args.out) if args.out else Path(args.dirs[0])
     if args.out:
         from .experiment import check_out_dir
