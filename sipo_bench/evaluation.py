@@ -33,8 +33,13 @@ def generate_stage(ctx: StageContext):
 def score_texts(runtime, task, prompts, responses, progress=None) -> dict[str, np.ndarray]:
     """Scores of every objective of `task`, from its scorers, as arrays aligned with inputs."""
     scores: dict[str, np.ndarray] = {}
+    declared = {o.name: o.higher_is_better for o in task.objectives()}
     for name, options in task.scorers():
         scorer = runtime.scorer(name, options)
+        for obj, hib in (scorer.directions() or {}).items():
+            if obj in declared and declared[obj] != hib:
+                raise RuntimeError(f"scorer {name!r} scores {obj!r} as {'higher' if hib else 'lower'} is better, "
+                                   f"but task {task.name!r} declares the opposite")
         for obj, vals in scorer.score(prompts, responses, progress=progress).items():
             if obj in task.objective_names:
                 scores[obj] = np.asarray(vals, dtype=float)

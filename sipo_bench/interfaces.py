@@ -172,6 +172,14 @@ class Scorer(abc.ABC):
     def score(self, prompts: Sequence[str], responses: Sequence[str], progress: Any = None) -> dict[str, list[float]]:
         """Score aligned lists (raw prompts, responses); `progress(n)` may be called per batch."""
 
+    def directions(self) -> dict[str, bool] | None:
+        """{objective: higher_is_better} of the scores this scorer returns, if it knows; the
+        harness refuses to score a task whose objective declares the other direction."""
+        return None
+
+    def close(self) -> None:
+        """Free loaded models (called when the run's runtime closes)."""
+
 
 # --- Policies -------------------------------------------------------------------------------
 

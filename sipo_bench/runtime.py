@@ -50,6 +50,8 @@ class Runtime:
     def close(self) -> None:
         for g in self._generators.values():
             g.close()
+        for sc in self._scorers.values():
+            sc.close()
         self._generators.clear()
         self._scorers.clear()
 

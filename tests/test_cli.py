@@ -222,3 +222,32 @@ def test_cache_dir_env_and_no_cache(tmp_path, monkeypatch):
     assert statuses() == {"cached"}
     assert main(["run", "--task", "dummy", "--out", str(out), "--quiet", "--no-cache"]) == 0
     assert statuses() == {"start", "done"}
+
+
+def test_scorer_direction_must_match_objective(tmp_path, capsys):
+    plug = tmp_path / "plugs"
+    plug.mkdir()
+    (plug / "flip.py").write_text(textwrap.dedent("""
+        from sipo_bench.hookspecs import hookimpl
+        from sipo_bench_plugins.dummy import DummyScorer, DummyTask
+        class LowerIsBetterA(DummyScorer):
+            name = "flipped"
+            def directions(self):
+                return {"a": False, "b": True}
+        class FlipTask(DummyTask):
+            name = "flip-task"
+            def scorers(self):
+                return [("flipped", {})]
+        @hookimpl
+        def sipo_bench_register_scorers():
+            return [LowerIsBetterA]
+        @hookimpl
+        def sipo_bench_register_tasks():
+            return [FlipTask]
+    """))
+    out = tmp_path / "out"
+    code = main(["run", "--task", "flip-task", "--methods", "dummy", "--plugins-dir", str(plug), "--out", str(out),
+                 "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    assert code == 1
+    s = json.loads((out / "summary.json").read_text())
+    assert "scores 'a' as lower is better, but task 'flip-task' declares the opposite" in s["methods"]["dummy"]["error"]
