@@ -146,8 +146,8 @@ def start_local(num_cpus: int | None = None, num_gpus: int | None = None, object
     kw: dict[str, Any] = {}
     if object_store_memory_mb is not None:
         kw["object_store_memory"] = int(object_store_memory_mb) * 1024 ** 2
-    with _loopback_node():
-        return ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=False,
+    with _loopback_node():  # "local": never join a cluster found via $RAY_ADDRESS or a past `ray start`
+        return ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=False,
                         _node_ip_address=LOOPBACK, log_to_driver=log_to_driver, namespace="sipo-bench", **kw)
 
 
@@ -190,12 +190,16 @@ class RayExecutor(Executor):
         if c.address is None:
             start_local(c.num_cpus, c.num_gpus, c.object_store_memory_mb, c.log_to_driver)
         else:
-            address = _resolve_address(c.address)
-            try:  # a head bound to 127.0.0.1 is joined as 127.0.0.1, not as this machine's public IP
-                with _loopback_node() if _is_loopback(address) else contextlib.nullcontext():
-                    ray.init(address=address, log_to_driver=c.log_to_driver, namespace="sipo-bench")
+            # a head bound to 127.0.0.1 is joined as 127.0.0.1, not as this machine's public IP;
+            # `auto` itself goes to Ray, which then also picks up the local token (auth) on its own
+            loopback = _is_loopback(_resolve_address(c.address))
+            try:
+                with _loopback_node() if loopback else contextlib.nullcontext():
+                    ray.init(address=c.address, log_to_driver=c.log_to_driver, namespace="sipo-bench")
             except ConnectionError as e:
-                raise UsageError(f"`--ray-address`: cannot reach a Ray cluster at {c.address!r}: {e}") from None
+                raise UsageError(f"`--ray-address`: cannot reach a Ray cluster at {c.address!r}: {e} (is it up? "
+                                 f"With Ray's token authentication, an explicit address needs RAY_AUTH_MODE=token "
+                                 f"and the head's token in ~/.ray/auth_token or $RAY_AUTH_TOKEN)") from None
         try:
             res = ray.cluster_resources()
             runtime.log(f"ray: {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU on {len(self._nodes(ray))} node(s)"
