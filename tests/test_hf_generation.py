@@ -30,6 +30,16 @@ PROMPTS = [
 RESPONSES = [" sure , here is help", " go by car", "", " a red car went home"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared machine the idle
+    threads' spin-waits cost more than they give."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("hfgen")
@@ -81,18 +91,19 @@ def greedy(n=10, batch_size=64):
     return DecodingConfig(greedy=True, max_new_tokens=n, batch_size=batch_size)
 
 
-def ref_decode(ref, names, weights, rule, prompt, n, alpha=None):
+def ref_decode(ref, names, weights, rule, prompt, n, alpha=None, eos=None):
     """Greedy MOD decoding by the book: full forward of each model at every step, no cache."""
     from sipo_bench_plugins.hf_generation import fuse_logprobs
 
     tok = ref["tok"]
+    eos = eos or {tok.eos_token_id}
     ids = tok(prompt)["input_ids"]
     new = []
     for _ in range(n):
         lps = torch.stack([torch.log_softmax(ref["logits"](m, ids + new)[-1], -1) for m in names])
         t = int(fuse_logprobs(lps, weights, rule, alpha).argmax())
         new.append(t)
-        if t == tok.eos_token_id:
+        if t in eos:
             break
     return tok.decode(new, skip_special_tokens=True).strip()
 
@@ -400,6 +411,31 @@ def test_fusion_decoding_equals_reference_decoding(tiny, gen, ref, rule, alpha):
     assert got == expected
     single = [[ref_decode(ref, ["a1"], [1.0], "reverse_kl", p, 10)] for p in PROMPTS]
     assert got != single  # the fusion is not just one endpoint
+
+
+def test_fusion_rows_stop_at_eos_independently(tiny, ref):
+    """Rows that hit eos stop (and are dropped from the batch) while the others go on: make two
+    frequent tokens extra eos ids and compare with the by-the-book decoding."""
+    from sipo_bench_plugins.hf_generation.backend import HFGenerator, ModelCache
+
+    g = HFGenerator(device="cpu", cache=ModelCache())
+    try:
+        policy = pol(tiny, ("a1", 0.35), ("a2", 0.65), combine="fusion")
+        full = g.generate(policy, PROMPTS, greedy(10))
+        tok = ref["tok"]
+        words = [tok(o[0], add_special_tokens=False)["input_ids"] for o in full]
+        stops = {words[0][2], words[2][5]}
+        b = g.base(tiny["base"])
+        b.eos_ids = sorted(set(b.eos_ids) | stops)
+        got = g.generate(policy, PROMPTS, greedy(10, batch_size=4))
+        expected = [[ref_decode(ref, ["a1", "a2"], (0.35, 0.65), "reverse_kl", p, 10, eos=stops | {tok.eos_token_id})]
+                    for p in PROMPTS]
+        assert got == expected
+        assert got == g.generate(policy, PROMPTS, greedy(10, batch_size=1))
+        assert len(got[0][0].split()) <= 3 and got != full  # some rows were cut short
+        assert any(len(o[0].split()) == 10 for o in got)  # and others went on
+    finally:
+        g.close()
 
 
 def test_fusion_logprobs_are_normalised_fused_scores(tiny, gen, ref):

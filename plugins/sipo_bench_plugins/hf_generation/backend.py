@@ -331,7 +331,7 @@ def _sample(scores: torch.Tensor, temperature: float, top_p: float, gen: torch.G
         remove[..., -1] = False
         scores = scores.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
     probs = scores.softmax(-1)
-    return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(scores.device)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -344,18 +344,23 @@ def _batch_seed(seed: int, batch: int) -> int:
 class HFGenerator(Generator):
     """transformers backend. `device`/`dtype` default to cuda+bf16 when available, else
     cpu+fp32; `group_mode` is how k adapters share one forward ("grouped", "peft" or
-    "sequential", see the module docstring)."""
+    "sequential", see the module docstring); `kv_cache` is the KV cache of the fusion
+    decoding loop ("static": preallocated, written in place; "dynamic": grown by concat).
+    Single-model and soup generation use transformers' `generate`."""
 
     name = "transformers"
     description = "transformers + peft: batched generation, exact LoRA soups, MOD fusion, log-probs."
 
     def __init__(self, device: str | None = None, dtype: str | None = None, group_mode: str = "grouped",
-                 cache: ModelCache | None = None):
+                 kv_cache: str = "static", cache: ModelCache | None = None):
         if group_mode not in GROUP_MODES:
             raise ValueError(f"`group_mode`: expected one of {list(GROUP_MODES)}, got {group_mode!r}")
         self.device = torch.device(device) if device else None
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.group_mode = group_mode
+        if kv_cache not in ("dynamic", "static"):
+            raise ValueError(f"`kv_cache`: expected 'dynamic' or 'static', got {kv_cache!r}")
+        self.kv_cache = kv_cache
         self.cache = cache or MODELS
 
     # -- loading --
@@ -437,6 +442,16 @@ class HFGenerator(Generator):
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
         return out[:, ids.shape[1] :]
 
+    def _cache_factory(self, b: _Base, length: int) -> Callable[[], Any]:
+        """A fresh KV cache per call: None lets the model make its default (dynamic) cache;
+        "static" preallocates `length` positions and writes in place (no per-step concat)."""
+        if self.kv_cache == "dynamic":
+            return lambda: None
+        from transformers import StaticCache
+
+        model = b.model.get_base_model() if hasattr(b.model, "get_base_model") else b.model
+        return lambda: StaticCache(config=model.config, max_cache_len=length)
+
     def _forward(self, b: _Base, model, ids, mask, pos, cache, extra) -> tuple[torch.Tensor, Any]:
         kw = {b.cache_kw: cache} if cache is not None else {}
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **kw, **extra)
@@ -446,49 +461,72 @@ class HFGenerator(Generator):
     @torch.inference_mode()
     def _generate_fused(self, b: _Base, slots, weights, rule, alpha, ids, mask, decoding, n, seed) -> torch.Tensor:
         """MOD decoding: k = len(slots) models, one KV cache over k stacked copies of the
-        batch (grouped/peft modes) or k caches (sequential mode)."""
+        batch (grouped/peft modes) or k caches (sequential mode). Rows that finished are
+        dropped from the batch (and the caches) once they are an eighth of it."""
         if n > 1:
             ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
-        k, rows = len(slots), ids.shape[0]
-        gen = torch.Generator().manual_seed(seed)
-        eos = torch.tensor(b.eos_ids, device=ids.device)
+        k, rows, dev = len(slots), ids.shape[0], ids.device
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        eos = torch.tensor(b.eos_ids, device=dev)
         pad = b.tokenizer.pad_token_id
+        out = torch.full((rows, decoding.max_new_tokens), pad, dtype=ids.dtype, device=dev)
+        n_steps = 0
+        active = torch.arange(rows, device=dev)  # original row of each row in the batch
+        done = torch.zeros(rows, dtype=torch.bool, device=dev)  # finished, not yet dropped
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
-        steps: list[torch.Tensor] = []
         seq = self.group_mode == "sequential"
+        new_cache = self._cache_factory(b, ids.shape[1] + decoding.max_new_tokens)
         with contextlib.ExitStack() as stack:
             if seq:
-                caches: list[Any] = [None] * k
+                caches: list[Any] = [new_cache() for _ in slots]
 
                 def step_logits(inp, mask, pos):
-                    out = []
+                    res = []
                     for i, s in enumerate(slots):
                         with use_adapter(b, s) as model:
                             lg, caches[i] = self._forward(b, model, inp, mask, pos, caches[i], {})
-                        out.append(lg)
-                    return torch.stack(out)
+                        res.append(lg)
+                    return torch.stack(res)
+
+                def select(keep, mask, pos):
+                    for c in caches:
+                        c.reorder_cache(keep)
+                    return mask[keep], pos[keep]
             else:
-                kw = stack.enter_context(grouped(b, slots, self.group_mode))(rows)
-                mask, pos, state = mask.repeat(k, 1), pos.repeat(k, 1), {"cache": None}
+                kw = stack.enter_context(grouped(b, slots, self.group_mode))
+                mask, pos, state = mask.repeat(k, 1), pos.repeat(k, 1), {"cache": new_cache()}
 
                 def step_logits(inp, mask, pos):
-                    lg, state["cache"] = self._forward(b, b.model, inp.repeat(k, 1), mask, pos, state["cache"], kw)
-                    return lg.view(k, rows, -1)
+                    lg, state["cache"] = self._forward(b, b.model, inp.repeat(k, 1), mask, pos, state["cache"],
+                                                       kw(inp.shape[0]))
+                    return lg.view(k, inp.shape[0], -1)
+
+                def select(keep, mask, pos):
+                    idx = (keep[None] + len(done) * torch.arange(k, device=dev)[:, None]).flatten()
+                    state["cache"].reorder_cache(idx)
+                    return mask[idx], pos[idx]
 
             logits = step_logits(ids, mask, pos)
             for step in range(decoding.max_new_tokens):
                 f = fuse_logprobs(torch.log_softmax(logits.float(), -1), weights, rule, alpha)
                 nxt = f.argmax(-1) if decoding.greedy else _sample(f, decoding.temperature, decoding.top_p, gen)
                 nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-                steps.append(nxt)
+                out[active, step] = nxt
+                n_steps = step + 1
                 done = done | torch.isin(nxt, eos)
-                if bool(done.all()) or step == decoding.max_new_tokens - 1:
+                if step == decoding.max_new_tokens - 1:
                     break
+                n_done = int(done.sum())
+                if n_done == len(done):
+                    break
+                if n_done and n_done * 8 >= len(done):
+                    keep = (~done).nonzero().flatten()
+                    mask, pos = select(keep, mask, pos)
+                    active, nxt, done = active[keep], nxt[keep], done[keep]
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
                 pos = pos[:, -1:] + 1
                 logits = step_logits(nxt[:, None], mask, pos)
-        return torch.stack(steps, 1)
+        return out[:, :n_steps]
 
     # -- log-probs --
 
