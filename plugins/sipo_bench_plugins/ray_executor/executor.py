@@ -232,7 +232,8 @@ class RayExecutor(Executor):
 
 
 def _gc_run_dirs(root: Path, older_than_s: float = 7 * 24 * 3600) -> None:
-    """Remove bookkeeping left by drivers that were killed (their `run.json` is old)."""
+    """Remove bookkeeping left by drivers that were killed (a live driver touches its
+    `run.json` every 10 minutes)."""
     if not root.is_dir():
         return
     now = time.time()
@@ -264,6 +265,7 @@ class _Driver:
         self.seen_markers: set[str] = set()
         self.started: dict[str, dict] = {}  # key -> latest attempt's marker
         self.attempts: dict[str, int] = {}
+        self.touched = time.time()
         self.bar: dict[str, contextlib.ExitStack] = {}
         self.nodes = RayExecutor._nodes(ray)
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
@@ -282,6 +284,7 @@ class _Driver:
                 if self.in_flight:
                     done, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=self.c.poll_seconds)
                     self._scan_markers()
+                    self._keep_alive()
                     if done:  # collect everything finished by now in one go
                         done, _ = self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=0)
                     for ref in done:
@@ -321,6 +324,14 @@ class _Driver:
             ref = (self.remote_gpu if res.gpus > 0 else self.remote).options(**opts).remote(stage, *self.task_args)
             self.in_flight[ref] = stage.key
             self.submitted_at[stage.key] = time.time()
+
+    def _keep_alive(self) -> None:
+        """Touch `run.json` now and then: other runs clean up only bookkeeping a week old."""
+        now = time.time()
+        if now - self.touched > 600:
+            self.touched = now
+            with contextlib.suppress(OSError):
+                os.utime(self.rdir / RUN_FILE)
 
     def _refresh_nodes(self) -> list[dict]:
         self.nodes = RayExecutor._nodes(self.ray)
