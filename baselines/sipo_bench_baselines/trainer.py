@@ -193,41 +193,29 @@ def mean_loss(trainer: PreferenceTrainer, dataset: Any, batch_size: int = 16) ->
     return total / max(n, 1)
 
 
-def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[dict], val_rows: list[dict],
-                             loss: PreferenceLoss, train: Mapping[str, Any], seed: int, *,
-                             progress: Callable[..., Any] | None = None, ref_adapter_dir: Path | str | None = None,
-                             log: Callable[[str], None] | None = None, probe_pairs: int = 64) -> dict:
-    """Train a fresh LoRA adapter with `loss` and save it at the root of `out`.
-
-    `train_rows` / `val_rows`: `{"prompt": formatted prompt, "chosen": str, "rejected": str,
-    **{column: value for column in loss.columns}}`. `train` holds the :data:`TRAIN_KEYS` options.
-    `progress(total, desc)` is a stage's `ctx.progress`. With `ref_adapter_dir` the reference
-    is base + that adapter and the saved adapter is their sum (see module docstring).
-
-    Returns metrics: initial/final mean loss on (up to `probe_pairs`) training pairs, per-step
-    first/last logged training loss, steps, seconds, pair counts.
-    """
+def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_rows: list[dict],
+                  loss: PreferenceLoss, train: Mapping[str, Any], seed: int, *,
+                  ref_adapter_dir: Path | str | None = None, callbacks: Sequence[TrainerCallback] = ()) -> PreferenceTrainer:
+    """A :class:`PreferenceTrainer` with a fresh LoRA on the base model (merged with
+    `ref_adapter_dir` first, if given), checkpoints under `out/_trainer`. See
+    :func:`train_preference_adapter` for the arguments."""
     from datasets import Dataset
     from transformers import set_seed
 
-    t0 = time.time()
-    out = Path(out)
+    from datasets.utils.logging import disable_progress_bar
+
     if not train_rows:
         raise ValueError("no training pairs (every pair was a tie for this objective?)")
-    if train.get("max_pairs"):
-        train_rows = train_rows[: int(train["max_pairs"])]
+    disable_progress_bar()  # stage progress goes through ctx.progress
     set_seed(seed)
     model, tok = load_base(base_dir, torch.bfloat16 if train.get("bf16") else torch.float32)
     if ref_adapter_dir is not None:
         model = merge_adapter_into(model, ref_adapter_dir)
-
-    work = out / "_trainer"  # checkpoints, removed before returning
     steps_per_epoch = _steps_per_epoch(len(train_rows), train)
-    total_steps = steps_per_epoch * int(train["epochs"])
     use_eval = bool(val_rows) and float(train.get("eval_every") or 0) > 0
     eval_steps = max(1, round(steps_per_epoch * float(train["eval_every"]))) if use_eval else None
     args = DPOConfig(
-        output_dir=str(work), seed=seed, data_seed=seed, beta=float(loss.beta),
+        output_dir=str(Path(out) / "_trainer"), seed=seed, data_seed=seed, beta=float(loss.beta),
         learning_rate=float(train["learning_rate"]), num_train_epochs=float(train["epochs"]),
         per_device_train_batch_size=int(train["batch_size"]), per_device_eval_batch_size=int(train["batch_size"]),
         gradient_accumulation_steps=int(train["grad_accum"]), max_length=int(train["max_length"]),
@@ -238,34 +226,70 @@ def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[d
         eval_steps=eval_steps, save_steps=eval_steps, save_total_limit=2 if use_eval else None,
         load_best_model_at_end=bool(use_eval and train.get("load_best")), metric_for_best_model="eval_loss",
         greater_is_better=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
-        dataset_num_proc=None, save_only_model=True,
+        save_only_model=True,
     )
-    callbacks = []
+    trainer = PreferenceTrainer(
+        model=model, args=args, loss=loss, processing_class=tok, peft_config=lora_config(train),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(val_rows) if use_eval else None, callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # logs stay in trainer.state.log_history
+    return trainer
+
+
+def save_adapter(trainer: PreferenceTrainer, out: Path, ref_adapter_dir: Path | str | None = None) -> None:
+    """Save the trained adapter at the root of `out`; with `ref_adapter_dir`, as one adapter of
+    the original base whose delta is ΔW_ref + ΔW_trained (peft "cat", exact)."""
+    out = Path(out)
+    model = trainer.model
+    if ref_adapter_dir is None:
+        model.save_pretrained(str(out))
+        return
+    model.load_adapter(str(ref_adapter_dir), adapter_name="ref_delta")
+    model.add_weighted_adapter(["default", "ref_delta"], [1.0, 1.0], "combined", combination_type="cat")
+    tmp = out / "_combined"
+    model.save_pretrained(str(tmp), selected_adapters=["combined"])
+    for f in (tmp / "combined").iterdir():  # a non-default adapter is saved in a subfolder
+        shutil.move(str(f), out / f.name)
+    shutil.rmtree(tmp)
+    model.delete_adapter("combined")
+    model.delete_adapter("ref_delta")
+    model.set_adapter("default")
+
+
+def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[dict], val_rows: list[dict],
+                             loss: PreferenceLoss, train: Mapping[str, Any], seed: int, *,
+                             progress: Callable[..., Any] | None = None, ref_adapter_dir: Path | str | None = None,
+                             log: Callable[[str], None] | None = None, probe_pairs: int = 64) -> dict:
+    """Train a fresh LoRA adapter with `loss` and save it at the root of `out`.
+
+    `train_rows` / `val_rows`: `{"prompt": formatted prompt, "chosen": str, "rejected": str,
+    **{column: value for column in loss.columns}}` (trl appends EOS to the responses).
+    `train` holds the :data:`TRAIN_KEYS` options (`max_pairs` caps `train_rows`).
+    `progress(total, desc)` is a stage's `ctx.progress`. With `ref_adapter_dir` the reference
+    is base + that adapter and the saved adapter is their sum (see module docstring).
+
+    Returns metrics: mean loss on (up to `probe_pairs`) training pairs before and after
+    training (`initial_loss`, `final_loss`), first/last logged step loss, steps, seconds, counts.
+    """
+    t0 = time.time()
+    out = Path(out)
+    if train.get("max_pairs"):
+        train_rows = train_rows[: int(train["max_pairs"])]
+    total_steps = _steps_per_epoch(len(train_rows), train) * math.ceil(float(train["epochs"]))
     with contextlib.ExitStack() as stack:
+        callbacks = []
         if progress is not None:
-            advance = stack.enter_context(progress(total_steps, f"train {out.name}"))
-            callbacks.append(ProgressCallback(advance))
-        trainer = PreferenceTrainer(
-            model=model, args=args, loss=loss, processing_class=tok, peft_config=lora_config(train),
-            train_dataset=Dataset.from_list(train_rows),
-            eval_dataset=Dataset.from_list(val_rows) if use_eval else None, callbacks=callbacks)
-        trainer.remove_callback(PrinterCallback)  # logs stay in trainer.state.log_history
+            callbacks.append(ProgressCallback(stack.enter_context(progress(total_steps, f"train {out.name}"))))
+        trainer = build_trainer(out, base_dir, train_rows, val_rows, loss, train, seed,
+                                ref_adapter_dir=ref_adapter_dir, callbacks=callbacks)
         probe = trainer.train_dataset.select(range(min(probe_pairs, len(trainer.train_dataset))))
         initial = mean_loss(trainer, probe)
         result = trainer.train()
         final = mean_loss(trainer, probe)
+    save_adapter(trainer, out, ref_adapter_dir)
+    shutil.rmtree(out / "_trainer", ignore_errors=True)
+    use_eval = trainer.args.eval_strategy != "no"
     step_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    peft_model = trainer.model
-    if ref_adapter_dir is not None:
-        peft_model.load_adapter(str(ref_adapter_dir), adapter_name="ref_delta")
-        peft_model.add_weighted_adapter(["default", "ref_delta"], [1.0, 1.0], "combined", combination_type="cat")
-        peft_model.save_pretrained(str(out / "_combined"), selected_adapters=["combined"])
-        for f in (out / "_combined" / "combined").iterdir():  # non-default adapters land in a subfolder
-            shutil.move(str(f), out / f.name)
-        shutil.rmtree(out / "_combined")
-    else:
-        peft_model.save_pretrained(str(out))
-    shutil.rmtree(work, ignore_errors=True)
     metrics = {
         "initial_loss": initial, "final_loss": final,
         "first_step_loss": step_losses[0] if step_losses else None,
