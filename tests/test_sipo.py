@@ -1,0 +1,127 @@
+"""SIPO end to end at tiny scale on the synthetic tasks, and its re-alignment reference.
+
+Slow: each run trains tiny LoRAs (the SFT and per-objective DPO models come from the shared
+session cache)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("torch")
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"max_prompts": 24, "max_new_tokens": 40}
+
+
+def run(tmp_path, cache_dir, *, task="synthetic-hh", methods="sipo", sipo=None, weights=2):
+    import yaml
+
+    from sipo_bench.cli import main
+
+    cfg = {"task": task, "methods": methods.split(","), "weights": weights, "max_test_prompts": 16,
+           "method_options": {"sipo": {**SMALL, **(sipo or {})}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    code = main(["run", "--config", str(path), "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"])
+    summary = json.loads((out / "summary.json").read_text())
+    events = [json.loads(l) for l in (out / "logs" / "stages.jsonl").read_text().splitlines()]
+    assert code == 0, {m: e["error"] for m, e in summary["methods"].items()}
+    return summary, events, out
+
+
+def kinds(events):
+    return {e["stage"].split("[")[0] for e in events}
+
+
+def test_sipo_beside_baselines_with_counts_and_oracle_diagnostics(tmp_path, cache_dir, capsys):
+    summary, events, out = run(tmp_path, cache_dir, methods="sipo,mod,dpo-soups")
+    for m in ("sipo", "mod", "dpo-soups"):
+        assert summary["methods"][m]["front"] and summary["methods"][m]["hypervolume"] is not None, m
+    assert {"sipo-sample", "sipo-review", "sipo-rewrite", "sipo-combine", "sipo-filter", "sipo-realign",
+            "sipo-endpoints"} <= kinds(events)
+    extra = summary["methods"]["sipo"]["extra"]["0"]
+    f = extra["filter_round1"]
+    assert f["candidates"] == f["prompts"] * 4  # 4 default sample weights, 1 candidate each
+    assert 0 <= f["rewrites_kept"] <= f["candidates"] and 0 <= f["survivors"] <= f["candidates"]
+    assert f["prompts_covered"] <= f["prompts"] and f["new_pairs"] == 2 * f["prompts_covered"]
+    for key in ("oracle_sampled_truly_dominating", "oracle_filter_precision", "oracle_filter_recall",
+                "oracle_rewrites_improving"):
+        assert key in f
+    ends = extra["endpoints"]
+    assert set(ends) == {f"{o}_endpoint_{j}_{x}" for o in ("helpful", "harmless") for j in ("helpful", "harmless")
+                         for x in ("before", "after", "delta")}
+    table = (out / "table.md").read_text()
+    assert "survivors" in table and "oracle_filter_precision" in table
+    # the MOD and soups endpoints are the DPO models: trained once for all three methods
+    dpo_done = [e for e in events if e["stage"].startswith("dpo[") and e["event"] in ("done", "cached")]
+    assert len(dpo_done) == 2
+
+
+def test_sipo_without_refine(tmp_path, cache_dir):
+    summary, events, _ = run(tmp_path, cache_dir, sipo={"refine": False})
+    assert not ({"sipo-review", "sipo-rewrite", "sipo-combine"} & kinds(events))
+    f = summary["methods"]["sipo"]["extra"]["0"]["filter_round1"]
+    assert f["rewrites_kept"] is None and "oracle_rewrites_improving" not in f
+
+
+def test_sipo_on_soups_two_rounds(tmp_path, cache_dir):
+    summary, events, _ = run(tmp_path, cache_dir, sipo={"base": "dpo-soups", "rounds": 2, "refine": False})
+    names = {e["stage"] for e in events}
+    assert any("round=2" in n and n.startswith("sipo-realign") for n in names)
+    extra = summary["methods"]["sipo"]["extra"]["0"]
+    assert "filter_round2" in extra and "realign_helpful_round2" in extra
+    # soups: evaluation policies are weight soups, not fused decoding
+    gens = [e for e in events if e["stage"].startswith("generate[sipo")]
+    assert gens
+
+
+def test_sipo_three_objectives(tmp_path, cache_dir):
+    summary, events, _ = run(tmp_path, cache_dir, task="synthetic-3obj", sipo={"refine": False}, weights=2)
+    assert len(summary["objectives"]) == 3
+    assert len(summary["methods"]["sipo"]["points"]) == 6  # das-dennis k=3, p=2
+    assert sum(1 for e in events if e["stage"].startswith("sipo-realign")) >= 3
+
+
+def test_realignment_reference_is_the_merged_dpo_model(tmp_path, cache_dir):
+    """At step 0 the fresh LoRA is zero, so the policy equals its reference. If the reference is
+    base + the DPO adapter (merged), the DPO term is exactly log 2 and the initial loss is
+    log 2 + α·NLL under that merged model; with the plain base as reference it would not be."""
+    import numpy as np
+
+    from sipo_bench.runtime import Runtime
+    from sipo_bench.stages import Cache, read_jsonl
+    from sipo_bench_baselines.losses import SIPOLoss
+    from sipo_bench_baselines.trainer import build_trainer, mean_loss
+    from sipo_bench_plugins.hf_generation import sequence_logprobs
+
+    summary, events, _ = run(tmp_path, cache_dir, sipo={"refine": False})
+    cache = Cache(cache_dir)
+    by = {e["stage"]: e["key"] for e in events if e["event"] in ("done", "cached")}
+    filt = cache.path(by["sipo-filter[round=1,seed=0]"])
+    dpo_dir = cache.path(by["dpo[helpful,seed=0]"])
+    base_dir = cache.path(by["base[seed=0]"])
+    pairs = read_jsonl(filt / "pairs.jsonl")
+    assert pairs, "no Pareto pairs survived: cannot check the reference"
+    alpha = 0.1
+    train = summary["methods"]["sipo"]["config"]
+    train_opts = {k: train[k] for k in ("learning_rate", "epochs", "batch_size", "grad_accum", "max_length",
+                                        "lr_scheduler", "warmup_ratio", "weight_decay", "lora_r", "lora_alpha",
+                                        "lora_dropout", "target_modules", "eval_every", "load_best",
+                                        "gradient_checkpointing", "bf16", "max_pairs")}
+    trainer = build_trainer(tmp_path / "t", base_dir, pairs, [], SIPOLoss(beta=0.1, alpha=alpha), train_opts, 0,
+                            ref_adapter_dir=dpo_dir)
+    initial = mean_loss(trainer, trainer.train_dataset)
+    lp = sequence_logprobs(base_dir, [dpo_dir], [p["prompt"] for p in pairs], [p["chosen"] for p in pairs])[0]
+    from sipo_bench_plugins.hf_generation.backend import encode_pairs
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    n_tok = np.array([len(ids) - start for ids, start in encode_pairs(tok, [p["prompt"] for p in pairs],
+                                                                         [p["chosen"] for p in pairs])])
+    expected = math.log(2) + alpha * float(np.mean(-lp / n_tok))
+    assert initial == pytest.approx(expected, rel=1e-3, abs=1e-4)
