@@ -64,6 +64,7 @@ class _Base:
     tokenizer: Any
     eos_ids: list[int]
     cache_kw: str  # "cache" (transformers 5) or "past_key_values"
+    keeps_logits: bool  # forward accepts `logits_to_keep`
     adapters: dict[str, str] = field(default_factory=dict)  # adapter key -> peft adapter name
     soups: OrderedDict = field(default_factory=OrderedDict)  # (keys, weights) -> adapter name
     plans: dict = field(default_factory=dict)  # tuple of adapter names -> grouped plan or None
@@ -112,7 +113,7 @@ class ModelCache:
         eos |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos] if gen_eos is not None else [])
         params = inspect.signature(type(model).forward).parameters
         cache_kw = "cache" if "cache" in params else "past_key_values"
-        return _Base(str(model_path), model, tok, sorted(eos), cache_kw)
+        return _Base(str(model_path), model, tok, sorted(eos), cache_kw, "logits_to_keep" in params)
 
     def adapter(self, base: _Base, adapter_dir: Any) -> str:
         """Load the peft adapter in `adapter_dir` onto `base` (once); return its name."""
@@ -244,9 +245,10 @@ def _grouped_hook(at: torch.Tensor, bt: torch.Tensor) -> Callable:
 
     def hook(module, args, kwargs, output):
         x = args[0] if args else kwargs["x"]
-        xs = x.reshape(k, -1, x.shape[-1]).to(at.dtype)
-        delta = torch.bmm(torch.bmm(xs, at), bt)
-        return output + delta.reshape(output.shape).to(output.dtype)
+        low = torch.bmm(x.reshape(k, -1, x.shape[-1]).to(at.dtype), at)
+        if output.dtype == bt.dtype:  # output + low @ bt in one kernel
+            return torch.baddbmm(output.reshape(k, -1, output.shape[-1]), low, bt).view(output.shape)
+        return output + torch.bmm(low, bt).reshape(output.shape).to(output.dtype)
 
     return hook
 
@@ -345,14 +347,17 @@ class HFGenerator(Generator):
     """transformers backend. `device`/`dtype` default to cuda+bf16 when available, else
     cpu+fp32; `group_mode` is how k adapters share one forward ("grouped", "peft" or
     "sequential", see the module docstring); `kv_cache` is the KV cache of the fusion
-    decoding loop ("static": preallocated, written in place; "dynamic": grown by concat).
-    Single-model and soup generation use transformers' `generate`."""
+    decoding loop ("static": preallocated, written in place; "dynamic": grown by concat);
+    `max_forward_tokens` caps the tokens (rows x adapters x width) of one scoring forward
+    ("auto": 2048 on CPU, where bigger blocks fall out of cache and run slower; no cap on
+    GPU). Single-model and soup generation use transformers' `generate`."""
 
     name = "transformers"
     description = "transformers + peft: batched generation, exact LoRA soups, MOD fusion, log-probs."
 
     def __init__(self, device: str | None = None, dtype: str | None = None, group_mode: str = "grouped",
-                 kv_cache: str = "static", cache: ModelCache | None = None):
+                 kv_cache: str = "static", max_forward_tokens: int | None | str = "auto",
+                 cache: ModelCache | None = None):
         if group_mode not in GROUP_MODES:
             raise ValueError(f"`group_mode`: expected one of {list(GROUP_MODES)}, got {group_mode!r}")
         self.device = torch.device(device) if device else None
@@ -361,6 +366,12 @@ class HFGenerator(Generator):
         if kv_cache not in ("dynamic", "static"):
             raise ValueError(f"`kv_cache`: expected 'dynamic' or 'static', got {kv_cache!r}")
         self.kv_cache = kv_cache
+        if max_forward_tokens == "auto":
+            dev = self.device or default_device()
+            max_forward_tokens = None if dev.type == "cuda" else 2048
+        if max_forward_tokens is not None and int(max_forward_tokens) < 1:
+            raise ValueError(f"`max_forward_tokens`: expected >= 1 or None, got {max_forward_tokens!r}")
+        self.max_forward_tokens = max_forward_tokens
         self.cache = cache or MODELS
 
     # -- loading --
@@ -454,7 +465,9 @@ class HFGenerator(Generator):
 
     def _forward(self, b: _Base, model, ids, mask, pos, cache, extra) -> tuple[torch.Tensor, Any]:
         kw = {b.cache_kw: cache} if cache is not None else {}
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **kw, **extra)
+        if b.keeps_logits:
+            kw["logits_to_keep"] = 1
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw, **extra)
         cache = getattr(out, "cache", None)
         return out.logits[:, -1], cache if cache is not None else getattr(out, "past_key_values", None)
 
@@ -581,39 +594,63 @@ class HFGenerator(Generator):
         if not pairs:
             return out
         order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]))
-        pad = b.tokenizer.pad_token_id
         distinct = list(dict.fromkeys(slots))
-        for idx in _batches(order, batch_size):
-            width = max(len(pairs[i][0]) for i in idx)
-            ids = torch.tensor([pairs[i][0] + [pad] * (width - len(pairs[i][0])) for i in idx], device=b.device)
-            mask = torch.tensor([[1] * len(pairs[i][0]) + [0] * (width - len(pairs[i][0])) for i in idx], device=b.device)
-            score = torch.zeros_like(mask, dtype=torch.bool)
-            for j, i in enumerate(idx):
-                score[j, pairs[i][1] : len(pairs[i][0])] = True
-            labels, score = ids[:, 1:], score[:, 1:]
-            per_slot = self._slot_logits(b, distinct, ids, mask)  # slot -> (rows, T, V) logits
-            lps = torch.stack([torch.log_softmax(per_slot[s][:, :-1].float(), -1) for s in slots])
-            if fuse is not None:
-                lps = fuse(lps)[None]
-            tok_lp = lps.gather(-1, labels[None].expand(lps.shape[0], -1, -1)[..., None]).squeeze(-1)
-            sums = (tok_lp * score[None]).sum(-1).double().cpu().numpy()
-            out[:, idx] = sums
+        for batch in _batches(order, batch_size):
+            # one forward holds at most `max_forward_tokens` (rows x slots x width) tokens:
+            # on a CPU, past a few thousand tokens the activations leave the cache and the
+            # throughput per token drops (docs/generation.md)
+            width = len(pairs[batch[0]][0])
+            per = len(batch) if self.max_forward_tokens is None else max(1, self.max_forward_tokens // (len(distinct) * width))
+            for idx in _batches(batch, per):
+                out[:, idx] = self._score_block(b, pairs, idx, slots, distinct, fuse)
             if progress:
-                progress(len(idx))
+                progress(len(batch))
         return out
 
-    def _slot_logits(self, b: _Base, distinct: list[str | None], ids, mask) -> dict:
+    def _score_block(self, b: _Base, pairs, idx, slots, distinct, fuse) -> np.ndarray:
+        # left padding: every row ends at column W-1, so the logits that predict response
+        # tokens are among the last K = max response length + 1 columns, and the model
+        # computes only those (`logits_to_keep`), skipping the prompt's vocab projection
+        pad = b.tokenizer.pad_token_id
+        lens = [len(pairs[i][0]) for i in idx]
+        width = max(lens)
+        n_resp = [n - max(pairs[i][1], 1) for n, i in zip(lens, idx)]
+        keep = max(n_resp) + 1
+        ids = torch.tensor([[pad] * (width - n) + pairs[i][0] for n, i in zip(lens, idx)], device=b.device)
+        mask = torch.tensor([[0] * (width - n) + [1] * n for n in lens], device=b.device)
+        labels = ids[:, width - keep + 1 :]  # (rows, K-1): the token each kept column predicts
+        col = torch.arange(keep - 1, device=b.device)
+        score = col[None] >= (keep - 1 - torch.tensor(n_resp, device=b.device))[:, None]
+        per_slot = self._slot_logits(b, distinct, ids, mask, keep)  # slot -> (rows, K, V) logits
+        if fuse is None:
+            sums = torch.stack([self._token_logprobs(per_slot[s][:, :-1], labels, score) for s in slots])
+        else:
+            f = fuse(torch.stack([torch.log_softmax(per_slot[s][:, :-1].float(), -1) for s in slots]))
+            sums = (f.gather(-1, labels[..., None]).squeeze(-1) * score).sum(-1)[None]
+        return sums.double().cpu().numpy()
+
+    @staticmethod
+    def _token_logprobs(logits: torch.Tensor, labels: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """Σ over scored columns of log softmax(logits)[label], without materialising the
+        log-softmax: logit[label] − logsumexp(logits), in float32."""
+        picked = logits.gather(-1, labels[..., None]).squeeze(-1).float()
+        lse = torch.logsumexp(logits.float(), -1)
+        return ((picked - lse) * score).sum(-1)
+
+    def _slot_logits(self, b: _Base, distinct: list[str | None], ids, mask, keep: int) -> dict:
         rows = ids.shape[0]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        kw = {"logits_to_keep": keep} if b.keeps_logits else {}
         if len(distinct) == 1 or self.group_mode == "sequential":
             res = {}
             for s in distinct:
                 with use_adapter(b, s) as model:
-                    res[s] = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                    res[s] = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, **kw).logits[:, -keep:]
             return res
         k = len(distinct)
         with grouped(b, distinct, self.group_mode) as extra:
-            logits = b.model(input_ids=ids.repeat(k, 1), attention_mask=mask.repeat(k, 1), use_cache=False,
-                             **extra(rows)).logits
+            logits = b.model(input_ids=ids.repeat(k, 1), attention_mask=mask.repeat(k, 1), position_ids=pos.repeat(k, 1),
+                             use_cache=False, **kw, **extra(rows)).logits[:, -keep:]
         return {s: logits[g * rows : (g + 1) * rows] for g, s in enumerate(distinct)}
 
     def close(self) -> None:
