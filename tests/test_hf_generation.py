@@ -283,6 +283,10 @@ def test_soup_edge_cases(tiny, gen):
     assert gen.cache.soup(b, [(tiny["a1"], 1.0)]) == gen.cache.adapter(b, tiny["a1"])
     s = gen.cache.soup(b, [(tiny["a1"], 0.2), (tiny["a2"], 0.8)])
     assert gen.cache.soup(b, [(tiny["a1"], 0.2), (tiny["a2"], 0.8)]) == s  # cached
+    # the same adapter twice is one term with the summed weight
+    assert gen.cache.soup(b, [(tiny["a1"], 0.1), (tiny["a1"], 0.1), (tiny["a2"], 0.8)]) == s
+    assert gen.cache.soup(b, [(tiny["a1"], 0.5), (tiny["a1"], 0.5)]) == gen.cache.adapter(b, tiny["a1"])
+    assert gen.sequence_logprobs(tiny["base"], [], PROMPTS, RESPONSES).shape == (0, len(PROMPTS))
     assert gen.cache.base(tiny["base"], torch.device("cpu")) is b  # one base model per process
 
 

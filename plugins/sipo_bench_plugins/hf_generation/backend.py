@@ -135,19 +135,23 @@ class ModelCache:
 
     def soup(self, base: _Base, adapters: Sequence[tuple[Any, float]]) -> str | None:
         """Name of an adapter whose delta is exactly Σ w_i ΔW_i (None: the base model)."""
-        adapters = [(a, float(w)) for a, w in adapters if float(w) != 0.0]
-        if not adapters:
+        summed: dict[str, float] = {}  # the same adapter twice: one term with the summed weight
+        for a, w in adapters:
+            name = self.adapter(base, a)
+            summed[name] = summed.get(name, 0.0) + float(w)
+        summed = {n: w for n, w in summed.items() if w != 0.0}
+        if not summed:
             return None
-        names = [self.adapter(base, a) for a, _ in adapters]
-        if len(adapters) == 1 and adapters[0][1] == 1.0:
+        names, weights = list(summed), list(summed.values())
+        if len(names) == 1 and weights[0] == 1.0:
             return names[0]
-        key = (tuple(names), tuple(w for _, w in adapters))
+        key = (tuple(names), tuple(weights))
         with self.lock:
             if key in base.soups:
                 base.soups.move_to_end(key)
                 return base.soups[key]
             name = base.new_name("soup")
-            base.model.add_weighted_adapter(names, [w for _, w in adapters], name, combination_type="cat")
+            base.model.add_weighted_adapter(names, weights, name, combination_type="cat")
             # "cat" folds w_i * scaling_i into A and sets r = lora_alpha = Σ r_i, so the new
             # adapter's scaling must be 1; with use_rslora peft would set sqrt(r): force 1.
             from peft.tuners.lora import LoraLayer
@@ -591,7 +595,7 @@ class HFGenerator(Generator):
         pairs = encode_pairs(b.tokenizer, prompts, responses, add_eos)
         k = len(slots)
         out = np.zeros((1 if fuse else k, len(pairs)))
-        if not pairs:
+        if not pairs or not slots:
             return out
         order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]))
         distinct = list(dict.fromkeys(slots))
