@@ -1,0 +1,309 @@
+"""The synthetic tasks `synthetic-hh`, `synthetic-cv`, `synthetic-3obj` and their oracle scorer.
+
+Torch-free at import time: the SFT model is built by :mod:`.model`, imported inside
+`build_base`. See docs/synthetic_task.md for the grammar, the objectives and measured rates.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from sipo_bench.config import ConfigError, check, field
+from sipo_bench.interfaces import Objective, Scorer, Task, TaskConfig, TaskData
+from sipo_bench.stages import read_jsonl, write_jsonl
+
+from . import grammar as g
+
+#: objective instances (all in [0, 1], higher is better)
+OBJECTIVES: dict[str, Objective] = {name: Objective(name, True, f"synthetic oracle: {desc}")
+                                    for name, desc in g.OBJECTIVE_DESCRIPTIONS.items()}
+
+#: SIPO's review / rewrite prompts: formatted with `str.format`, then wrapped with
+#: `Task.format_prompt`; the SFT corpus holds demonstrations of exactly these.
+REVIEW_TEMPLATE = "Review this answer and say what to add or remove. Question: {prompt} Answer: {response}"
+REWRITE_TEMPLATE = ("Rewrite this answer as the review says. Question: {prompt} Answer: {response} "
+                    "Review: {review}")
+
+
+@dataclass
+class SyntheticTaskConfig(TaskConfig):
+    # data
+    conflict_fraction: float = field(0.6, help="Share of training (and validation) pairs whose objectives disagree.")
+    train_pairs: int = field(1024, help="Training pairs (before `max_examples`).")
+    val_pairs: int = field(128, help="Validation pairs (from held-out validation prompts).")
+    n_test: int = field(64, help="Held-out test prompts (stratified over topics).")
+    n_val_prompts: int = field(64, help="Held-out validation prompts (never in training data).")
+    high_threshold: float = field(1.0, help="A response is 'all-high' when every objective is >= this.")
+    # SFT corpus
+    sft_examples: int = field(2400, help="Direct demonstrations (behaviour-policy responses) in the SFT corpus.")
+    review_examples: int = field(400, help="REVIEW demonstrations (critique of a response) in the SFT corpus.")
+    rewrite_examples: int = field(400, help="REWRITE demonstrations (a response revised per a critique).")
+    critique_noise: float = field(0.25, help="Share of demonstrated critiques that miss a defect or name a false one.")
+    # model (LLaMA architecture)
+    hidden_size: int = field(96, help="Hidden size of the tiny LLaMA.")
+    intermediate_size: int = field(256, help="MLP width of the tiny LLaMA.")
+    num_layers: int = field(2, help="Decoder layers.")
+    num_heads: int = field(4, help="Attention heads (also key/value heads).")
+    # SFT
+    sft_epochs: int = field(4, help="Epochs over the SFT corpus.")
+    sft_lr: float = field(5e-3, help="Peak AdamW learning rate (warm-up, then cosine decay).")
+    sft_batch_size: int = field(32, help="Sequences per SFT step.")
+    torch_threads: int = field(1, help="CPU threads torch uses while this task trains and samples (restored after). "
+                                       "1 is as fast for a model this small and avoids thrashing on a shared machine.")
+    # measurement of the SFT model (returned by build_base)
+    eval_samples: int = field(8, help="Samples per test prompt (temperature 1) for the measured rates.")
+    eval_max_new_tokens: int = field(64, help="Max new tokens when sampling for the measured rates.")
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.conflict_fraction <= 1.0, "conflict_fraction", "a number in [0, 1]", self.conflict_fraction)
+        for name in ("train_pairs", "val_pairs", "n_test", "n_val_prompts", "hidden_size", "intermediate_size",
+                     "num_layers", "num_heads", "sft_epochs", "sft_batch_size", "eval_max_new_tokens", "torch_threads"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and value >= 1, name, "an integer >= 1", value)
+        for name in ("sft_examples", "review_examples", "rewrite_examples", "eval_samples"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and value >= 0, name, "an integer >= 0", value)
+        if self.max_examples is not None:
+            check(self.max_examples >= 1, "max_examples", "an integer >= 1 or null", self.max_examples)
+        n_prompts = len(g.all_prompts())
+        check(self.n_test + self.n_val_prompts <= n_prompts // 2, "n_test + n_val_prompts",
+              f"at most {n_prompts // 2} (half of the {n_prompts} prompts)", self.n_test + self.n_val_prompts)
+        check(0.0 < self.high_threshold <= 1.0, "high_threshold", "a number in (0, 1]", self.high_threshold)
+        check(0.0 <= self.critique_noise <= 1.0, "critique_noise", "a number in [0, 1]", self.critique_noise)
+        check(self.sft_lr > 0, "sft_lr", "a number > 0", self.sft_lr)
+        check(self.hidden_size % self.num_heads == 0, "hidden_size",
+              f"a multiple of num_heads ({self.num_heads})", self.hidden_size)
+
+
+# --- Data -----------------------------------------------------------------------------------
+
+
+def split_prompts(seed: int, n_test: int, n_val: int) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, test) prompts: test and val drawn round-robin over shuffled topics, so every
+    topic is held out about equally; the rest is train. Disjoint by construction."""
+    rng = random.Random(f"synthetic-split-{seed}")
+    by_topic: dict[int, list[str]] = {}
+    for p, t in g.all_prompts():
+        by_topic.setdefault(t, []).append(p)
+    for ps in by_topic.values():
+        rng.shuffle(ps)
+    order = list(by_topic)
+    rng.shuffle(order)
+    held: list[str] = []
+    i = 0
+    while len(held) < n_test + n_val:
+        t = order[i % len(order)]
+        held.append(by_topic[t].pop())
+        i += 1
+    test, val = held[0::2][:n_test], held[1::2][:n_val]
+    if len(test) < n_test or len(val) < n_val:  # uneven sizes: fill from the shared held-out list
+        rest = [p for p in held if p not in test and p not in val]
+        while len(test) < n_test:
+            test.append(rest.pop())
+        while len(val) < n_val:
+            val.append(rest.pop())
+    train = [p for t in sorted(by_topic) for p in sorted(by_topic[t])]
+    return train, val, test
+
+
+def build_pairs(rng: random.Random, prompts: Sequence[str], objectives: Sequence[str], behaviour: g.Behaviour,
+                n: int, fraction: float, max_tries: int | None = None) -> tuple[list[dict], dict]:
+    """Pairs of behaviour-policy responses labelled by the oracle, mixed the way the paper
+    mixes them: pools of conflicting pairs (every objective labels, labels differ) and of
+    agreeing pairs (every objective labels the same response), `n` of each at most;
+    total = min(pool sizes); int(total * fraction) conflicting + the rest agreeing, shuffled.
+    Pairs with a tie on any objective go to neither pool."""
+    conflicting: list[dict] = []
+    agreeing: list[dict] = []
+    ties = tries = 0
+    max_tries = max_tries if max_tries is not None else 400 * n
+    topics = [g.topic_of(p) for p in prompts]
+    while (len(conflicting) < n or len(agreeing) < n) and tries < max_tries:
+        tries += 1
+        k = rng.randrange(len(prompts))
+        p, t = prompts[k], topics[k]
+        r = [g.render(g.sample_response(rng, t, behaviour)) for _ in range(2)]
+        s = [g.objective_values(g.features(t, x)) for x in r]
+        if any(s[0][o] == s[1][o] for o in objectives):
+            ties += 1
+            continue
+        labels = {o: 0 if s[0][o] > s[1][o] else 1 for o in objectives}
+        conflict = len(set(labels.values())) > 1
+        pool = conflicting if conflict else agreeing
+        if len(pool) < n:
+            pool.append({"prompt": p, "responses": r, "labels": labels, "conflict": conflict})
+    total = min(len(conflicting), len(agreeing))
+    n_conf = int(total * fraction)
+    rows = conflicting[:n_conf] + agreeing[:total - n_conf]
+    rng.shuffle(rows)
+    return rows, {"candidates": tries, "ties": ties, "conflicting_pool": len(conflicting),
+                  "agreeing_pool": len(agreeing), "total": total}
+
+
+def all_high(values: dict[str, float], objectives: Sequence[str], threshold: float) -> bool:
+    return all(values[o] >= threshold for o in objectives)
+
+
+def score_summary(prompts: Sequence[str], responses: Sequence[str], objectives: Sequence[str],
+                  threshold: float) -> dict:
+    """Mean oracle score per objective, all-high rate and parse rate of aligned lists."""
+    n = len(responses)
+    if n == 0:
+        return {"n": 0}
+    vals = [g.scores(p, r) for p, r in zip(prompts, responses)]
+    return {"n": n,
+            "mean": {o: round(sum(v[o] for v in vals) / n, 4) for o in objectives},
+            "all_high_rate": round(sum(all_high(v, objectives, threshold) for v in vals) / n, 4),
+            "parse_rate": round(sum(g.parses(r) for r in responses) / n, 4)}
+
+
+# --- Tasks ----------------------------------------------------------------------------------
+
+
+class SyntheticTask(Task):
+    """Base of the synthetic tasks; a subclass sets `variant` (a key of `grammar.VARIANTS`)."""
+
+    variant: str = "hh"
+    config_class = SyntheticTaskConfig
+    default_generator = "transformers"
+
+    def objectives(self) -> list[Objective]:
+        return [OBJECTIVES[o] for o in g.VARIANTS[self.variant]]
+
+    def scorers(self) -> list[tuple[str, dict]]:
+        return [("synthetic-oracle", {"variant": self.variant})]
+
+    def floor(self) -> list[float]:
+        return [0.0] * len(g.VARIANTS[self.variant])
+
+    def review_template(self) -> str:
+        return REVIEW_TEMPLATE
+
+    def rewrite_template(self) -> str:
+        return REWRITE_TEMPLATE
+
+    def method_defaults(self, method: str) -> dict:
+        return method_defaults(method)
+
+    @property
+    def behaviour(self) -> g.Behaviour:
+        return g.BEHAVIOURS[self.variant]
+
+    def build_data(self, out: Path, seed: int, ctx: Any) -> dict:
+        c: SyntheticTaskConfig = self.config
+        objs = list(g.VARIANTS[self.variant])
+        train_p, val_p, test_p = split_prompts(seed, c.n_test, c.n_val_prompts)
+        rng = random.Random(f"synthetic-{self.variant}-pairs-{seed}")
+        train, train_info = build_pairs(rng, train_p, objs, self.behaviour, c.train_pairs, c.conflict_fraction)
+        val, val_info = build_pairs(rng, val_p, objs, self.behaviour, c.val_pairs, c.conflict_fraction)
+        if c.max_examples is not None:
+            train = train[:c.max_examples]
+        if not train:
+            raise RuntimeError(f"task {self.name!r}: no training pairs could be built")
+        write_jsonl(out / "train.jsonl", train)
+        write_jsonl(out / "val.jsonl", val)
+        write_jsonl(out / "test.jsonl", [{"prompt": p} for p in test_p])
+        # rates in the data: every response of the training pairs, and the behaviour policy
+        # itself on the test prompts (what an ideal SFT model would sample)
+        resp_p = [r["prompt"] for r in train for _ in (0, 1)]
+        resp = [x for r in train for x in r["responses"]]
+        brng = random.Random(f"synthetic-{self.variant}-behaviour-{seed}")
+        beh_p = [p for p in test_p for _ in range(c.eval_samples or 1)]
+        beh = [g.render(g.sample_response(brng, g.topic_of(p), self.behaviour)) for p in beh_p]
+        n_conf = sum(r["conflict"] for r in train)
+        result = {
+            "variant": self.variant, "objectives": objs,
+            "n_train": len(train), "n_val": len(val), "n_test": len(test_p),
+            "n_train_prompts": len(train_p), "n_train_prompts_used": len({r["prompt"] for r in train}),
+            "conflict_fraction": round(n_conf / len(train), 4),
+            "pools": train_info, "val_pools": val_info,
+            "train_responses": score_summary(resp_p, resp, objs, c.high_threshold),
+            "behaviour_on_test_prompts": score_summary(beh_p, beh, objs, c.high_threshold),
+        }
+        if ctx is not None:
+            ctx.log(f"{len(train)} train pairs (conflict fraction {result['conflict_fraction']}), "
+                    f"{len(val)} val pairs, {len(test_p)} test prompts; all-high rate in train responses "
+                    f"{result['train_responses']['all_high_rate']}")
+        return result
+
+    def build_base(self, data: TaskData, out: Path, seed: int, ctx: Any) -> dict:
+        from .model import build_sft_model
+
+        return build_sft_model(self, data, Path(out), seed, ctx)
+
+
+class SyntheticHH(SyntheticTask):
+    name = "synthetic-hh"
+    variant = "hh"
+    description = ("Synthetic BeaverTails-like task: helpful vs. harmless (oracle-scored, tiny LLaMA trained "
+                   "offline in seconds).")
+
+
+class SyntheticCV(SyntheticTask):
+    name = "synthetic-cv"
+    variant = "cv"
+    description = ("Synthetic HelpSteer-like task: correct vs. concise (concision = 1 - share of padding words; "
+                   "higher is better).")
+
+
+class Synthetic3Obj(SyntheticTask):
+    name = "synthetic-3obj"
+    variant = "3obj"
+    description = "Synthetic three-objective task: helpful, harmless, concise."
+
+
+# --- Scorer ---------------------------------------------------------------------------------
+
+
+class OracleScorer(Scorer):
+    """Parses each response with the grammar and computes the objectives exactly (no model).
+    Option `variant`: hh | cv | 3obj | all (all four objectives)."""
+
+    name = "synthetic-oracle"
+    description = "Exact oracle of the synthetic tasks: parses the response text (no model, no hidden labels)."
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - {"variant"})
+        if unknown:
+            raise ConfigError(f"`{unknown[0]}`: expected only option `variant` for scorer synthetic-oracle, got {unknown[0]!r}")
+        variant = options.get("variant", "all")
+        allowed = [*g.VARIANTS, "all"]
+        check(variant in allowed, "variant", f"one of {', '.join(allowed)}", variant)
+        super().__init__(variant=variant)
+        self.variant = variant
+
+    def objectives(self) -> list[str]:
+        return list(g.OBJECTIVE_DESCRIPTIONS) if self.variant == "all" else list(g.VARIANTS[self.variant])
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], progress: Any = None) -> dict[str, list[float]]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"synthetic-oracle: expected as many prompts as responses, got {len(prompts)} and {len(responses)}")
+        objs = self.objectives()
+        out: dict[str, list[float]] = {o: [] for o in objs}
+        for p, r in zip(prompts, responses):
+            s = g.scores(p, r)
+            for o in objs:
+                out[o].append(s[o])
+        if progress is not None:
+            progress(len(responses))
+        return out
+
+
+# --- Per-method defaults --------------------------------------------------------------------
+
+
+def method_defaults(method: str) -> dict:
+    """Defaults for `method` on the synthetic tasks, from `methods.yaml` beside this module."""
+    import yaml
+
+    path = Path(__file__).with_name("methods.yaml")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"`{path.name}`: expected a mapping of method name to options, got {type(data).__name__}")
+    entry = data.get(method) or {}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"`{path.name}: {method}`: expected a mapping of option: value, got {entry!r}")
+    return dict(entry)
