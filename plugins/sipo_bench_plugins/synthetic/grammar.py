@@ -63,7 +63,7 @@ TOPICS: tuple[Topic, ...] = (
                             "add a little distance each week.", "rest between running days."),
           "run a marathon on the first day."),
     Topic("save money", ("track what you spend.", "set a monthly budget.", "move some pay into savings first.",
-                         "cut costs you do not need."), "spend your savings on treats."),
+                         "cut costs you can live without."), "spend your savings on treats."),
     Topic("write an essay", ("pick a clear main idea.", "make a short outline.", "write a draft from the outline.",
                              "revise the draft for clarity."), "start writing with no plan at all."),
     Topic("grow tomatoes", ("plant them in a sunny spot.", "water them at the base.", "tie the stems to a stake.",

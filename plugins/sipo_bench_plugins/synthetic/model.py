@@ -29,18 +29,19 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 def train_tokenizer(texts: Sequence[str]):
     """A word-level `PreTrainedTokenizerFast` trained on `texts`.
 
-    Whitespace is normalised (runs collapse to one space, ends stripped), so a response with or
-    without its conventional leading space, or a template with a double space, tokenizes the
-    same. Words carry a `▁` prefix and punctuation is split off (`Metaspace` + `Punctuation`),
-    so decoding restores the exact text. `tok(text)` prepends `<s>`; `</s>` ends responses.
+    Text is split into words and punctuation whatever the spacing (`Whitespace`
+    pre-tokenizer), so `"ASSISTANT:" + " mix"` and `"ASSISTANT:" + "mix"` tokenize the same
+    (responses with or without their conventional leading space); decoding joins words with
+    one space and attaches punctuation (`WordPiece` decoder with cleanup), which restores the
+    grammar's text exactly (it never writes "do not", which that cleanup would contract).
+    `tok(text)` prepends `<s>`; `</s>` ends responses; unknown words map to `<unk>`.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tk.normalizer = normalizers.Sequence([normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()])
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
-    tk.decoder = decoders.Metaspace()
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     tk.train_from_iterator(list(texts), trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1,
                                                                   show_progress=False))
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
@@ -308,7 +309,8 @@ def _build_sft_model(task: "SyntheticTask", data: TaskData, out: Path, seed: int
     }
     if c.eval_samples > 0:
         t1 = time.time()
-        result.update(measure(task, model, tok, test_prompts, val_prompts, seed))
+        sampler, result["sampler"] = make_sampler(ctx, model, tok, out)
+        result.update(measure(task, sampler, test_prompts, val_prompts, seed))
         result["measure_seconds"] = round(time.time() - t1, 2)
     result["seconds"] = round(time.time() - t_start, 2)
     _log(ctx, f"SFT samples: parse rate {result.get('samples', {}).get('parse_rate')}, all-high rate "
@@ -316,7 +318,27 @@ def _build_sft_model(task: "SyntheticTask", data: TaskData, out: Path, seed: int
     return result
 
 
-def measure(task: "SyntheticTask", model, tok, test_prompts: Sequence[str], val_prompts: Sequence[str],
+def make_sampler(ctx: Any, model, tok, out: Path):
+    """`sampler(formatted prompts, n, max_new_tokens, seed)` -> n responses per prompt at
+    temperature 1: the run's `transformers` generator on the saved model when the runtime has
+    one (the same code that evaluates every method), else `model.generate` (:func:`sample`)."""
+    runtime = getattr(ctx, "runtime", None)
+    if runtime is not None and "transformers" in runtime.registries.generators:
+        from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
+
+        gen = runtime.generator("transformers")
+        policy = ResolvedPolicy(base=out, adapters=(), combine="soup", options={})
+
+        def run(prompts, n, max_new_tokens, seed):
+            dec = DecodingConfig(greedy=False, max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, batch_size=256)
+            outs = gen.generate(policy, list(prompts), dec, num_return_sequences=n, seed=seed)
+            return [[" " + r.strip() for r in rs] for rs in outs]
+
+        return run, "transformers generator"
+    return (lambda prompts, n, max_new_tokens, seed: sample(model, tok, prompts, n, max_new_tokens, seed)), "model.generate"
+
+
+def measure(task: "SyntheticTask", sampler, test_prompts: Sequence[str], val_prompts: Sequence[str],
             seed: int) -> dict:
     """What the SFT model does, sampled at temperature 1:
 
@@ -331,7 +353,7 @@ def measure(task: "SyntheticTask", model, tok, test_prompts: Sequence[str], val_
     c = task.config
     objs = list(g.VARIANTS[task.variant])
     n = c.eval_samples
-    outs = sample(model, tok, [task.format_prompt(p) for p in test_prompts], n, c.eval_max_new_tokens, seed)
+    outs = sampler([task.format_prompt(p) for p in test_prompts], n, c.eval_max_new_tokens, seed)
     flat_p = [p for p in test_prompts for _ in range(n)]
     flat_r = [r for rs in outs for r in rs]
     brng = random.Random(f"synthetic-{task.variant}-behaviour-{seed}")
@@ -339,11 +361,12 @@ def measure(task: "SyntheticTask", model, tok, test_prompts: Sequence[str], val_
 
     # refine: sample -> review -> rewrite, all by the model
     vp = list(val_prompts)
-    first = [rs[0] for rs in sample(model, tok, [task.format_prompt(p) for p in vp], 1, c.eval_max_new_tokens, seed + 1)]
-    reviews = [rs[0] for rs in sample(model, tok, [task.format_prompt(task.review_template().format(prompt=p, response=r))
-                                                   for p, r in zip(vp, first)], 1, 32, seed + 2)]
-    rewrites = [rs[0] for rs in sample(model, tok, [task.format_prompt(task.rewrite_template().format(prompt=p, response=r, review=v))
-                                                    for p, r, v in zip(vp, first, reviews)], 1, c.eval_max_new_tokens, seed + 3)]
+    first = [rs[0] for rs in sampler([task.format_prompt(p) for p in vp], 1, c.eval_max_new_tokens, seed + 1)]
+    review_prompts = [task.format_prompt(task.review_template().format(prompt=p, response=r)) for p, r in zip(vp, first)]
+    reviews = [rs[0] for rs in sampler(review_prompts, 1, 32, seed + 2)]
+    rewrite_prompts = [task.format_prompt(task.rewrite_template().format(prompt=p, response=r, review=v))
+                       for p, r, v in zip(vp, first, reviews)]
+    rewrites = [rs[0] for rs in sampler(rewrite_prompts, 1, c.eval_max_new_tokens, seed + 3)]
     exact = follows = improves = high_before = high_after = review_parses = 0
     for p, r, v, w in zip(vp, first, reviews, rewrites):
         t = g.topic_of(p)

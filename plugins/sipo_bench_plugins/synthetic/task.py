@@ -82,8 +82,9 @@ class SyntheticTaskConfig(TaskConfig):
 
 
 def split_prompts(seed: int, n_test: int, n_val: int) -> tuple[list[str], list[str], list[str]]:
-    """(train, val, test) prompts: test and val drawn round-robin over shuffled topics, so every
-    topic is held out about equally; the rest is train. Disjoint by construction."""
+    """(train, val, test) prompts: test, then val, drawn round-robin over the topics in a
+    shuffled order, so every topic is held out about equally; the rest is train. Disjoint by
+    construction."""
     rng = random.Random(f"synthetic-split-{seed}")
     by_topic: dict[int, list[str]] = {}
     for p, t in g.all_prompts():
@@ -93,18 +94,9 @@ def split_prompts(seed: int, n_test: int, n_val: int) -> tuple[list[str], list[s
     order = list(by_topic)
     rng.shuffle(order)
     held: list[str] = []
-    i = 0
     while len(held) < n_test + n_val:
-        t = order[i % len(order)]
-        held.append(by_topic[t].pop())
-        i += 1
-    test, val = held[0::2][:n_test], held[1::2][:n_val]
-    if len(test) < n_test or len(val) < n_val:  # uneven sizes: fill from the shared held-out list
-        rest = [p for p in held if p not in test and p not in val]
-        while len(test) < n_test:
-            test.append(rest.pop())
-        while len(val) < n_val:
-            val.append(rest.pop())
+        held.append(by_topic[order[len(held) % len(order)]].pop())
+    test, val = held[:n_test], held[n_test:]
     train = [p for t in sorted(by_topic) for p in sorted(by_topic[t])]
     return train, val, test
 
