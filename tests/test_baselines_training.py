@@ -233,18 +233,46 @@ def test_soup_of_trained_adapters_is_the_exact_interpolation(tiny, dpo_pair):
 
 
 def test_rloo_raises_the_reward_and_changes_parameters(tiny):
+    """Reward = how often a word occurs that the base model samples now and then (picked from
+    its own samples, so the random model gives a learnable signal)."""
+    from collections import Counter
+
+    from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
     from sipo_bench_baselines.rl import train_rloo_adapter
+    from sipo_bench_plugins.hf_generation.backend import HFGenerator, ModelCache
+
+    gen = HFGenerator(device="cpu", cache=ModelCache())
+    try:
+        samples = gen.generate(ResolvedPolicy(tiny["base"], (), "soup", {}), [TEMPLATE.format(q) for q in QUESTIONS],
+                               DecodingConfig(greedy=False, max_new_tokens=8), num_return_sequences=4, seed=0)
+    finally:
+        gen.close()
+    texts = [t for group in samples for t in group]
+    share = Counter(w for t in texts for w in set(t.split()))
+    target = min(share, key=lambda w: abs(share[w] / len(texts) - 0.3))  # in ~30% of the samples
+
+    def reward(raw_prompts, responses):
+        return [float(r.split().count(target)) for r in responses]
 
     out = tiny["dir"] / "rloo"
     out.mkdir()
-
-    def reward(raw_prompts, responses):  # shorter is better: learnable by raising EOS early
-        return [-float(len(r.split())) for r in responses]
-
-    rl = dict(learning_rate=2e-2, epochs=1, max_steps=12, batch_size=8, grad_accum=1, num_generations=4,
+    rl = dict(learning_rate=2e-2, epochs=1, max_steps=16, batch_size=8, grad_accum=1, num_generations=4,
               max_new_tokens=8, temperature=1.0, kl_beta=0.0, max_prompts=None, lr_scheduler="constant",
               warmup_ratio=0.0, weight_decay=0.0, lora_r=8, lora_alpha=16, lora_dropout=0.0,
               target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], gradient_checkpointing=False, bf16=False)
     m = train_rloo_adapter(out, tiny["base"], QUESTIONS, TEMPLATE.format, reward, rl, 0)
-    assert m["steps"] == 12 and lora_b_norm(out) > 0 and not (out / "_trainer").exists()
-    assert m["late_mean_reward"] > m["early_mean_reward"], m
+    assert m["steps"] == 16 and lora_b_norm(out) > 0 and not (out / "_trainer").exists()
+    assert m["late_mean_reward"] > m["early_mean_reward"], (target, m)
+
+
+def test_validation_every_fraction_of_an_epoch_keeps_the_best_checkpoint(tiny):
+    """The paper's protocol (evaluate every quarter epoch, keep the best): checkpoints live in
+    `out/_trainer` and are removed; the best validation loss is reported."""
+    from sipo_bench_baselines.trainer import train_preference_adapter
+
+    out = tiny["dir"] / "dpo-val2"
+    out.mkdir()
+    m = train_preference_adapter(out, tiny["base"], pairs(), pairs(8), DPOLoss(0.1),
+                                 {**TRAIN, "eval_every": 0.5, "load_best": True, "epochs": 1, "batch_size": 4}, 0)
+    assert m["n_val_pairs"] == 8 and m["best_eval_loss"] is not None and m["best_eval_loss"] < math.log(2)
+    assert not (out / "_trainer").exists() and (out / "adapter_model.safetensors").is_file()
