@@ -79,7 +79,7 @@ def run_once(label: str, executor: str, args: argparse.Namespace, work: Path, en
     times = [json.loads(line)["time"] for line in (work / "out" / "logs" / "stages.jsonl").open() if line.strip()]
     return {"executor": label, "wall_seconds": round(wall, 2), "run_wall_seconds": summary["run"]["wall_seconds"],
             "graph_seconds": round(max(times) - min(times), 2),
-            "stages": summary["run"]["stages"], "stage_seconds": round(sum(m["seconds"] for m in summary["methods"].values()), 2),
+            "stages": summary["run"]["stages"],
             "failed_methods": failed, "summary": summary, "rc": proc.returncode}
 
 
@@ -120,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"task {task}, methods {', '.join(local['summary']['methods'])}, seeds {local['summary']['seeds']}, "
           f"{local['stages']['total']} stages; {os.cpu_count()} CPUs on this machine, Ray with {args.workers} workers")
     print("wall: the whole command; in-run: summary's wall_seconds (planning, Ray start/stop, stages);\n"
-          "graph: first to last stage event; stage: sum of the stages' own seconds")
-    print(f"{'executor':<10} {'wall s':>8} {'in-run s':>9} {'graph s':>8} {'stage s':>8}  failed methods")
+          "graph: first to last stage event")
+    print(f"{'executor':<10} {'wall s':>8} {'in-run s':>9} {'graph s':>8}  failed methods")
     for r in runs:
-        print(f"{r['executor']:<10} {r['wall_seconds']:>8.2f} {r['run_wall_seconds']:>9.2f} {r['graph_seconds']:>8.2f} "
-              f"{r['stage_seconds']:>8.2f}  {', '.join(r['failed_methods']) or '-'}")
+        print(f"{r['executor']:<10} {r['wall_seconds']:>8.2f} {r['run_wall_seconds']:>9.2f} {r['graph_seconds']:>8.2f}  "
+              f"{', '.join(r['failed_methods']) or '-'}")
     print(f"local / ray wall time: {ratio:.2f}x (graph only: {graph_ratio:.2f}x); same results: {same}")
     if env:
         ctl = runs[2]
