@@ -444,7 +444,15 @@ def comparable(summary: dict) -> dict:
             m.pop(k, None)
     for k in ("out", "cache_dir", "quiet", "no_cache"):
         s.get("config", {}).pop(k, None)
-    return s
+
+    def strip(x: Any) -> Any:  # timing fields inside stage results (`seconds`, `sft_seconds`, ...)
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if not (k == "seconds" or k.endswith("_seconds"))}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return strip(s)
 
 
 def _igd_plus_all(methods: dict[str, dict], maximize: list[bool]) -> list[list[float]]:

@@ -277,6 +277,12 @@ def rows(summary: dict, *, with_time: bool = False) -> list[list[str]]:
     return out
 
 
+def is_timing_key(key: str) -> bool:
+    """Fields that measure time differ between reruns of the same config: kept out of
+    table.md (they stay in summary.json and the console)."""
+    return key == "seconds" or key.endswith("_seconds")
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -291,7 +297,7 @@ def extra_table(summary: dict) -> tuple[list[str], list[list[str]]]:
         for seed, stages in (m.get("extra") or {}).items():
             for stage, result in (stages or {}).items():
                 for field, value in (result or {}).items() if isinstance(result, dict) else ():
-                    if _is_number(value):
+                    if _is_number(value) and not is_timing_key(field):
                         table.setdefault((name, stage, field), {})[str(seed)] = value
                         if str(seed) not in seeds:
                             seeds.append(str(seed))
