@@ -51,8 +51,9 @@ class SyntheticTaskConfig(TaskConfig):
     sft_epochs: int = field(4, help="Epochs over the SFT corpus.")
     sft_lr: float = field(5e-3, help="Peak AdamW learning rate (warm-up, then cosine decay).")
     sft_batch_size: int = field(32, help="Sequences per SFT step.")
-    torch_threads: int = field(1, help="CPU threads torch uses while this task trains and samples (restored after). "
-                                       "1 is as fast for a model this small and avoids thrashing on a shared machine.")
+    torch_threads: int = field(1, help="CPU threads torch uses while the base stage trains and samples (restored "
+                                       "after); 1 keeps results independent of the core count, and two threads ran "
+                                       "10x slower when other processes shared the 2 cores.")
     # measurement of the SFT model (returned by build_base)
     eval_samples: int = field(8, help="Samples per test prompt (temperature 1) for the measured rates.")
     eval_max_new_tokens: int = field(64, help="Max new tokens when sampling for the measured rates.")
