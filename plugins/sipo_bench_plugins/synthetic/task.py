@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from sipo_bench.config import ConfigError, check, field
 from sipo_bench.interfaces import Objective, Scorer, Task, TaskConfig, TaskData
-from sipo_bench.stages import read_jsonl, write_jsonl
+from sipo_bench.stages import write_jsonl
 
 from . import grammar as g
 
