@@ -30,7 +30,6 @@ def conflict_report(args: Any) -> int:
     from .interfaces import FitContext  # noqa: F401  (keeps import graph obvious)
     from .runtime import Runtime
     from .stages import Cache, Stage, StageLog, default_cache_dir
-    from .config import to_dict
     from .executors import run_graph
     from .errors import SipoBenchError
 
@@ -39,7 +38,7 @@ def conflict_report(args: Any) -> int:
     runtime = Runtime(plugins_dir=args.plugins_dir or data.get("plugins_dir"), quiet=True)
     task = runtime.task(task_name, data.get("task_options", {}))
     stage = Stage(f"data[seed={args.seed}]", "sipo_bench.taskstages:data_stage",
-                  {"task": task.name, "task_options": to_dict(task.config), "seed": args.seed})
+                  {**task.stage_config(), "seed": args.seed})
     cache = Cache(args.cache_dir or data.get("cache_dir") or default_cache_dir())
     outcome = run_graph([stage], cache, runtime, StageLog(None, "conflicts"))[stage.key]
     if outcome.status == "failed":

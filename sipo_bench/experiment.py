@@ -54,6 +54,7 @@ class RunConfig:
     no_cache: bool = field(False, help="Recompute every stage of this run.")
     plugins_dir: str | None = field(None, help="Directory of extra plugin *.py files.")
     quiet: bool = field(False, help="Plain log lines instead of progress bars.")
+    cpu_threads: int | None = field(1, help="torch intra-op threads for stages run in this process (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "at least one method name", self.methods)
@@ -72,6 +73,8 @@ class RunConfig:
             check(isinstance(v, dict), f"method_options.{k}", "a mapping of field: value", v)
         if self.max_test_prompts is not None:
             check(self.max_test_prompts >= 1, "max_test_prompts", "an integer >= 1", self.max_test_prompts)
+        if self.cpu_threads is not None:
+            check(self.cpu_threads >= 1, "cpu_threads", "an integer >= 1 or null", self.cpu_threads)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -184,7 +187,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name)
         return configs[name]
 
-    task_cfg = {"task": task.name, "task_options": to_dict(task.config)}
+    task_cfg = task.stage_config()
     decoding = to_dict(cfg.decoding)
     plan = Plan(cfg, task, grid, generator, {}, {}, {}, {})
 
@@ -271,6 +274,8 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     if cfg.no_cache:
         for s in stages:
             cache.invalidate(s)
+    if cfg.cpu_threads is not None and any(not cache.is_done(s) for s in stages):
+        _set_cpu_threads(cfg.cpu_threads)
     executor = runtime.registries.executors.get(cfg.executor)(**cfg.executor_options)
     out.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:12]
@@ -293,6 +298,15 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
 
     report.render_files(summary, out)
     return summary, out
+
+
+def _set_cpu_threads(n: int) -> None:
+    """Limit torch's CPU threads for stages run in this process (no effect on GPU kernels)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(n)
 
 
 # --- Summary --------------------------------------------------------------------------------
@@ -442,7 +456,7 @@ def comparable(summary: dict) -> dict:
     for m in s.get("methods", {}).values():
         for k in VOLATILE_METHOD_KEYS:
             m.pop(k, None)
-    for k in ("out", "cache_dir", "quiet", "no_cache"):
+    for k in ("out", "cache_dir", "quiet", "no_cache", "cpu_threads"):
         s.get("config", {}).pop(k, None)
 
     def strip(x: Any) -> Any:  # timing fields inside stage results (`seconds`, `sft_seconds`, ...)

@@ -99,6 +99,9 @@ class Task(abc.ABC):
     oracle: ClassVar[bool] = False
     #: False for tasks without a language model (the dummy task): model-based methods skip them
     model_based: ClassVar[bool] = True
+    #: bump when the task's code changes what its stages produce (data, base model): it is part
+    #: of every stage key, so stale cached stages are not reused
+    version: ClassVar[str] = "1"
     #: prompt template; `{prompt}` is replaced by the raw prompt
     prompt_template: ClassVar[str] = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
 
@@ -124,6 +127,12 @@ class Task(abc.ABC):
 
     def format_prompt(self, prompt: str) -> str:
         return self.prompt_template.format(prompt=prompt)
+
+    def stage_config(self) -> dict:
+        """What identifies this task in a stage config (and so in every stage key)."""
+        from .config import to_dict
+
+        return {"task": self.name, "task_options": to_dict(self.config), "task_version": self.version}
 
     def method_defaults(self, method: str) -> dict:
         """Per-method config defaults for this task (e.g. a tiny model's learning rates)."""

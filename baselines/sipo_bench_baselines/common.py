@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from sipo_bench.config import to_dict
 from sipo_bench.interfaces import FitContext, PolicyFamily, PolicySpec
 from sipo_bench.weights import fmt, is_vertex
 
@@ -13,7 +12,7 @@ STAGES = "sipo_bench_baselines.stages"
 
 def task_config(ctx: FitContext) -> dict:
     """What identifies the task's data and prompt template in a stage config."""
-    return {"task": ctx.task.name, "task_options": to_dict(ctx.task.config)}
+    return ctx.task.stage_config()
 
 
 class VertexFamily(PolicyFamily):
