@@ -125,3 +125,24 @@ def test_realignment_reference_is_the_merged_dpo_model(tmp_path, cache_dir):
                                                                          [p["chosen"] for p in pairs])])
     expected = math.log(2) + alpha * float(np.mean(-lp / n_tok))
     assert initial == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_sipo_without_conflicting_pairs_keeps_its_endpoints(tmp_path, cache_dir):
+    """conflict_fraction 0: nothing to self-improve on; SIPO reports zero counts and its
+    endpoints are the DPO models (so its points equal MOD's)."""
+    import yaml
+
+    from sipo_bench.cli import main
+
+    cfg = {"task": "synthetic-hh", "task_options": {"conflict_fraction": 0.0},
+           "methods": ["sipo", "mod"], "weights": 2, "max_test_prompts": 16,
+           "method_options": {"sipo": {"refine": False}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(path), "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    extra = s["methods"]["sipo"]["extra"]["0"]
+    assert extra["filter_round1"]["candidates"] == 0 and extra["filter_round1"]["new_pairs"] == 0
+    assert extra["realign_helpful_round1"] == {"new_pairs": 0, "unchanged": True}
+    assert s["methods"]["sipo"]["points"] == s["methods"]["mod"]["points"]

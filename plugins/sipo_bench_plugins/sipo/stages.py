@@ -71,8 +71,10 @@ def sample_stage(ctx: StageContext) -> dict:
     conflicting = [r for r in rows if is_conflicting(r["labels"], objectives)]
     if cfg["max_prompts"]:
         conflicting = conflicting[: int(cfg["max_prompts"])]
-    if not conflicting:
-        raise ValueError(f"task {task.name!r} has no conflicting training pairs for objectives {objectives}")
+    if not conflicting:  # nothing to self-improve on: the endpoints stay as they are
+        ctx.log(f"no conflicting training pairs for objectives {objectives}: SIPO has nothing to rewrite")
+        write_jsonl(ctx.out / "candidates.jsonl", [])
+        return {"conflicting_prompts": 0, "candidates": 0}
     gen = ctx.runtime.generator(BACKEND)
     dec = _decoding(cfg["decoding"])
     n = int(cfg["candidates_per_weight"])
@@ -97,6 +99,9 @@ def review_stage(ctx: StageContext) -> dict:
     """The review model writes suggestions for every candidate (task's one-shot template)."""
     cfg, task = ctx.config, _task(ctx)
     rows = read_jsonl(ctx.inputs["candidates"] / "candidates.jsonl")
+    if not rows:
+        write_jsonl(ctx.out / "reviews.jsonl", [])
+        return {"reviews": 0}
     template = task.review_template()
     prompts = [task.format_prompt(template.format(prompt=r["prompt"], response=r["candidate"])) for r in rows]
     reviewer = ResolvedPolicy(ctx.inputs["base"], ((ctx.inputs["reviewer"], 1.0),), "soup", {})
@@ -116,6 +121,9 @@ def rewrite_stage(ctx: StageContext) -> dict:
     """The same MOA policy, at the candidate's own weight, rewrites it following the review."""
     task = _task(ctx)
     rows = read_jsonl(ctx.inputs["reviews"] / "reviews.jsonl")
+    if not rows:
+        write_jsonl(ctx.out / "rewrites.jsonl", [])
+        return {"rewrites": 0}
     template = task.rewrite_template()
     texts = _generate_by_weight(
         ctx, rows, lambda r: task.format_prompt(template.format(prompt=r["prompt"], response=r["candidate"], review=r["review"])),
@@ -142,6 +150,9 @@ def combine_stage(ctx: StageContext) -> dict:
     """Keep the rewrite unless it scores <= the original on every implicit reward."""
     task = _task(ctx)
     rows = read_jsonl(ctx.inputs["rewrites"] / "rewrites.jsonl")
+    if not rows:
+        write_jsonl(ctx.out / "combined.jsonl", [])
+        return {"rewrites": 0, "rewrites_kept": 0}
     prompts = [task.format_prompt(r["prompt"]) for r in rows]
     both = _implicit(ctx, prompts * 2, [r["candidate"] for r in rows] + [r["rewrite"] for r in rows])
     orig, rew = both[: len(rows)], both[len(rows):]
@@ -178,6 +189,12 @@ def filter_stage(ctx: StageContext) -> dict:
     cfg, task = ctx.config, _task(ctx)
     src = ctx.inputs["candidates"]
     rows = read_jsonl(src / ("combined.jsonl" if (src / "combined.jsonl").exists() else "candidates.jsonl"))
+    upstream = ctx.input_results.get("candidates") or {}
+    if not rows:
+        write_jsonl(ctx.out / "selected.jsonl", [])
+        write_jsonl(ctx.out / "pairs.jsonl", [])
+        return {"candidates": 0, "rewrites_kept": upstream.get("rewrites_kept") if cfg["refine"] else None,
+                "survivors": 0, "prompts": 0, "prompts_covered": 0, "new_pairs": 0}
     finals = [r.get("final", r["candidate"]) for r in rows]
     # originals: score each prompt's two responses once
     first: dict[int, int] = {}
@@ -204,7 +221,6 @@ def filter_stage(ctx: StageContext) -> dict:
             pairs.append({"prompt": task.format_prompt(r["prompt"]), "chosen": finals[i], "rejected": other})
     write_jsonl(ctx.out / "selected.jsonl", selected)
     write_jsonl(ctx.out / "pairs.jsonl", pairs)
-    upstream = ctx.input_results.get("candidates") or {}
     result: dict[str, Any] = {
         "candidates": n,
         "rewrites_kept": upstream.get("rewrites_kept") if cfg["refine"] else None,
