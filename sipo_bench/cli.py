@@ -204,7 +204,16 @@ COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ls": cmd_ls, "validate": cm
             "report": cmd_report, "conflicts": cmd_conflicts}
 
 
+def _quiet_libraries() -> None:
+    """Stage progress is ours (one rich display); silence the libraries' own tqdm bars."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
