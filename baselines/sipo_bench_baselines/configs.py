@@ -32,7 +32,20 @@ def _check_lora(c) -> None:
 
 
 @dataclass
-class PreferenceTrainingConfig(MethodConfig):
+class LoRATrainingConfig(MethodConfig):
+    """The LoRA adapter and precision fields every training method shares (paper: r=64,
+    alpha=1, dropout 0 on q/k/v/o)."""
+
+    lora_r: int = field(64, help="LoRA rank.")
+    lora_alpha: float = field(1.0, help="LoRA alpha (scaling = alpha / r).")
+    lora_dropout: float = field(0.0, help="LoRA dropout.")
+    target_modules: list = field(list(ATTENTION), help="Module names that get LoRA adapters.")
+    gradient_checkpointing: bool = field(False, help="Trade compute for memory (large models).")
+    bf16: bool = field(False, help="Train in bfloat16 mixed precision (GPU).")
+
+
+@dataclass
+class PreferenceTrainingConfig(LoRATrainingConfig):
     """LoRA preference training with :class:`~sipo_bench_baselines.trainer.PreferenceTrainer`."""
 
     beta: float = field(0.1, help="KL strength β of the implicit reward h(y) = β·(log π − log π_ref).")
@@ -45,14 +58,8 @@ class PreferenceTrainingConfig(MethodConfig):
         "cosine", help="Learning-rate schedule (transformers `lr_scheduler_type`).")
     warmup_ratio: float = field(0.0, help="Share of the steps spent warming up the learning rate.")
     weight_decay: float = field(0.05, help="AdamW weight decay.")
-    lora_r: int = field(64, help="LoRA rank.")
-    lora_alpha: float = field(1.0, help="LoRA alpha (scaling = alpha / r).")
-    lora_dropout: float = field(0.0, help="LoRA dropout.")
-    target_modules: list = field(list(ATTENTION), help="Module names that get LoRA adapters.")
     eval_every: float = field(0.25, help="Evaluate on the validation pairs every this fraction of an epoch (0: never).")
     load_best: bool = field(True, help="Keep the checkpoint with the lowest validation loss (needs eval_every > 0).")
-    gradient_checkpointing: bool = field(False, help="Trade compute for memory (large models).")
-    bf16: bool = field(False, help="Train in bfloat16 mixed precision (GPU).")
     max_pairs: int | None = field(None, help="Cap on training pairs per model (smoke runs); None = all.")
 
     def __post_init__(self) -> None:
@@ -109,7 +116,7 @@ class MODConfig(MethodConfig):
 
 
 @dataclass
-class RewardedSoupsConfig(MethodConfig):
+class RewardedSoupsConfig(LoRATrainingConfig):
     """RLOO fine-tuning of one LoRA per objective against that objective's scorer, then a soup."""
 
     learning_rate: float = field(1e-5, help="Peak AdamW learning rate.")
@@ -125,12 +132,6 @@ class RewardedSoupsConfig(MethodConfig):
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field("cosine", help="Learning-rate schedule.")
     warmup_ratio: float = field(0.0, help="Share of the steps spent warming up the learning rate.")
     weight_decay: float = field(0.0, help="AdamW weight decay.")
-    lora_r: int = field(64, help="LoRA rank.")
-    lora_alpha: float = field(1.0, help="LoRA alpha (scaling = alpha / r).")
-    lora_dropout: float = field(0.0, help="LoRA dropout.")
-    target_modules: list = field(list(ATTENTION), help="Module names that get LoRA adapters.")
-    gradient_checkpointing: bool = field(False, help="Trade compute for memory (large models).")
-    bf16: bool = field(False, help="Train in bfloat16 mixed precision (GPU).")
 
     def __post_init__(self) -> None:
         _check_lora(self)
