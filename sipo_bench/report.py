@@ -9,22 +9,20 @@ methods or seeds (HV statistics, the union front, IGD+) with the same functions 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
-import tempfile
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import UsageError
-from .stages import _json_default, atomic_write_text
+from .fsio import atomic_write_bytes
+from .stages import _json_default
 
 __all__ = ["load_summaries", "merge", "render_files", "console_table", "table_md", "points_csv",
-           "front_figure", "plot_front", "normalize"]
+           "front_figure", "front_png_bytes", "plot_front", "normalize"]
 
 REQUIRED_KEYS = ("schema_version", "task", "objectives", "methods")
 
@@ -530,26 +528,23 @@ def front_figure(summary: dict) -> Any:
     return fig
 
 
+def front_png_bytes(summary: dict) -> bytes:
+    """:func:`front_figure` as PNG bytes (no timestamp metadata: same summary, same bytes)."""
+    buf = io.BytesIO()
+    front_figure(summary).savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
 def plot_front(summary: dict, path: Path) -> None:
     """Write :func:`front_figure` as a PNG to `path` via a temp name and a rename."""
-    fig = front_figure(summary)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(Path(path), front_png_bytes(summary))
 
 
 def render_files(summary: dict, out: Path) -> None:
-    """Write table.md, points.csv and front.png into `out`, each atomically."""
-    out = Path(out)
+    """Write table.md, points.csv and front.png into `out` together (one transaction, see
+    :mod:`sipo_bench.outdir`); summary.json and the rest of `out` are kept."""
+    from .outdir import ResultsDir
+
     s = normalize(summary)
-    atomic_write_text(out / "table.md", table_md(s))
-    atomic_write_text(out / "points.csv", points_csv(s))
-    plot_front(s, out / "front.png")
+    ResultsDir(out).commit({"table.md": table_md(s).encode("utf-8"), "points.csv": points_csv(s).encode("utf-8"),
+                            "front.png": front_png_bytes(s)}, None)

@@ -171,7 +171,7 @@ def test_duplicate_plugin_name_is_usage_error(tmp_path):
     out = tmp_path / "out"
     proc = run_cli("run", "--task", "dummy", "--plugins-dir", str(plug), "--out", str(out))
     assert proc.returncode == 2
-    assert "plugin 'clash': task name 'dummy' is already registered by plugin 'dummy'" in one_error_line(proc)
+    assert "plugin 'clash': task name 'dummy' is already registered by the built-in plugin 'dummy'" in one_error_line(proc)
     assert not out.exists()
 
 
