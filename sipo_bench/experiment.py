@@ -184,21 +184,18 @@ def resolve_methods(cfg: RunConfig, runtime: Runtime, task: Task) -> tuple[list[
         return names, broken
     for n in cfg.methods:
         cls = load(n)  # unknown -> "Did you mean"
-        if cls is not None and not _compatible(cls, task):
-            raise UsageError(f"`methods`: method {n!r} cannot run on task {task.name!r} ({_why_incompatible(cls, task)})")
+        if cls is not None and cls.needs_model and not task.model_based:
+            raise UsageError(f"`methods`: method {n!r} cannot run on task {task.name!r} (the method trains or decodes "
+                             f"a language model, and the task has none)")
     return list(dict.fromkeys(cfg.methods)), broken
 
 
 def _compatible(cls: Any, task: Task) -> bool:
+    """For `methods: [all]`: the method's own task list, else model-based vs model-free. A
+    method named explicitly may run on a task outside its list (a variant of that task)."""
     if cls.tasks is not None:
         return task.name in cls.tasks
     return task.model_based or not cls.needs_model
-
-
-def _why_incompatible(cls: Any, task: Task) -> str:
-    if cls.tasks is not None:
-        return f"it runs only on {', '.join(repr(t) for t in cls.tasks)}"
-    return "it trains or decodes a language model, and the task has none"
 
 
 def method_config(cls: Any, task: Task, overrides: dict, name: str) -> Any:
