@@ -479,20 +479,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
                 entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"]})
         if no_ref_error and entry["status"] == "ok":
             entry["status"], entry["error"] = "failed", no_ref_error
-        # Mean over seeds per w, front of those means.
-        by_w: dict[tuple, list[list[float]]] = {}
-        for pt in entry["points"]:
-            by_w.setdefault(tuple(pt["w"]), []).append(pt["scores"])
-        mean_points = [{"w": list(w), "scores": np.mean(v, axis=0).tolist(), "n_seeds": len(v)} for w, v in by_w.items()]
-        entry["mean_points"] = mean_points
-        if mean_points and entry["status"] == "ok":
-            arr = np.array([m["scores"] for m in mean_points])
-            entry["front"] = [mean_points[i] for i in pareto.pareto_front(arr, maximize)]
-            entry["hypervolume"] = _hv_stats(entry["points"], ref_points, maximize, cfg.seeds)
-            if floor is not None:
-                entry["hypervolume_floor"] = _hv_stats(entry["points"], {s: floor for s in cfg.seeds}, maximize, cfg.seeds)
-        entry["best"] = ({o.name: (max if o.higher_is_better else min)(m["scores"][i] for m in mean_points)
-                          for i, o in enumerate(objectives)} if mean_points else {})
+        method_indicators(entry, ref_points, floor, [(o.name, o.higher_is_better) for o in objectives], list(cfg.seeds))
         entry["stage_seconds"] = _seconds_by_kind([p.score for p in mp.points] + [x for ex in mp.extra.values() for x in ex.values()], outcomes)
         entry["seconds"] = round(sum(entry["stage_seconds"].values()), 3)
         entry["extra"] = {str(seed): {n: result(st) for n, st in ex.items()} for seed, ex in mp.extra.items() if ex}
@@ -533,6 +520,28 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "run": {"run_id": run_id, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "wall_seconds": round(wall_seconds, 3), "stages": {"total": len(stages), **counts}},
     }
+
+
+def method_indicators(entry: dict, ref_points: dict, floor: list[float] | None, objectives: list[tuple[str, bool]],
+                      seeds: list[int]) -> None:
+    """Fill a method entry's `mean_points` (mean over seeds per w), `front` (of those means),
+    `hypervolume` / `hypervolume_floor` (per seed, then over seeds; only for an ok method) and
+    `best` from its `points`. Used by the run and by `report.merge`."""
+    maximize = [hib for _, hib in objectives]
+    by_w: dict[tuple, list[list[float]]] = {}
+    for pt in entry["points"]:
+        by_w.setdefault(tuple(pt["w"]), []).append(pt["scores"])
+    mean_points = [{"w": list(w), "scores": np.mean(v, axis=0).tolist(), "n_seeds": len(v)} for w, v in by_w.items()]
+    entry["mean_points"] = mean_points
+    entry["front"], entry["hypervolume"], entry["hypervolume_floor"] = [], None, None
+    if mean_points and entry["status"] == "ok":
+        arr = np.array([m["scores"] for m in mean_points])
+        entry["front"] = [mean_points[i] for i in pareto.pareto_front(arr, maximize)]
+        entry["hypervolume"] = _hv_stats(entry["points"], ref_points, maximize, seeds)
+        if floor is not None:
+            entry["hypervolume_floor"] = _hv_stats(entry["points"], {s: floor for s in seeds}, maximize, seeds)
+    entry["best"] = ({name: (max if hib else min)(m["scores"][i] for m in mean_points)
+                      for i, (name, hib) in enumerate(objectives)} if mean_points else {})
 
 
 VOLATILE_METHOD_KEYS = ("stage_seconds", "seconds")

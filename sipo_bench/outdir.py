@@ -139,7 +139,7 @@ class ResultsDir:
             try:
                 self._fill(tmp, files, failures)
                 if self.path.exists():
-                    _link_tree(self.path, tmp, skip=self._replaced(failures))
+                    _link_tree(self.path, tmp, skip=self._replaced(files, failures))
                 try:
                     swap_dirs(tmp, self.path)
                 except OSError as e:
@@ -155,8 +155,9 @@ class ResultsDir:
                                    f"{' (' + e.filename + ')' if getattr(e, 'filename', None) else ''}; "
                                    f"the previous report there, if any, is unchanged") from None
 
-    def _replaced(self, failures: Mapping[str, str] | None) -> set[str]:
-        skip = set(REPORT_FILES)
+    @staticmethod
+    def _replaced(files: Mapping[str, bytes], failures: Mapping[str, str] | None) -> set[str]:
+        skip = set(files)
         if failures is not None:
             skip.add(f"{LOGS}/{FAILURES}")
         return skip
