@@ -230,6 +230,15 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name)
         return configs[name]
 
+    from .errors import PluginError
+
+    for extra in cfg.method_options:  # options of a method only others use (dpo) are checked now, not when used
+        if extra not in broken:
+            try:
+                config_of(extra)
+            except PluginError:
+                pass  # cannot import it: reported if a method needs it
+
     task_cfg = task.stage_config()
     decoding = to_dict(cfg.decoding)
     plan = Plan(cfg, task, grid, generator, {}, {}, {}, {})
