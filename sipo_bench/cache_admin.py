@@ -97,7 +97,7 @@ def _run_is_live(rec: dict) -> bool | None:
     out = Path(str(rec.get("out") or ""))
     run_file = out / "logs" / "run.json"
     here = rec.get("host") == hostname()
-    if here and isinstance(rec.get("pid"), int) and pid_alive(rec["pid"]):
+    if here and not rec.get("ended") and isinstance(rec.get("pid"), int) and pid_alive(rec["pid"]):
         return True  # still running (or its pid was reused: keeping is the safe mistake)
     if run_file.is_file():
         with contextlib.suppress(OSError, ValueError, UnicodeDecodeError, AttributeError):

@@ -367,14 +367,17 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
         raise UsageError(f"`--cache-dir`: expected a writable directory, got {str(cache.root)!r} ({e.strerror})") from None
     log = StageLog(results.start(run_id, to_dict(cfg), same_owner=same_owner), run_id)
     with cache.in_use():
-        if cfg.cpu_threads is not None and any(not cache.is_done(s) for s in stages):
-            _set_cpu_threads(cfg.cpu_threads)
-        runtime.log(f"run {run_id}: task {plan.task.name}, {len(plan.methods)} method(s), {len(cfg.seeds)} seed(s), "
-                    f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root})")
-        with runtime.live():
-            with runtime.progress(len(stages), "stages") as overall:
-                outcomes = executor.run(stages, runtime, cache, log, overall)
-        runtime.close()
+        try:
+            if cfg.cpu_threads is not None and any(not cache.is_done(s) for s in stages):
+                _set_cpu_threads(cfg.cpu_threads)
+            runtime.log(f"run {run_id}: task {plan.task.name}, {len(plan.methods)} method(s), {len(cfg.seeds)} seed(s), "
+                        f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root})")
+            with runtime.live():
+                with runtime.progress(len(stages), "stages") as overall:
+                    outcomes = executor.run(stages, runtime, cache, log, overall)
+            runtime.close()
+        finally:
+            cache.end_run(run_id)
     failures = {f"{s.key}.txt": f"{s.name}\n\n{o.traceback}" for s in stages
                 if (o := outcomes.get(s.key)) is not None and o.status == "failed"}
     failures.update({f"plan-{n}.txt": f"planning {n}\n\n{m.traceback}" for n, m in plan.methods.items() if m.traceback})

@@ -347,6 +347,14 @@ class Cache:
             "run_id": run_id, "out": str(Path(out).resolve()), "host": hostname(), "pid": os.getpid(),
             "started": time.time(), "keys": sorted(set(keys))}) + "\n")
 
+    def end_run(self, run_id: str) -> None:
+        """Mark the run's record finished: from now on only its OUT keeps its stages alive."""
+        p = self.runs_root / f"{run_id}.json"
+        with contextlib.suppress(OSError, ValueError):
+            rec = json.loads(p.read_text())
+            rec["ended"] = time.time()
+            atomic_write_text(p, json.dumps(rec) + "\n")
+
     def in_use(self):
         """Held for a run's whole life (shared): `cache gc` (exclusive) waits for no run."""
         from .fsio import held_lock
