@@ -141,9 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             print(table_md(summary))
         else:
-            from rich.console import Console
-
-            Console().print(console_table(summary))
+            _console().print(console_table(summary))
     print(f"results: {out}/summary.json", file=sys.stderr)
     for n, e in failed.items():
         print(f"sipo-bench: method {n!r} failed: {e} (tracebacks in {out}/logs/failures/)", file=sys.stderr)
@@ -167,7 +165,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                          + [{"name": b.name, "version": None, "source": b.source, "registers": {}, "error": b.error}
                             for b in broken], indent=2))
         return 1 if broken else 0
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -178,7 +175,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         t.add_row(i.name, i.version, i.source, "; ".join(f"{k}: {', '.join(v)}" for k, v in i.registers.items()))
     for b in broken:
         t.add_row(Text(b.name, style="red"), "-", b.source, Text(f"BROKEN: {b.error}", style="red"))
-    Console().print(t)
+    _console().print(t)
     return 1 if broken else 0
 
 
@@ -236,10 +233,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UsageError(f"`{args.dirs[0]}`: cannot write the report into {str(out)!r} ({why}); "
                              f"write it elsewhere with --out DIR")
         render_files(summary, out)
-    from rich.console import Console
-
     with _stdout_may_close():
-        Console().print(console_table(summary))
+        _console().print(console_table(summary))
     return 0
 
 
@@ -296,6 +291,18 @@ class _stdout_may_close:
             _silence_stdout()
             return True
         return False
+
+
+def _console() -> Any:
+    """A rich console for stdout whose closed-pipe handling is ours (rich's own exits 1)."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return _Console()
 
 
 def _silence_stdout() -> None:
