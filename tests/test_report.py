@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -223,6 +224,50 @@ def test_load_summaries_errors_name_the_dir(tmp_path, capsys, content, message):
     assert main(["report", str(d)]) == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert len(err) == 1 and err[0].startswith("sipo-bench: error: `") and str(d) in err[0]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s["methods"]["dummy"].update(hypervolume="x"),
+     "`methods.dummy.hypervolume`: expected an object or null, got 'x' (str)"),
+    (lambda s: s["methods"]["dummy"]["hypervolume"].update(mean="0.41"),
+     "`methods.dummy.hypervolume.mean`: expected a finite number, got '0.41' (str)"),
+    (lambda s: s["methods"]["dummy"]["points"][0].update(scores=["a", 0.5]),
+     "`methods.dummy.points[0].scores[0]`: expected a number, got 'a' (str)"),
+    (lambda s: s["methods"]["dummy"]["points"][0].update(seed="0"),
+     "`methods.dummy.points[0].seed`: expected an integer, got '0' (str)"),
+    (lambda s: s["methods"]["dummy"].update(igd_plus="none"), "`methods.dummy.igd_plus`: expected a finite number or null"),
+    (lambda s: s.update(ref_point="abc"), "`ref_point`: expected a list of finite numbers or null, got 'abc' (str)"),
+    (lambda s: s.update(ref_point=[0.5]), "`ref_point`: expected 2 values (one per objective), got [0.5]"),
+    (lambda s: s.update(seeds="0,1,2"), "`seeds`: expected a list of integers, got '0,1,2' (str)"),
+    (lambda s: s["objectives"][0].update(higher_is_better="yes"), "`objectives[0].higher_is_better`: expected true or false"),
+])
+def test_wrongly_typed_summary_fields_are_one_line_errors(tmp_path, runs, capsys, edit, message):
+    s = json.loads((runs["three"] / "summary.json").read_text())
+    edit(s)
+    d = tmp_path / "edited"
+    d.mkdir()
+    (d / "summary.json").write_text(json.dumps(s))
+    for argv in (["report", str(d)], ["report", str(d), str(runs["one"]), "--out", str(tmp_path / "m")]):
+        assert main(argv) == 2
+        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+        assert err == [f"sipo-bench: error: {err[0].split('error: ', 1)[1]}"] and message in err[0], err
+        assert str(d / "summary.json") in err[0]
+    assert not (tmp_path / "m").exists() and sorted(p.name for p in d.iterdir()) == ["summary.json"]
+
+
+def test_report_into_a_read_only_run_dir_suggests_out(tmp_path, runs, capsys):
+    from fsfaults import remount, tmpfs
+
+    with tmpfs(tmp_path / "ro") as ro:
+        d = ro / "run"
+        shutil.copytree(runs["three"], d)
+        remount(ro, "ro")
+        assert main(["report", str(d)]) == 2
+        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+        assert err == [f"sipo-bench: error: `{d}`: cannot write the report into {str(d)!r} (Read-only file system in "
+                       f"{str(d)!r}); write it elsewhere with --out DIR"]
+        assert main(["report", str(d), "--out", str(tmp_path / "elsewhere")]) == 0
+        assert (tmp_path / "elsewhere" / "table.md").read_bytes() == (d / "table.md").read_bytes()
 
 
 def test_load_summaries_missing_dir_and_file_path(tmp_path, runs):
