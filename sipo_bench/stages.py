@@ -255,10 +255,12 @@ class Cache:
     # --- building -------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def building(self, stage: Stage) -> Iterator[Path]:
+    def building(self, stage: Stage, *, replace: bool | None = None) -> Iterator[Path]:
         """Yield a fresh temp dir for `stage`; when the block ends without error, move it into
-        place (replacing an untrusted copy, or any copy under `recompute`). The builder holds
-        an flock beside its temp dir, so cleaners know it is alive however long it runs."""
+        place (replacing an untrusted copy, or any copy with `replace`, default `recompute`).
+        The builder holds an flock beside its temp dir, so cleaners know it is alive however
+        long it runs."""
+        replace = self.recompute if replace is None else replace
         from .fsio import held_lock, make_dir, swap_dirs, temp_name
 
         make_dir(self.tmp_root)
@@ -272,7 +274,7 @@ class Cache:
                 final = self.path(stage)
                 make_dir(final.parent)
                 self._verified.pop(stage.key, None)
-                if final.exists() and not self.recompute and self.inspect(stage.key)[0] is not None:
+                if final.exists() and not replace and self.inspect(stage.key)[0] is not None:
                     pass  # an identical stage finished meanwhile (a concurrent run): keep it
                 else:
                     swap_dirs(tmp, final)
@@ -457,7 +459,7 @@ def execute_stage(stage: Stage, cache: Cache, runtime: Any, *, force: bool = Fal
         if not cache.is_valid(dep):
             raise RuntimeError(f"input {name!r} ({dep.name}) of {stage.name} is not finished")
     t0 = time.time()
-    with cache.building(stage) as tmp:
+    with cache.building(stage, replace=force or cache.recompute) as tmp:
         ctx = StageContext(
             stage=stage, out=tmp,
             inputs={n: cache.path(d) for n, d in stage.inputs.items()},
