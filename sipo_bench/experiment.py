@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
-import os
 import platform
 import subprocess
 import time
@@ -27,7 +26,7 @@ from .config import ConfigError, build, check, field, to_dict
 from .errors import UsageError
 from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
 from .runtime import Runtime
-from .stages import Cache, Stage, StageLog, default_cache_dir, walk, write_json
+from .stages import Cache, Stage, StageLog, default_cache_dir, walk
 from .weights import fmt, simplex_grid, validate_weights
 
 SCHEMA_VERSION = 1

@@ -23,18 +23,6 @@ from typing import Iterator
 #: every temp name this package makes contains this marker (cleaners look for it)
 TMP_MARK = ".sipo-tmp-"
 
-_UMASK: int | None = None
-
-
-def umask() -> int:
-    """The process umask (read once; reading it means setting it, so not per call)."""
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return _UMASK
-
-
 def hostname() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 

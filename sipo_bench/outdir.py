@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import SipoBenchError, UsageError
-from .fsio import (TMP_MARK, atomic_write_bytes, atomic_write_text, make_dir, make_temp_dir, owner_alive,
-                   probe_writable, swap_dirs)
+from .fsio import TMP_MARK, atomic_write_text, make_dir, make_temp_dir, owner_alive, probe_writable, swap_dirs
 
 REPORT_FILES = ("front.png", "points.csv", "table.md", "summary.json")  # the order of an in-place commit
 LOGS = "logs"
@@ -245,4 +244,4 @@ def write_report(out: Path | str, summary: dict, failures: Mapping[str, str] | N
     ResultsDir(out, flag).commit(files, failures)
 
 
-__all__ = ["ResultsDir", "ReportWriteError", "write_report", "REPORT_FILES", "atomic_write_bytes"]
+__all__ = ["ResultsDir", "ReportWriteError", "write_report", "REPORT_FILES"]
