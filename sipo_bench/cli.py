@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--plugins-dir", help="Directory of extra plugin *.py files.")
     r.add_argument("--cache-dir", help="Stage cache (default $SIPO_BENCH_CACHE or ~/.cache/sipo-bench).")
     r.add_argument("--no-cache", action="store_true", default=None, help="Recompute every stage.")
+    r.add_argument("--overwrite", action="store_true", default=None,
+                   help="Replace the results in --out when they belong to a run of another config.")
     r.add_argument("--max-test-prompts", type=int, help="Evaluate on at most N test prompts.")
     r.add_argument("--max-examples", type=int, help="Cap training pairs (task option max_examples).")
     r.add_argument("--quiet", action="store_true", default=None, help="Log lines only, no progress bars.")
@@ -63,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="Re-render reports from summary.json; several dirs are merged.")
     rep.add_argument("dirs", nargs="+")
     rep.add_argument("--out", help="Where to write a merged report (default: the single DIR).")
+
+    ca = sub.add_parser("cache", help="Check or clean the stage cache.")
+    csub = ca.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    cv = csub.add_parser("verify", help="Hash every file of every cached stage against its record.")
+    cv.add_argument("--cache-dir", help="Stage cache (default $SIPO_BENCH_CACHE or ~/.cache/sipo-bench).")
+    cv.add_argument("--remove", action="store_true", help="Delete the damaged stages (the next run recomputes them).")
+    cg = csub.add_parser("gc", help="Remove stages no run references and temp dirs of dead processes.")
+    cg.add_argument("--cache-dir", help="Stage cache (default $SIPO_BENCH_CACHE or ~/.cache/sipo-bench).")
+    cg.add_argument("--dry-run", action="store_true", help="Print what would be removed; remove nothing.")
 
     c = sub.add_parser("conflicts", help="Conflict fraction and label agreement of a task's training pairs.")
     c.add_argument("--task", default=None)
@@ -87,14 +98,29 @@ def _run_config(args: argparse.Namespace) -> Any:
         "task": args.task, "methods": args.methods, "seeds": args.seeds, "weights": args.weights,
         "out": args.out, "executor": args.executor, "plugins_dir": args.plugins_dir,
         "cache_dir": args.cache_dir, "no_cache": args.no_cache, "quiet": args.quiet,
-        "max_test_prompts": args.max_test_prompts,
+        "max_test_prompts": args.max_test_prompts, "overwrite": args.overwrite,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.max_examples is not None:
-        data["task_options"] = {**data.get("task_options", {}), "max_examples": args.max_examples}
+        data["task_options"] = {**_mapping(data, "task_options"), "max_examples": args.max_examples}
     if args.ray_address is not None:
-        data["executor_options"] = {**data.get("executor_options", {}), "address": args.ray_address}
+        if data.get("executor", "local") != "ray":
+            raise UsageError(f"`--ray-address`: only with `--executor ray`, got executor {data.get('executor', 'local')!r}")
+        data["executor_options"] = {**_mapping(data, "executor_options"), "address": args.ray_address}
     return make_config(data)
+
+
+def _mapping(data: dict, key: str) -> dict:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise UsageError(f"`{key}`: expected a mapping, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _warn_plugins(regs: Any) -> None:
+    """One line per broken plugin nobody asked for (it is left out; the command goes on)."""
+    for line in regs.warnings():
+        print(f"sipo-bench: warning: {line}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -104,49 +130,61 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     runtime = Runtime(plugins_dir=cfg.plugins_dir, quiet=cfg.quiet)
+    _warn_plugins(runtime.registries)
     summary, out = execute(cfg, runtime)
     failed = {n: m["error"] for n, m in summary["methods"].items() if m["status"] != "ok"}
-    if cfg.quiet:
-        from .report import table_md
+    failed_stages = summary.get("failed_stages") or []
+    rc = 1 if failed or failed_stages else 0
+    with _stdout_may_close():
+        if cfg.quiet:
+            from .report import table_md
 
-        print(table_md(summary))
-    else:
-        from rich.console import Console
-
-        Console().print(console_table(summary))
+            print(table_md(summary))
+        else:
+            _console().print(console_table(summary))
     print(f"results: {out}/summary.json", file=sys.stderr)
-    if failed:
-        for n, e in failed.items():
-            print(f"sipo-bench: method {n!r} failed: {e} (tracebacks in {out}/logs/failures/)", file=sys.stderr)
-        return 1
-    return 0
+    for n, e in failed.items():
+        print(f"sipo-bench: method {n!r} failed: {e} (tracebacks in {out}/logs/failures/)", file=sys.stderr)
+    in_methods = {e for e in failed.values() if e}
+    for st in failed_stages:
+        if not any(st["stage"] in e for e in in_methods):
+            print(f"sipo-bench: stage {st['stage']} failed: {st['error']} (traceback in {out}/logs/failures/{st['key']}.txt)",
+                  file=sys.stderr)
+    return rc
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .plugins import load
 
-    regs = load(args.plugins_dir)
+    regs = load(args.plugins_dir, strict=False)  # list broken plugins with their errors, never fail on them
     infos = regs.plugin_list()
+    broken = [regs.broken[k] for k in sorted(regs.broken)]
     if args.json:
-        print(json.dumps([{"name": i.name, "version": i.version, "source": i.source, "registers": i.registers}
-                          for i in infos], indent=2))
-        return 0
-    from rich.console import Console
+        print(json.dumps([{"name": i.name, "version": i.version, "source": i.source, "registers": i.registers,
+                           "error": None} for i in infos]
+                         + [{"name": b.name, "version": None, "source": b.source, "registers": {}, "error": b.error}
+                            for b in broken], indent=2))
+        return 1 if broken else 0
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title="sipo-bench plugins")
     for c in ("plugin", "version", "source", "registers"):
         t.add_column(c)
     for i in infos:
         t.add_row(i.name, i.version, i.source, "; ".join(f"{k}: {', '.join(v)}" for k, v in i.registers.items()))
-    Console().print(t)
-    return 0
+    for b in broken:
+        t.add_row(Text(b.name, style="red"), "-", b.source, Text(f"BROKEN: {b.error}", style="red"))
+    _console().print(t)
+    return 1 if broken else 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from .plugins import load
 
-    reg = getattr(load(args.plugins_dir), args.kind)
+    regs = load(args.plugins_dir)
+    _warn_plugins(regs)
+    reg = getattr(regs, args.kind)
     for e in reg.entries():
         desc = e.description or (getattr(e.value, "description", "") if not hasattr(e.value, "target") else "")
         print(f"{e.name:24s} {e.plugin:16s} {desc}")
@@ -161,7 +199,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.plugins_dir:
         data["plugins_dir"] = args.plugins_dir
     cfg = make_config(data)
-    plan = plan_run(cfg, Runtime(plugins_dir=cfg.plugins_dir, quiet=True))
+    runtime = Runtime(plugins_dir=cfg.plugins_dir, quiet=True)
+    _warn_plugins(runtime.registries)
+    plan = plan_run(cfg, runtime)
     bad = {n: m.error for n, m in plan.methods.items() if m.error}
     if bad:
         for n, e in bad.items():
@@ -174,23 +214,58 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import load_summaries, merge, render_files, console_table
+    from .outdir import ResultsDir, write_report
+    from .report import console_table, load_summaries, merge, render_files
 
     if len(args.dirs) > 1 and not args.out:
         raise UsageError("`--out`: expected a directory for the merged report when several DIRs are given, got nothing")
     summaries = load_summaries([Path(d) for d in args.dirs])
     summary = merge(summaries) if len(summaries) > 1 else summaries[0]
-    out = Path(args.out) if args.out else Path(args.dirs[0])
     if args.out:
-        from .experiment import check_out_dir
-        from .stages import write_json
+        out = Path(args.out)
+        ResultsDir(out).check_writable()
+        write_report(out, summary, None)
+    else:
+        d = Path(args.dirs[0])
+        out = d.parent if d.is_file() else d
+        why = _probe(out)
+        if why:
+            raise UsageError(f"`{args.dirs[0]}`: cannot write the report into {str(out)!r} ({why}); "
+                             f"write it elsewhere with --out DIR")
+        render_files(summary, out)
+    with _stdout_may_close():
+        _console().print(console_table(summary))
+    return 0
 
-        check_out_dir(out)
-        write_json(out / "summary.json", summary)
-    render_files(summary, out)
-    from rich.console import Console
 
-    Console().print(console_table(summary))
+def _probe(path: Path) -> str | None:
+    from .fsio import probe_writable
+
+    return probe_writable(path)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache_admin import gc, verify
+    from .fsio import human_bytes
+    from .stages import Cache, default_cache_dir
+
+    cache = Cache(args.cache_dir or default_cache_dir())
+    if not (cache.root / "stages").is_dir() and not cache.root.is_dir():
+        raise UsageError(f"`--cache-dir`: expected a sipo-bench cache directory, got {str(cache.root)!r} (not found)")
+    if args.cache_command == "verify":
+        rep = verify(cache, remove=args.remove)
+        print(f"verified {rep.checked} stage(s), {human_bytes(rep.bytes)} hashed: "
+              f"{len(rep.damaged)} damaged" + (f", {rep.removed} removed" if args.remove else "")
+              + (f"; refreshed the recorded mtimes of {rep.refreshed} stage(s)" if rep.refreshed else ""))
+        if rep.damaged and not args.remove:
+            print("sipo-bench: damaged stages are recomputed by the next run that needs them only if the damage "
+                  "shows on reuse; remove them with `sipo-bench cache verify --remove`", file=sys.stderr)
+            return 1
+        return 0
+    rep = gc(cache, dry_run=args.dry_run)
+    print(f"{'would remove' if args.dry_run else 'removed'} {len(rep.removed)} item(s), {human_bytes(rep.bytes)}; "
+          f"kept {rep.kept_stages} stage(s) referenced by {len(rep.live_runs) + len(rep.unknown_runs)} run(s)"
+          + (f" ({len(rep.unknown_runs)} on other hosts, kept unchecked)" if rep.unknown_runs else ""))
     return 0
 
 
@@ -201,7 +276,43 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ls": cmd_ls, "validate": cmd_validate,
-            "report": cmd_report, "conflicts": cmd_conflicts}
+            "report": cmd_report, "cache": cmd_cache, "conflicts": cmd_conflicts}
+
+
+class _stdout_may_close:
+    """`sipo-bench ls methods | head -1`: when the reader goes away, stop writing quietly
+    (stdout pointed at /dev/null, so the interpreter's final flush does not complain)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, tp, value, tb) -> bool:
+        if tp is not None and issubclass(tp, BrokenPipeError):
+            _silence_stdout()
+            return True
+        return False
+
+
+def _console() -> Any:
+    """A rich console for stdout whose closed-pipe handling is ours (rich's own exits 1)."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return _Console()
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _quiet_libraries() -> None:
@@ -213,13 +324,23 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .signals import Terminated, sigterm_raises
+
     _quiet_libraries()
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with sigterm_raises():
+            return COMMANDS[args.command](args)
     except SipoBenchError as e:
         print(f"sipo-bench: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # the reader of stdout went away (`| head -1`, `| grep -q`)
+        _silence_stdout()
+        return 0
+    except Terminated:
+        print("sipo-bench: terminated (SIGTERM); temp files removed, finished stages are cached: rerun the same "
+              "command to resume", file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt:
         print("sipo-bench: interrupted; finished stages are cached, rerun the same command to resume", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ its own by raising `ConfigError`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin
@@ -55,6 +56,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError as e:
                 errors.append(e)
+        if len(errors) == 1:  # `float | None` and the like: the one type's own message
+            raise errors[0]
         raise ConfigError(f"`{where}`: expected {' or '.join(_type_name(a) for a in args)}, got {value!r} ({type(value).__name__})")
     if origin is Literal:
         if value not in args:
@@ -74,7 +77,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"`{where}`: expected a number, got {value!r} ({type(value).__name__})")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):  # `.inf` passes every `x > 0` check and `.nan` fails none
+            raise ConfigError(f"`{where}`: expected a finite number, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"`{where}`: expected an integer, got {value!r} ({type(value).__name__})")

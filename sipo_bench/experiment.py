@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import os
+import math
 import platform
 import subprocess
 import time
@@ -26,11 +26,17 @@ from .config import ConfigError, build, check, field, to_dict
 from .errors import UsageError
 from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
 from .runtime import Runtime
-from .stages import Cache, Stage, StageLog, default_cache_dir, walk, write_json
+from .stages import Cache, Stage, StageLog, default_cache_dir, walk
 from .weights import fmt, simplex_grid, validate_weights
 
 SCHEMA_VERSION = 1
 DEFAULT_TASK = "synthetic-hh"
+#: seeds go to numpy / torch / `random`, whose seeds are 32-bit
+MAX_SEED = 2**31 - 1
+#: RunConfig fields that say how or where a run executes, not what it computes: a rerun that
+#: changes only these resumes into the same OUT (and `comparable` ignores them)
+HOW_NOT_WHAT = ("out", "cache_dir", "quiet", "no_cache", "cpu_threads", "overwrite", "executor", "executor_options",
+                "plugins_dir")
 
 
 @dataclass
@@ -46,12 +52,13 @@ class RunConfig:
     decoding: DecodingConfig = field(DecodingConfig(), help="Evaluation decoding settings.")
     generator: str | None = field(None, help="Generation backend; default: the task's.")
     max_test_prompts: int | None = field(None, help="Evaluate on at most this many test prompts.")
-    ref_point: list | None = field(None, help="Override the hypervolume reference point (objective units).")
+    ref_point: list[float] | None = field(None, help="Override the hypervolume reference point (objective units).")
     executor: str = field("local", help="Executor plugin name.")
     executor_options: dict = field({}, help="Options passed to the executor.")
     out: str | None = field(None, help="Output directory (default results/<task>-<timestamp>).")
     cache_dir: str | None = field(None, help="Stage cache (default $SIPO_BENCH_CACHE or ~/.cache/sipo-bench).")
-    no_cache: bool = field(False, help="Recompute every stage of this run.")
+    no_cache: bool = field(False, help="Recompute every stage of this run (a concurrent run reading the old copies is not disturbed).")
+    overwrite: bool = field(False, help="Replace the results in `out` when they belong to a run of another config.")
     plugins_dir: str | None = field(None, help="Directory of extra plugin *.py files.")
     quiet: bool = field(False, help="Plain log lines instead of progress bars.")
     cpu_threads: int | None = field(1, help="torch intra-op threads for stages run in this process (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
@@ -63,6 +70,7 @@ class RunConfig:
         check(len(self.seeds) > 0, "seeds", "at least one integer seed", self.seeds)
         for i, s in enumerate(self.seeds):
             check(isinstance(s, int) and not isinstance(s, bool), f"seeds[{i}]", "an integer", s)
+            check(0 <= s <= MAX_SEED, f"seeds[{i}]", f"an integer in [0, {MAX_SEED}]", s)
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "distinct seeds", self.seeds)
         w = self.weights
         check(isinstance(w, list) or (isinstance(w, int) and not isinstance(w, bool)), "weights",
@@ -84,11 +92,20 @@ def load_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise UsageError(f"`--config`: expected a YAML file, got {str(p)!r} (not found)")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"`--config`: expected a UTF-8 text file, got {str(p)!r} (byte {e.start}: "
+                         f"{e.object[e.start:e.start + 1]!r} is not UTF-8)") from None
+    except OSError as e:
+        raise UsageError(f"`--config`: expected a readable file, got {str(p)!r} ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UsageError(f"`--config`: {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:  # an empty file (or only comments): every default
+        return {}
     if not isinstance(data, dict):
-        raise UsageError(f"`--config`: expected a mapping at the top of {p}, got {type(data).__name__}")
+        raise UsageError(f"`--config`: expected a mapping at the top of {p}, got {type(data).__name__} {data!r:.60}")
     return data
 
 
@@ -115,6 +132,7 @@ class MethodPlan:
     points: list[EvalPoint]
     extra: dict[int, dict[str, Stage]]  # seed -> stages whose results go to the summary
     error: str | None = None
+    traceback: str | None = None  # of a failure while planning, for OUT/logs/failures/
 
 
 @dataclass
@@ -138,19 +156,42 @@ class Plan:
         return walk(roots)
 
 
-def resolve_methods(cfg: RunConfig, runtime: Runtime, task: Task) -> list[str]:
+def resolve_methods(cfg: RunConfig, runtime: Runtime, task: Task) -> tuple[list[str], dict[str, str]]:
+    """(method names to run, {name: error} of those whose plugin code cannot be imported).
+
+    A method that cannot be imported is reported failed with its import error while the others
+    run; an unknown name, or a method named explicitly that cannot run on the task, is a usage
+    error."""
+    from .errors import PluginError
+
     reg = runtime.registries.methods
+    broken: dict[str, str] = {}
+
+    def load(n: str) -> Any:
+        try:
+            return reg.get(n)
+        except PluginError as e:
+            if n not in reg:
+                raise
+            broken[n] = f"cannot load the method: {e}"
+            return None
+
     if cfg.methods == ["all"]:
-        names = [n for n in reg.names() if _compatible(reg.get(n), task)]
-        if not names:
+        names = [n for n in reg.names() if (cls := load(n)) is None or _compatible(cls, task)]
+        if not [n for n in names if n not in broken]:
             raise UsageError(f"`methods`: no registered method runs on task {task.name!r}")
-        return names
+        return names, broken
     for n in cfg.methods:
-        reg.get(n)  # unknown -> "Did you mean"
-    return list(dict.fromkeys(cfg.methods))
+        cls = load(n)  # unknown -> "Did you mean"
+        if cls is not None and cls.needs_model and not task.model_based:
+            raise UsageError(f"`methods`: method {n!r} cannot run on task {task.name!r} (the method trains or decodes "
+                             f"a language model, and the task has none)")
+    return list(dict.fromkeys(cfg.methods)), broken
 
 
 def _compatible(cls: Any, task: Task) -> bool:
+    """For `methods: [all]`: the method's own task list, else model-based vs model-free. A
+    method named explicitly may run on a task outside its list (a variant of that task)."""
     if cls.tasks is not None:
         return task.name in cls.tasks
     return task.model_based or not cls.needs_model
@@ -171,21 +212,31 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         raise ConfigError(f"`ref_point`: expected {k} values (one per objective), got {cfg.ref_point!r}")
     generator = cfg.generator or task.default_generator
     runtime.registries.generators.get(generator)
-    runtime.registries.executors.get(cfg.executor)
+    executor_options(cfg, runtime)
     for name, options in task.scorers():
         runtime.registries.scorers.get(name)
-    names = resolve_methods(cfg, runtime, task)
+    names, broken = resolve_methods(cfg, runtime, task)
     for extra in cfg.method_options:  # options may configure methods used by others (dpo)
         if extra not in runtime.registries.methods:
             from .errors import did_you_mean
 
             raise ConfigError(f"`method_options.{extra}`: " + did_you_mean("method", extra, runtime.registries.methods.names()))
-    configs = {n: method_config(runtime.registries.methods.get(n), task, cfg.method_options.get(n, {}), n) for n in names}
+    configs = {n: method_config(runtime.registries.methods.get(n), task, cfg.method_options.get(n, {}), n)
+               for n in names if n not in broken}
 
     def config_of(name: str) -> Any:
         if name not in configs:
             configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name)
         return configs[name]
+
+    from .errors import PluginError
+
+    for extra in cfg.method_options:  # options of a method only others use (dpo) are checked now, not when used
+        if extra not in broken:
+            try:
+                config_of(extra)
+            except PluginError:
+                pass  # cannot import it: reported if a method needs it
 
     task_cfg = task.stage_config()
     decoding = to_dict(cfg.decoding)
@@ -210,6 +261,10 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         plan.reference[seed] = eval_point("base", PolicySpec(plan.base[seed]), None, seed)
 
     for name in names:
+        if name in broken:
+            plan.methods[name] = MethodPlan(name, {}, [], {}, error=broken[name].splitlines()[0], traceback=broken[name])
+            runtime.log(f"method {name} failed: {plan.methods[name].error}")
+            continue
         cls = runtime.registries.methods.get(name)
         mp = MethodPlan(name, to_dict(configs[name]), [], {})
         plan.methods[name] = mp
@@ -232,9 +287,16 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             from .stages import format_exception
 
             mp.error = f"planning failed: {type(e).__name__}: {e}".splitlines()[0]
+            mp.traceback = format_exception(e)
             mp.points, mp.extra = [], {}
-            runtime.log(f"method {name} failed while planning: {format_exception(e)}")
+            runtime.log(f"method {name} failed while planning: {type(e).__name__}: {e}".splitlines()[0])
     return plan
+
+
+def executor_options(cfg: RunConfig, runtime: Runtime) -> Any:
+    """The executor's options, validated against the config dataclass it declares."""
+    cls = runtime.registries.executors.get(cfg.executor)
+    return build(cls.config_class, cfg.executor_options, "executor_options")
 
 
 # --- Running --------------------------------------------------------------------------------
@@ -246,57 +308,82 @@ def default_out(task: str) -> Path:
 
 def check_out_dir(out: Path) -> None:
     """Fail early (usage error) if OUT cannot be written; creates nothing."""
-    p = out.resolve()
-    if p.exists() and not p.is_dir():
-        raise UsageError(f"`--out`: expected a directory, got {str(out)!r} (a file)")
-    probe = p
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"`--out`: expected a writable directory, got {str(out)!r} ({str(probe)!r} is not writable)")
+    from .outdir import ResultsDir
+
+    ResultsDir(out).check_writable()
+
+
+def run_identity(cfg: RunConfig | dict) -> dict:
+    """The part of a run config that decides its results (everything but :data:`HOW_NOT_WHAT`)."""
+    d = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
+    return {k: v for k, v in d.items() if k not in HOW_NOT_WHAT}
+
+
+def same_results_config(a: dict, b: dict) -> bool:
+    """Whether two run configs (as stored in OUT) compute the same thing; a field one of them
+    lacks (written by another sipo-bench version) counts as its default."""
+    defaults = to_dict(RunConfig())
+    a, b = run_identity(a), run_identity(b)
+    return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in set(a) | set(b))
 
 
 def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]:
-    """Plan, run and summarise. Returns (summary, out dir). Raises UsageError before writing
-    anything for bad input; stage failures are recorded in the summary instead."""
+    """Plan, run and summarise. Returns (summary, out dir).
+
+    Bad input raises `UsageError` before anything is created (OUT, cache dirs); stage
+    failures are recorded in the summary instead; a report that cannot be written raises
+    `ReportWriteError` with the previous report left intact."""
+    from .outdir import ResultsDir
+
     t0 = time.time()
     runtime = runtime or Runtime(plugins_dir=cfg.plugins_dir, quiet=cfg.quiet)
     plan = plan_run(cfg, runtime)
     out = Path(cfg.out) if cfg.out else default_out(cfg.task)
-    check_out_dir(out)
-    cache = Cache(cfg.cache_dir or default_cache_dir())
+    results = ResultsDir(out)
+    results.check_writable()
+    owner = results.owner()
+    same_owner = owner is None or same_results_config(owner, to_dict(cfg))
+    if not same_owner and not cfg.overwrite:
+        raise UsageError(f"`--out`: expected a new directory or the results of this same config, got {str(out)!r} "
+                         f"(it holds the results of a run with another config); pass --overwrite to replace them, "
+                         f"or choose another --out")
+    cache = Cache(cfg.cache_dir or default_cache_dir(), recompute=cfg.no_cache,
+                  warn=lambda m: runtime.log(f"[yellow]warning: {m}[/yellow]" if not runtime.quiet else f"warning: {m}"))
+    from .fsio import probe_writable
+
+    why = probe_writable(cache.root)
+    if why:
+        raise UsageError(f"`--cache-dir`: expected a writable directory, got {str(cache.root)!r} ({why})")
+    stages = plan.stages()
+    executor = runtime.registries.executors.get(cfg.executor)(**cfg.executor_options)
+
+    # --- from here on, things are created ---
+    run_id = uuid.uuid4().hex[:12]
     try:
-        cache.root.mkdir(parents=True, exist_ok=True)
+        cache.clean_tmp()
+        cache.record_run(run_id, out, [s.key for s in stages])
     except OSError as e:
         raise UsageError(f"`--cache-dir`: expected a writable directory, got {str(cache.root)!r} ({e.strerror})") from None
-    cache.gc_tmp()
-    stages = plan.stages()
-    if cfg.no_cache:
-        for s in stages:
-            cache.invalidate(s)
-    if cfg.cpu_threads is not None and any(not cache.is_done(s) for s in stages):
-        _set_cpu_threads(cfg.cpu_threads)
-    executor = runtime.registries.executors.get(cfg.executor)(**cfg.executor_options)
-    out.mkdir(parents=True, exist_ok=True)
-    run_id = uuid.uuid4().hex[:12]
-    log = StageLog(out / "logs" / "stages.jsonl", run_id)
-    runtime.log(f"run {run_id}: task {plan.task.name}, {len(plan.methods)} method(s), {len(cfg.seeds)} seed(s), "
-                f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root})")
-    with runtime.live():
-        with runtime.progress(len(stages), "stages") as overall:
-            outcomes = executor.run(stages, runtime, cache, log, overall)
-    runtime.close()
-    for s in stages:
-        o = outcomes.get(s.key)
-        if o is not None and o.status == "failed":
-            from .stages import atomic_write_text
-
-            atomic_write_text(out / "logs" / "failures" / f"{s.key}.txt", f"{s.name}\n\n{o.traceback}")
+    log = StageLog(results.start(run_id, to_dict(cfg), same_owner=same_owner), run_id)
+    with cache.in_use():
+        try:
+            if cfg.cpu_threads is not None and any(not cache.is_done(s) for s in stages):
+                _set_cpu_threads(cfg.cpu_threads)
+            runtime.log(f"run {run_id}: task {plan.task.name}, {len(plan.methods)} method(s), {len(cfg.seeds)} seed(s), "
+                        f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root})")
+            with runtime.live():
+                with runtime.progress(len(stages), "stages") as overall:
+                    outcomes = executor.run(stages, runtime, cache, log, overall)
+            runtime.close()
+        finally:
+            cache.end_run(run_id)
+    failures = {f"{s.key}.txt": f"{s.name}\n\n{o.traceback}" for s in stages
+                if (o := outcomes.get(s.key)) is not None and o.status == "failed"}
+    failures.update({f"plan-{n}.txt": f"planning {n}\n\n{m.traceback}" for n, m in plan.methods.items() if m.traceback})
     summary = summarize(plan, outcomes, cache, wall_seconds=time.time() - t0, run_id=run_id)
-    write_json(out / "summary.json", summary)
-    from . import report
+    from .outdir import write_report
 
-    report.render_files(summary, out)
+    write_report(out, summary, failures)
     return summary, out
 
 
@@ -369,6 +456,14 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         ref_points = dict(base_scores)
     valid_refs = [r for r in ref_points.values() if r is not None]
     floor = task.floor()
+    # A seed without a reference point leaves every method without its HV: say why.
+    no_ref = [seed for seed in cfg.seeds if ref_points.get(seed) is None]
+    no_ref_error = None
+    if no_ref:
+        causes = [s for s in walk([plan.reference[seed].score for seed in no_ref])
+                  if outcomes.get(s.key) is not None and outcomes[s.key].status == "failed"]
+        cause = f"stage {causes[0].name}: {outcomes[causes[0].key].error}" if causes else "the base policy was not scored"
+        no_ref_error = f"no HV reference point for seed(s) {', '.join(map(str, no_ref))} ({cause})"
 
     data_meta = {seed: result(st) for seed, st in plan.data.items()}
     base_meta = {seed: result(st) for seed, st in plan.base.items()}
@@ -389,21 +484,13 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         for p in mp.points:
             r = result(p.score)
             if r is not None:
+                if not all(math.isfinite(x) for x in r["mean"]) and entry["status"] == "ok":
+                    entry["status"] = "failed"
+                    entry["error"] = f"stage {p.score.name}: non-finite mean score {r['mean']}"
                 entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"]})
-        # Mean over seeds per w, front of those means.
-        by_w: dict[tuple, list[list[float]]] = {}
-        for pt in entry["points"]:
-            by_w.setdefault(tuple(pt["w"]), []).append(pt["scores"])
-        mean_points = [{"w": list(w), "scores": np.mean(v, axis=0).tolist(), "n_seeds": len(v)} for w, v in by_w.items()]
-        entry["mean_points"] = mean_points
-        if mean_points and entry["status"] == "ok":
-            arr = np.array([m["scores"] for m in mean_points])
-            entry["front"] = [mean_points[i] for i in pareto.pareto_front(arr, maximize)]
-            entry["hypervolume"] = _hv_stats(entry["points"], ref_points, maximize, cfg.seeds)
-            if floor is not None:
-                entry["hypervolume_floor"] = _hv_stats(entry["points"], {s: floor for s in cfg.seeds}, maximize, cfg.seeds)
-        entry["best"] = ({o.name: (max if o.higher_is_better else min)(m["scores"][i] for m in mean_points)
-                          for i, o in enumerate(objectives)} if mean_points else {})
+        if no_ref_error and entry["status"] == "ok":
+            entry["status"], entry["error"] = "failed", no_ref_error
+        method_indicators(entry, ref_points, floor, [(o.name, o.higher_is_better) for o in objectives], list(cfg.seeds))
         entry["stage_seconds"] = _seconds_by_kind([p.score for p in mp.points] + [x for ex in mp.extra.values() for x in ex.values()], outcomes)
         entry["seconds"] = round(sum(entry["stage_seconds"].values()), 3)
         entry["extra"] = {str(seed): {n: result(st) for n, st in ex.items()} for seed, ex in mp.extra.items() if ex}
@@ -416,6 +503,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
     for s in stages:
         st = outcomes[s.key].status if s.key in outcomes else "not run"
         counts[st] = counts.get(st, 0) + 1
+    failed_stages = [{"stage": s.name, "key": s.key, "error": outcomes[s.key].error}
+                     for s in stages if s.key in outcomes and outcomes[s.key].status == "failed"]
     return {
         "schema_version": SCHEMA_VERSION,
         "task": task.name,
@@ -433,6 +522,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "task_data": {str(s): v for s, v in data_meta.items()},
         "task_base": {str(s): v for s, v in base_meta.items()},
         "methods": methods,
+        "failed_stages": failed_stages,
         "generator": plan.generator,
         "config": to_dict(cfg),
         "versions": package_versions(),
@@ -441,6 +531,28 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "run": {"run_id": run_id, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "wall_seconds": round(wall_seconds, 3), "stages": {"total": len(stages), **counts}},
     }
+
+
+def method_indicators(entry: dict, ref_points: dict, floor: list[float] | None, objectives: list[tuple[str, bool]],
+                      seeds: list[int]) -> None:
+    """Fill a method entry's `mean_points` (mean over seeds per w), `front` (of those means),
+    `hypervolume` / `hypervolume_floor` (per seed, then over seeds; only for an ok method) and
+    `best` from its `points`. Used by the run and by `report.merge`."""
+    maximize = [hib for _, hib in objectives]
+    by_w: dict[tuple, list[list[float]]] = {}
+    for pt in entry["points"]:
+        by_w.setdefault(tuple(pt["w"]), []).append(pt["scores"])
+    mean_points = [{"w": list(w), "scores": np.mean(v, axis=0).tolist(), "n_seeds": len(v)} for w, v in by_w.items()]
+    entry["mean_points"] = mean_points
+    entry["front"], entry["hypervolume"], entry["hypervolume_floor"] = [], None, None
+    if mean_points and entry["status"] == "ok":
+        arr = np.array([m["scores"] for m in mean_points])
+        entry["front"] = [mean_points[i] for i in pareto.pareto_front(arr, maximize)]
+        entry["hypervolume"] = _hv_stats(entry["points"], ref_points, maximize, seeds)
+        if floor is not None:
+            entry["hypervolume_floor"] = _hv_stats(entry["points"], {s: floor for s in seeds}, maximize, seeds)
+    entry["best"] = ({name: (max if hib else min)(m["scores"][i] for m in mean_points)
+                      for i, (name, hib) in enumerate(objectives)} if mean_points else {})
 
 
 VOLATILE_METHOD_KEYS = ("stage_seconds", "seconds")
@@ -456,7 +568,7 @@ def comparable(summary: dict) -> dict:
     for m in s.get("methods", {}).values():
         for k in VOLATILE_METHOD_KEYS:
             m.pop(k, None)
-    for k in ("out", "cache_dir", "quiet", "no_cache", "cpu_threads"):
+    for k in ("out", "cache_dir", "quiet", "no_cache", "cpu_threads", "overwrite"):
         s.get("config", {}).pop(k, None)
 
     def strip(x: Any) -> Any:  # timing fields inside stage results (`seconds`, `sft_seconds`, ...)

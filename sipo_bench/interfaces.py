@@ -350,6 +350,8 @@ class DecodingConfig:
             raise ConfigError(f"`batch_size`: expected >= 1, got {self.batch_size}")
         if self.temperature <= 0:
             raise ConfigError(f"`temperature`: expected > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"`top_p`: expected a probability mass in (0, 1], got {self.top_p}")
 
 
 class Generator(abc.ABC):
@@ -372,11 +374,22 @@ class Generator(abc.ABC):
         """Free cached models."""
 
 
+@dataclass
+class ExecutorConfig:
+    """Base of executor configs (`executor_options` in a run config); the base has no options,
+    so any option given to an executor that declares none is an unknown-key usage error."""
+
+
 class Executor(abc.ABC):
-    """Runs a graph of stages. Independent stages may run in parallel."""
+    """Runs a graph of stages. Independent stages may run in parallel.
+
+    `config_class` declares the executor's options (`executor_options`), validated with
+    `sipo_bench.config.build` before anything runs; the executor is built with them as
+    keyword arguments."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    config_class: ClassVar[type] = ExecutorConfig
 
     def __init__(self, **options: Any):
         self.options = options

@@ -54,20 +54,30 @@ class Registry(Generic[T]):
         self.base = base
         self.instances = instances
         self._entries: dict[str, Entry] = {}
+        #: appended to unknown-name errors (broken plugins, the allow-list)
+        self.hint = ""
+
+    def name_of(self, value: Any, plugin: str) -> str:
+        """The name `value` registers under, after checking its type (`PluginError` if wrong)."""
+        if isinstance(value, Lazy):
+            return value.name
+        self._check_type(value, plugin)
+        name = getattr(value, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r}: {self.kind} {value!r} has no `name`")
+        return name
 
     def add(self, value: Any, plugin: str) -> None:
-        if isinstance(value, Lazy):
-            name, description = value.name, value.description
-        else:
-            self._check_type(value, plugin)
-            name = getattr(value, "name", None)
-            description = getattr(value, "description", "") or ""
-            if not isinstance(name, str) or not name:
-                raise PluginError(f"plugin {plugin!r}: {self.kind} {value!r} has no `name`")
+        name = self.name_of(value, plugin)
+        description = value.description if isinstance(value, Lazy) else (getattr(value, "description", "") or "")
         if name in self._entries:
             other = self._entries[name].plugin
             raise PluginError(f"plugin {plugin!r}: {self.kind} name {name!r} is already registered by plugin {other!r}")
         self._entries[name] = Entry(name, value, plugin, description)
+
+    def remove_plugin(self, plugin: str) -> None:
+        """Forget every entry `plugin` registered."""
+        self._entries = {n: e for n, e in self._entries.items() if e.plugin != plugin}
 
     def _check_type(self, value: Any, plugin: str) -> None:
         ok = isinstance(value, self.base) if self.instances else (isinstance(value, type) and issubclass(value, self.base))
@@ -77,7 +87,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            raise UsageError(did_you_mean(self.kind, name, self.names()))
+            raise UsageError(did_you_mean(self.kind, name, self.names()) + self.hint)
         entry = self._entries[name]
         if isinstance(entry.value, Lazy):
             value = entry.value.load()

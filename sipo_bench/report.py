@@ -9,22 +9,20 @@ methods or seeds (HV statistics, the union front, IGD+) with the same functions 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
-import tempfile
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import UsageError
-from .stages import _json_default, atomic_write_text
+from .fsio import atomic_write_bytes
+from .stages import _json_default
 
 __all__ = ["load_summaries", "merge", "render_files", "console_table", "table_md", "points_csv",
-           "front_figure", "plot_front", "normalize"]
+           "front_figure", "front_png_bytes", "plot_front", "normalize"]
 
 REQUIRED_KEYS = ("schema_version", "task", "objectives", "methods")
 
@@ -52,6 +50,8 @@ def _load_one(d: Path) -> dict:
         raise UsageError(f"`{d}`: {path.name} is not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, dict):
         raise UsageError(f"`{d}`: expected a JSON object in {path.name}, got {type(data).__name__}")
+    from .summary_schema import check_summary
+
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise UsageError(f"`{d}`: {path.name} is not a sipo-bench summary (missing key(s) {', '.join(missing)})")
@@ -64,6 +64,9 @@ def _load_one(d: Path) -> dict:
         raise UsageError(f"`{d}`: expected `objectives` in {path.name} to be a list of {{name, higher_is_better}}, got {objectives!r}")
     if not isinstance(methods, dict) or not all(isinstance(m, dict) and "status" in m for m in methods.values()):
         raise UsageError(f"`{d}`: expected `methods` in {path.name} to map method names to entries with a status")
+    problem = check_summary(data)
+    if problem:
+        raise UsageError(f"{problem} (in {path})")
     return data
 
 
@@ -94,14 +97,16 @@ def merge(summaries: Sequence[dict]) -> dict:
       same reference point (within 1e-9 relative), else `UsageError`: HVs against different
       reference points are not comparable. Seeds, per-seed reference points, base-policy
       scores and the weight grid are united;
-    - methods are united in order of appearance; a method name present in several runs is
-      taken from the **later** run (it keeps its first position), so
-      `sipo-bench report old new` lets `new` replace a rerun method;
-    - HV statistics, the union front and IGD+ are recomputed over the merged set, with the
-      same functions as the run; `merged_from` records every source run;
+    - methods are united in order of appearance; a method present in several runs (e.g. the
+      seed-0 run and the seed-1 run) gets the points of all of them, keyed by (w, seed). Its
+      config must be the same in every run, and a (w, seed) point present twice must have the
+      same scores, else `UsageError` (a genuine conflict: rerun into one directory, or leave
+      one run out). It is `ok` only if it is ok in every run;
+    - mean points, fronts, HV statistics, the union front and IGD+ are recomputed over the
+      merged set, with the same functions as the run; `merged_from` records every source run;
     - `config`, `versions`, `git_commit` and descriptions are those of the first run.
     """
-    from .experiment import _hv_stats, _igd_plus_all
+    from .experiment import _igd_plus_all, method_indicators
 
     if not summaries:
         raise UsageError("`dirs`: expected at least one run directory, got none")
@@ -154,7 +159,8 @@ def merge(summaries: Sequence[dict]) -> dict:
             if w not in weights:
                 weights.append(w)
         for name, entry in s["methods"].items():
-            methods[name] = entry
+            methods[name] = _merge_method(name, methods.get(name), entry, label) if name in methods else \
+                {**entry, "_runs": [label]}
         run = s.get("run") or {}
         wall += float(run.get("wall_seconds") or 0.0)
         for k, v in (run.get("stages") or {}).items():
@@ -168,11 +174,11 @@ def merge(summaries: Sequence[dict]) -> dict:
     seed_list = sorted(seeds)
     refs_by_seed = {int(k): v for k, v in ref_points.items()}
     floor = first.get("floor")
+    objectives = [(o["name"], bool(o["higher_is_better"])) for o in first["objectives"]]
     for entry in methods.values():
-        if entry.get("status") == "ok" and entry.get("points"):
-            entry["hypervolume"] = _hv_stats(entry["points"], refs_by_seed, maximize, seed_list)
-            if floor is not None:
-                entry["hypervolume_floor"] = _hv_stats(entry["points"], {x: floor for x in seed_list}, maximize, seed_list)
+        entry.pop("_runs", None)
+        entry["points"] = list(entry.get("points") or [])
+        method_indicators(entry, refs_by_seed, floor, objectives, seed_list)
     union_front = _igd_plus_all(methods, maximize)
     valid = [r for r in ref_points.values() if r is not None]
     out.update({
@@ -191,6 +197,34 @@ def merge(summaries: Sequence[dict]) -> dict:
                 "wall_seconds": round(wall, 3), "stages": stage_counts},
     })
     return normalize(out)
+
+
+def _merge_method(name: str, acc: dict, entry: dict, label: str) -> dict:
+    """`acc` (the method as merged so far) with the points of `entry` from run `label`."""
+    runs = acc["_runs"]
+    if acc.get("config") and entry.get("config") and acc["config"] != entry["config"]:
+        diff = sorted(k for k in set(acc["config"]) | set(entry["config"])
+                      if acc["config"].get(k) != entry["config"].get(k))
+        raise UsageError(f"cannot merge method {name!r}: its config differs between run {runs[0]} and run {label} "
+                         f"(field(s) {', '.join(diff)}); merge only runs of the same method config")
+    points = {(tuple(p["w"]), p["seed"]): p for p in acc.get("points") or []}
+    for p in entry.get("points") or []:
+        k = (tuple(p["w"]), p["seed"])
+        if k in points and not _same_vector(points[k]["scores"], p["scores"]):
+            raise UsageError(f"cannot merge method {name!r}: seed {p['seed']}, w={list(k[0])} has scores "
+                             f"{points[k]['scores']} in run {', '.join(runs)} and {p['scores']} in run {label}")
+        points.setdefault(k, p)
+    out = {**acc, "points": list(points.values()), "_runs": runs + [label]}
+    if entry.get("status") != "ok" and acc.get("status") == "ok":
+        out["status"] = entry.get("status") or "failed"
+        out["error"] = f"run {label}: {entry.get('error') or 'failed'}"
+    stage_seconds = dict(acc.get("stage_seconds") or {})
+    for k, v in (entry.get("stage_seconds") or {}).items():
+        stage_seconds[k] = round(stage_seconds.get(k, 0.0) + float(v or 0.0), 3)
+    out["stage_seconds"] = stage_seconds
+    out["seconds"] = round(float(acc.get("seconds") or 0.0) + float(entry.get("seconds") or 0.0), 3)
+    out["extra"] = {**(entry.get("extra") or {}), **(acc.get("extra") or {})}
+    return out
 
 
 # --- Formatting -----------------------------------------------------------------------------
@@ -530,26 +564,23 @@ def front_figure(summary: dict) -> Any:
     return fig
 
 
+def front_png_bytes(summary: dict) -> bytes:
+    """:func:`front_figure` as PNG bytes (no timestamp metadata: same summary, same bytes)."""
+    buf = io.BytesIO()
+    front_figure(summary).savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
 def plot_front(summary: dict, path: Path) -> None:
     """Write :func:`front_figure` as a PNG to `path` via a temp name and a rename."""
-    fig = front_figure(summary)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(Path(path), front_png_bytes(summary))
 
 
 def render_files(summary: dict, out: Path) -> None:
-    """Write table.md, points.csv and front.png into `out`, each atomically."""
-    out = Path(out)
+    """Write table.md, points.csv and front.png into `out` together (one transaction, see
+    :mod:`sipo_bench.outdir`); summary.json and the rest of `out` are kept."""
+    from .outdir import ResultsDir
+
     s = normalize(summary)
-    atomic_write_text(out / "table.md", table_md(s))
-    atomic_write_text(out / "points.csv", points_csv(s))
-    plot_front(s, out / "front.png")
+    ResultsDir(out).commit({"table.md": table_md(s).encode("utf-8"), "points.csv": points_csv(s).encode("utf-8"),
+                            "front.png": front_png_bytes(s)}, None)

@@ -10,3 +10,15 @@ def write(ctx):
 
 def fail(ctx):
     raise ValueError("planned failure\nsecond line")
+
+
+def write_big(ctx):
+    """A stage with one file larger than `integrity.SMALL_FILE` as the tests set it."""
+    (ctx.out / "big.bin").write_bytes(bytes(range(256)) * int(ctx.config["kib"]) * 4)
+    (ctx.out / "sub").mkdir()
+    (ctx.out / "sub" / "small.txt").write_text("small")
+    return {"kib": ctx.config["kib"]}
+
+
+def exit_stage(ctx):
+    raise SystemExit(3)

@@ -142,6 +142,7 @@ def test_method_that_raises_in_fit(tmp_path, capsys):
         from sipo_bench.interfaces import Method
         class Broken(Method):
             name = "broken"
+            needs_model = False
             def fit(self, ctx):
                 raise KeyError("no such adapter")
         @hookimpl
@@ -156,6 +157,13 @@ def test_method_that_raises_in_fit(tmp_path, capsys):
     assert s["methods"]["broken"]["status"] == "failed"
     assert "planning failed: KeyError" in s["methods"]["broken"]["error"]
     assert s["methods"]["dummy"]["status"] == "ok"
+    # the traceback goes to OUT/logs/failures/, the console gets one line per failure
+    tb = (out / "logs" / "failures" / "plan-broken.txt").read_text()
+    assert "Traceback" in tb and "KeyError: 'no such adapter'" in tb and ", in fit" in tb
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "method broken failed while planning: KeyError: 'no such adapter'" in err
+    assert f"method 'broken' failed: planning failed: KeyError: 'no such adapter' (tracebacks in {out}/logs/failures/)" in err
 
 
 def test_duplicate_plugin_name_is_usage_error(tmp_path):
@@ -171,7 +179,7 @@ def test_duplicate_plugin_name_is_usage_error(tmp_path):
     out = tmp_path / "out"
     proc = run_cli("run", "--task", "dummy", "--plugins-dir", str(plug), "--out", str(out))
     assert proc.returncode == 2
-    assert "plugin 'clash': task name 'dummy' is already registered by plugin 'dummy'" in one_error_line(proc)
+    assert "plugin 'clash': task name 'dummy' is already registered by the built-in plugin 'dummy'" in one_error_line(proc)
     assert not out.exists()
 
 

@@ -95,8 +95,11 @@ def test_misspelled_hook_fails_loudly(tmp_path):
         def sipo_bench_register_method():
             return []
     """))
-    with pytest.raises(PluginError, match="typo"):
-        get_plugin_manager(tmp_path)
+    with pytest.raises(PluginError, match="typo"):  # a --plugins-dir file was asked for: it must load
+        load(tmp_path)
+    regs = load(tmp_path, strict=False)  # `sipo-bench plugins`: listed as broken, the others load
+    assert "typo" in regs.broken and "sipo_bench_register_method" in regs.broken["typo"].error
+    assert "dummy" in regs.tasks
 
 
 def test_plugins_dir_and_allow_list(tmp_path, monkeypatch):
@@ -126,7 +129,7 @@ def test_two_plugins_same_name(tmp_path):
         def sipo_bench_register_methods():
             return [Again]
     """))
-    with pytest.raises(PluginError, match=r"plugin 'clash': method name 'dummy' is already registered by plugin 'dummy'"):
+    with pytest.raises(PluginError, match=r"plugin 'clash': method name 'dummy' is already registered by the built-in plugin 'dummy'"):
         load(tmp_path)
 
 

@@ -402,3 +402,24 @@ def test_killed_ray_driver_resumes_under_local(cluster, plugins_dir, reference, 
     assert same_results(summary, reference) == same_results(reference, reference)
     rerun = events(out2)
     assert done_before <= keys_with(rerun, "cached") and not done_before & keys_with(rerun, "start")
+
+
+def test_system_exit_and_no_cache_under_ray(cluster, tmp_path):
+    """Issue 14: a stage raising SystemExit is that stage's failure (the others run), and a
+    `--no-cache` cache (`recompute`) makes the workers rebuild stages the cache already holds."""
+    from sipo_bench_plugins.ray_executor.executor import RayExecutor
+
+    train = Stage("train[0]", TRAIN, {"objective_index": 0, "strength": 0.9, "sleep": 0, "fail": False, "seed": 30})
+    quit_ = Stage("quit[0]", "sys:exit", {"code": 3})  # sys.exit(ctx): SystemExit inside the worker
+    cache = Cache(tmp_path / "cache")
+    log = StageLog(None, "exit-test")
+    outcomes = RayExecutor().run([train, quit_], Runtime(quiet=True), cache, log)
+    assert outcomes[train.key].status == "done"
+    assert outcomes[quit_.key].status == "failed" and outcomes[quit_.key].error.startswith("SystemExit: ")
+    assert "StageAborted" in outcomes[quit_.key].traceback
+    before = json.loads((cache.path(train) / "_DONE.json").read_text())["finished"]
+    again = RayExecutor().run([train], Runtime(quiet=True), Cache(cache.root), StageLog(None, "cached"))
+    assert again[train.key].status == "cached"
+    fresh = RayExecutor().run([train], Runtime(quiet=True), Cache(cache.root, recompute=True), StageLog(None, "nc"))
+    assert fresh[train.key].status == "done"
+    assert json.loads((cache.path(train) / "_DONE.json").read_text())["finished"] > before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -225,6 +226,50 @@ def test_load_summaries_errors_name_the_dir(tmp_path, capsys, content, message):
     assert len(err) == 1 and err[0].startswith("sipo-bench: error: `") and str(d) in err[0]
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s["methods"]["dummy"].update(hypervolume="x"),
+     "`methods.dummy.hypervolume`: expected an object or null, got 'x' (str)"),
+    (lambda s: s["methods"]["dummy"]["hypervolume"].update(mean="0.41"),
+     "`methods.dummy.hypervolume.mean`: expected a finite number, got '0.41' (str)"),
+    (lambda s: s["methods"]["dummy"]["points"][0].update(scores=["a", 0.5]),
+     "`methods.dummy.points[0].scores[0]`: expected a number, got 'a' (str)"),
+    (lambda s: s["methods"]["dummy"]["points"][0].update(seed="0"),
+     "`methods.dummy.points[0].seed`: expected an integer, got '0' (str)"),
+    (lambda s: s["methods"]["dummy"].update(igd_plus="none"), "`methods.dummy.igd_plus`: expected a finite number or null"),
+    (lambda s: s.update(ref_point="abc"), "`ref_point`: expected a list of finite numbers or null, got 'abc' (str)"),
+    (lambda s: s.update(ref_point=[0.5]), "`ref_point`: expected 2 values (one per objective), got [0.5]"),
+    (lambda s: s.update(seeds="0,1,2"), "`seeds`: expected a list of integers, got '0,1,2' (str)"),
+    (lambda s: s["objectives"][0].update(higher_is_better="yes"), "`objectives[0].higher_is_better`: expected true or false"),
+])
+def test_wrongly_typed_summary_fields_are_one_line_errors(tmp_path, runs, capsys, edit, message):
+    s = json.loads((runs["three"] / "summary.json").read_text())
+    edit(s)
+    d = tmp_path / "edited"
+    d.mkdir()
+    (d / "summary.json").write_text(json.dumps(s))
+    for argv in (["report", str(d)], ["report", str(d), str(runs["one"]), "--out", str(tmp_path / "m")]):
+        assert main(argv) == 2
+        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+        assert err == [f"sipo-bench: error: {err[0].split('error: ', 1)[1]}"] and message in err[0], err
+        assert str(d / "summary.json") in err[0]
+    assert not (tmp_path / "m").exists() and sorted(p.name for p in d.iterdir()) == ["summary.json"]
+
+
+def test_report_into_a_read_only_run_dir_suggests_out(tmp_path, runs, capsys):
+    from fsfaults import remount, tmpfs
+
+    with tmpfs(tmp_path / "ro") as ro:
+        d = ro / "run"
+        shutil.copytree(runs["three"], d)
+        remount(ro, "ro")
+        assert main(["report", str(d)]) == 2
+        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+        assert err == [f"sipo-bench: error: `{d}`: cannot write the report into {str(d)!r} (Read-only file system in "
+                       f"{str(d)!r}); write it elsewhere with --out DIR"]
+        assert main(["report", str(d), "--out", str(tmp_path / "elsewhere")]) == 0
+        assert (tmp_path / "elsewhere" / "table.md").read_bytes() == (d / "table.md").read_bytes()
+
+
 def test_load_summaries_missing_dir_and_file_path(tmp_path, runs):
     with pytest.raises(UsageError, match="got nothing there"):
         report.load_summaries([tmp_path / "nope"])
@@ -265,16 +310,42 @@ def test_merge_unites_methods_and_recomputes_indicators(tmp_path, runs):
     assert merged["methods"]["dummy-strong"]["igd_plus"] == pytest.approx(0.4 / 9)
 
 
-def test_merge_later_run_wins_a_duplicate_method_name(tmp_path, runs):
+def test_merge_keeps_every_seed_of_a_method(tmp_path, runs):
+    """The seed-0 run and the seeds-1,2 run of one config merge into exactly the 3-seed run."""
+    rest = run_dummy(tmp_path, "seeds12", runs["cache"], seeds="1,2")
+    [one, two, three] = report.load_summaries([runs["one"], rest, runs["three"]])
+    merged = report.merge([one, two])
+    m, ref = merged["methods"]["dummy"], three["methods"]["dummy"]
+    assert merged["seeds"] == [0, 1, 2] and len(m["points"]) == 15
+    assert sorted((tuple(p["w"]), p["seed"]) for p in m["points"]) == sorted((tuple(p["w"]), p["seed"]) for p in ref["points"])
+    assert sorted(m["hypervolume_floor"]["per_seed"]) == ["0", "1", "2"]
+    for key in ("hypervolume", "hypervolume_floor", "front", "best"):
+        assert m[key] == ref[key], key
+    assert sorted(map(json.dumps, m["mean_points"])) == sorted(map(json.dumps, ref["mean_points"]))
+    assert all(p["n_seeds"] == 3 for p in m["mean_points"])
+    # the same point in both runs with the same scores is no conflict (merging a run with itself)
+    assert report.merge([one, one])["methods"]["dummy"]["points"] == one["methods"]["dummy"]["points"]
+
+
+def test_merge_conflicts_are_errors(tmp_path, runs):
+    [one, three] = report.load_summaries([runs["one"], runs["three"]])
+    tampered = copy.deepcopy(three)
+    p0 = next(p for p in tampered["methods"]["dummy"]["points"] if p["seed"] == 0 and p["w"] == [0.5, 0.5])
+    p0["scores"] = [0.6, 0.4]
+    with pytest.raises(UsageError) as e:
+        report.merge([one, tampered])
+    assert "cannot merge method 'dummy': seed 0, w=[0.5, 0.5] has scores [0.5, 0.5] in run" in str(e.value)
     strong = run_dummy(tmp_path, "strong2", runs["cache"], "--config", str(_yaml(tmp_path, "dummy: {strength: 1.0}")),
-                       seeds="0")
-    [a, b] = report.load_summaries([runs["three"], strong])
-    merged = report.merge([a, b])
-    assert list(merged["methods"]) == ["dummy"]
-    assert merged["methods"]["dummy"]["points"] == b["methods"]["dummy"]["points"]
-    assert merged["methods"]["dummy"]["hypervolume_floor"]["mean"] == pytest.approx(STRONG_HV_FLOOR)
-    merged_rev = report.merge([b, a])
-    assert merged_rev["methods"]["dummy"]["points"] == a["methods"]["dummy"]["points"]
+                       seeds="1")
+    [b] = report.load_summaries([strong])
+    with pytest.raises(UsageError, match=r"cannot merge method 'dummy': its config differs between run \w+ and run \w+ "
+                                         r"\(field\(s\) strength\)"):
+        report.merge([one, b])
+    failed = copy.deepcopy(three)
+    failed["methods"]["dummy"].update(status="failed", error="stage x: boom")
+    merged = report.merge([one, failed])["methods"]["dummy"]
+    assert merged["status"] == "failed" and merged["error"] == f"run {three['run']['run_id']}: stage x: boom"
+    assert merged["hypervolume"] is None
 
 
 def test_merge_of_one_changes_no_number(runs):
@@ -303,17 +374,17 @@ def test_merge_rejects_incomparable_runs(runs, change, message):
 
 
 def test_cli_report_merges_several_dirs(tmp_path, runs, capsys):
-    strong = run_dummy(tmp_path, "strong3", runs["cache"], "--config", str(_yaml(tmp_path, "dummy: {strength: 1.0}")),
-                       seeds="0,3")
+    seed3 = run_dummy(tmp_path, "seed3", runs["cache"], seeds="3")
     merged_dir = tmp_path / "merged"
-    assert main(["report", str(runs["one"]), str(strong), "--out", str(merged_dir)]) == 0
+    assert main(["report", str(runs["one"]), str(seed3), "--out", str(merged_dir)]) == 0
     s = json.loads((merged_dir / "summary.json").read_text())
     assert s["seeds"] == [0, 3] and len(s["merged_from"]) == 2
+    assert sorted({p["seed"] for p in s["methods"]["dummy"]["points"]}) == [0, 3]
     table = (merged_dir / "table.md").read_text()
     assert "Merged from runs:" in table
-    assert md_row(table, "dummy")[3] == "0.3700 [0.3700, 0.3700]"  # the later run's dummy replaced the earlier
+    assert md_row(table, "dummy")[3] == "0.4100 [0.4100, 0.4100]"  # both seeds' points
     capsys.readouterr()
-    assert main(["report", str(runs["one"]), str(strong)]) == 2  # several dirs need --out
+    assert main(["report", str(runs["one"]), str(seed3)]) == 2  # several dirs need --out
     assert "`--out`" in capsys.readouterr().err
 
 

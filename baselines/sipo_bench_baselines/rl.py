@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from .divergence import DivergenceGuard, check_finite_parameters
 from .trainer import ProgressCallback, load_base, lora_config
 
 
@@ -68,16 +69,19 @@ def train_rloo_adapter(out: Path, base_dir: Path | str, prompts: Sequence[str], 
         weight_decay=float(rl["weight_decay"]), gradient_checkpointing=bool(rl["gradient_checkpointing"]),
         bf16=bool(rl.get("bf16")), report_to="none", logging_steps=1, disable_tqdm=True, save_strategy="no",
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, log_completions=False,
+        logging_nan_inf_filter=False,  # a NaN loss must reach the divergence guard
     )
+    guard = DivergenceGuard({"learning_rate": rl["learning_rate"]}, what="RLOO training")
     dataset = Dataset.from_list([{"prompt": format_prompt(p), "raw_prompt": p} for p in prompts])
     with contextlib.ExitStack() as stack:
-        callbacks = []
+        callbacks: list = [guard]
         if progress is not None:
             callbacks.append(ProgressCallback(stack.enter_context(progress(steps, f"rloo {out.name}"))))
         trainer = RLOOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,
                               processing_class=tok, peft_config=lora_config(rl), callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         result = trainer.train()
+    check_finite_parameters(trainer.model, knobs=guard.knobs, what=guard.what)  # the model about to be saved
     trainer.model.save_pretrained(str(out))
     shutil.rmtree(work, ignore_errors=True)
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]

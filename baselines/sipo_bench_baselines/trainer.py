@@ -34,6 +34,7 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
 
+from .divergence import DivergenceGuard, check_finite_loss, check_finite_parameters
 from .losses import PairLogps, PreferenceLoss
 
 # --- Collation and the loss hook ------------------------------------------------------------
@@ -193,6 +194,14 @@ def mean_loss(trainer: PreferenceTrainer, dataset: Any, batch_size: int = 16) ->
     return total / max(n, 1)
 
 
+def divergence_knobs(train: Mapping[str, Any], loss: PreferenceLoss) -> dict[str, Any]:
+    """The settings a diverged preference training should lower, with their values."""
+    knobs = {"learning_rate": train["learning_rate"], "beta": loss.beta}
+    if getattr(loss, "alpha", None):
+        knobs["alpha"] = loss.alpha
+    return knobs
+
+
 def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_rows: list[dict],
                   loss: PreferenceLoss, train: Mapping[str, Any], seed: int, *,
                   ref_adapter_dir: Path | str | None = None, callbacks: Sequence[TrainerCallback] = ()) -> PreferenceTrainer:
@@ -226,12 +235,14 @@ def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_r
         eval_steps=eval_steps, save_steps=eval_steps, save_total_limit=2 if use_eval else None,
         load_best_model_at_end=bool(use_eval and train.get("load_best")), metric_for_best_model="eval_loss",
         greater_is_better=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
-        save_only_model=True,
+        save_only_model=True, logging_nan_inf_filter=False,  # a NaN loss must reach the divergence guard
     )
+    kind = type(loss).__name__.removesuffix("Loss")
+    guard = DivergenceGuard(divergence_knobs(train, loss), what=f"{ {'DPOLW': 'DPO-LW'}.get(kind, kind)} training")
     trainer = PreferenceTrainer(
         model=model, args=args, loss=loss, processing_class=tok, peft_config=lora_config(train),
         train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(val_rows) if use_eval else None, callbacks=list(callbacks))
+        eval_dataset=Dataset.from_list(val_rows) if use_eval else None, callbacks=[guard, *callbacks])
     trainer.remove_callback(PrinterCallback)  # logs stay in trainer.state.log_history
     return trainer
 
@@ -286,6 +297,9 @@ def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[d
         initial = mean_loss(trainer, probe)
         result = trainer.train()
         final = mean_loss(trainer, probe)
+    guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, DivergenceGuard))
+    check_finite_parameters(trainer.model, knobs=guard.knobs, what=guard.what)  # the model about to be saved
+    check_finite_loss(final, knobs=guard.knobs, what=guard.what, name="the final loss on training pairs")
     save_adapter(trainer, out, ref_adapter_dir)
     shutil.rmtree(out / "_trainer", ignore_errors=True)
     use_eval = trainer.args.eval_strategy != "no"

@@ -171,6 +171,7 @@ def _node_summary(nodes: list[dict]) -> str:
 class RayExecutor(Executor):
     name = "ray"
     description = "Runs ready stages in parallel as Ray tasks (local instance or cluster; shared cache)."
+    config_class = RayExecutorConfig
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -225,7 +226,7 @@ class RayExecutor(Executor):
                                                        "started": time.time()}))
         try:
             with self._connected(runtime) as ray:
-                return _Driver(self.config, ray, stages, Cache(cache_root), runtime, log, overall, rdir).run()
+                return _Driver(self.config, ray, stages, cache.with_root(cache_root), runtime, log, overall, rdir).run()
         finally:
             shutil.rmtree(rdir, ignore_errors=True)
             _gc_run_dirs(Path(cache_root) / "ray")
@@ -270,7 +271,9 @@ class _Driver:
         self.nodes = RayExecutor._nodes(ray)
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
         plugins_dir = str(Path(runtime.plugins_dir).resolve()) if getattr(runtime, "plugins_dir", None) else None
-        self.task_args = (str(cache.root), rdir.name, plugins_dir, env, config.input_wait_seconds)
+        # `recompute` (--no-cache): the driver found the stage not done for this run; the worker
+        # must then rebuild it even though an older copy is in the cache
+        self.task_args = (str(cache.root), rdir.name, plugins_dir, env, config.input_wait_seconds, cache.recompute)
         self.remote = ray.remote(worker.run_stage)
         # Ray's policy for GPU tasks, which it applies only to functions declared with GPUs: a
         # fresh worker process per GPU stage, so the GPU memory of one stage's models is freed

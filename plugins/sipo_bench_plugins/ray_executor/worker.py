@@ -59,10 +59,12 @@ def _visible(paths: list[Path], wait_s: float) -> bool:
 
 
 def run_stage(stage: Stage, cache_root: str, run_id: str, plugins_dir: str | None, env: dict[str, str],
-              wait_s: float = 0.0) -> dict:
+              wait_s: float = 0.0, recompute: bool = False) -> dict:
     """Run `stage` (inputs done) into the cache at `cache_root`; never raises for the stage's
     own errors: they come back as `{"ok": False, "error", "traceback"}` so Ray does not retry
-    them. Losing the process (killed worker, dead node) is what Ray retries."""
+    them. Losing the process (killed worker, dead node) is what Ray retries. A stage raising
+    `SystemExit` and the like comes back the same way (`execute_stage` turns it into
+    `StageAborted`). `recompute`: rebuild the stage even if the cache holds it (`--no-cache`)."""
     started = time.time()
     pid, host = os.getpid(), socket.gethostname()
     info = {"pid": pid, "host": host, "started": started}
@@ -76,7 +78,7 @@ def run_stage(stage: Stage, cache_root: str, run_id: str, plugins_dir: str | Non
         atomic_write_text(marker, json.dumps(info))
         _visible([cache.path(d) / DONE for d in stage.inputs.values()], wait_s)  # else execute_stage says which
         runtime = _runtime(plugins_dir, env)
-        status, result, seconds = execute_stage(stage, cache, runtime)
+        status, result, seconds = execute_stage(stage, cache, runtime, force=recompute)
     except Exception as e:  # the stage's own failure: recorded by the driver, not retried
         return {**info, "ok": False, "ended": time.time(), "error": error_line(e), "traceback": format_exception(e)}
     finally:

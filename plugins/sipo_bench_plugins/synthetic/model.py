@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from sipo_bench.interfaces import TaskData
 from sipo_bench.stages import read_jsonl, write_jsonl
+from sipo_bench_baselines.divergence import check_finite_loss, check_finite_parameters
 
 from . import grammar as g
 
@@ -191,14 +192,17 @@ def train(model, tok, rows, c, seed: int, advance=None) -> list[float]:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     losses: list[float] = []
+    knobs = {"task_options.sft_lr": c.sft_lr}
     model.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for b in plan:
+        for step, b in enumerate(plan, start=1):
             ids, pos, labels = packed_batch(tok, [rows[i] for i in b])
             loss = model(input_ids=ids, position_ids=pos, labels=labels, use_cache=False).loss
+            check_finite_loss(loss, step=step, total=len(plan), knobs=knobs, what="synthetic SFT")
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            check_finite_loss(grad_norm, step=step, total=len(plan), knobs=knobs, what="synthetic SFT", name="gradient norm")
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -206,6 +210,8 @@ def train(model, tok, rows, c, seed: int, advance=None) -> list[float]:
             if advance is not None:
                 advance(1)
     model.eval()
+    check_finite_parameters(model, step=len(plan), total=len(plan), knobs=knobs, what="synthetic SFT",
+                            trainable_only=False)
     return losses
 
 
