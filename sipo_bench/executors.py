@@ -1,4 +1,5 @@
-"""The built-in `local` executor: runs stages in-process, one after another."""
+"""The built-in `local` executor: with `jobs` 1, runs stages in this process one after another;
+with more, in that many worker processes side by side (:mod:`sipo_bench.parallel`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
             runtime.log(f"stage {stage.name} ...") if runtime.quiet else None
             t0 = time.time()
             try:
+                runtime.before_stage(stage)
                 status, result, seconds = execute_stage(stage, cache, runtime)
             except Exception as e:  # recorded, never fatal to unrelated stages
                 tb = format_exception(e)
@@ -43,11 +45,19 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
 
 class LocalExecutor(Executor):
     name = "local"
-    description = "Runs every stage in this process, in dependency order (default)."
+    description = ("Runs stages on this machine: in this process with --jobs 1, else side by side in --jobs "
+                   "worker processes, one GPU stage per visible GPU (default).")
 
     def run(self, stages: list[Stage], runtime: Any, cache: Cache | None = None, log: StageLog | None = None,
             overall: Any = None) -> dict[str, StageOutcome]:
-        return run_graph(stages, cache, runtime, log, overall)
+        jobs = int(getattr(runtime, "jobs", 1) or 1)
+        if jobs <= 1 or all(cache.is_done(s) for s in stages):
+            return run_graph(stages, cache, runtime, log, overall)
+        from .device import visible_gpus
+        from .parallel import ParallelRun
+
+        gpus = visible_gpus() if getattr(runtime, "device", "cpu") == "cuda" else []
+        return ParallelRun(stages, cache, runtime, log, overall, jobs, gpus, getattr(runtime, "cpu_threads", None)).run()
 
 
 @hookimpl

@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -54,7 +54,12 @@ class RunConfig:
     no_cache: bool = field(False, help="Recompute every stage of this run.")
     plugins_dir: str | None = field(None, help="Directory of extra plugin *.py files.")
     quiet: bool = field(False, help="Plain log lines instead of progress bars.")
-    cpu_threads: int | None = field(1, help="torch intra-op threads for stages run in this process (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
+    cpu_threads: int | None = field(1, help="torch intra-op threads per stage (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
+    jobs: int | None = field(None, help="Stages run side by side in this many worker processes (local executor); "
+                                        "null = the cores available to this process divided by cpu_threads; "
+                                        "1 = one after another in this process.")
+    device: Literal["auto", "cpu", "cuda"] = field("auto", help="Where models run: cuda (one GPU stage per visible "
+                                                                "GPU), cpu, or auto = cuda when a GPU is visible.")
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "at least one method name", self.methods)
@@ -75,6 +80,29 @@ class RunConfig:
             check(self.max_test_prompts >= 1, "max_test_prompts", "an integer >= 1", self.max_test_prompts)
         if self.cpu_threads is not None:
             check(self.cpu_threads >= 1, "cpu_threads", "an integer >= 1 or null", self.cpu_threads)
+        if self.jobs is not None:
+            check(self.jobs >= 1, "jobs", "an integer >= 1 or null", self.jobs)
+
+    def effective_jobs(self) -> int:
+        """`jobs`, or by default the cores this process may use divided by `cpu_threads`."""
+        if self.jobs is not None:
+            return self.jobs
+        return default_jobs(self.cpu_threads)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_jobs(cpu_threads: int | None) -> int:
+    """Cores available (CPU affinity) // threads per stage, at least 1; 1 with torch's default
+    thread count (`cpu_threads: null` already uses every core per stage)."""
+    if cpu_threads is None:
+        return 1
+    return max(1, available_cores() // cpu_threads)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -127,6 +155,7 @@ class Plan:
     base: dict[int, Stage]
     reference: dict[int, EvalPoint]
     methods: dict[str, MethodPlan]
+    device: str = "cpu"  # the resolved device ("cpu" or "cuda")
 
     def stages(self) -> list[Stage]:
         roots: list[Stage] = list(self.data.values()) + list(self.base.values())
@@ -163,6 +192,9 @@ def method_config(cls: Any, task: Task, overrides: dict, name: str) -> Any:
 
 def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     """Validate every name and option and build the stage graph (nothing runs)."""
+    from .device import resolve, stage_resources
+
+    device = resolve(cfg.device)
     task = runtime.task(cfg.task, cfg.task_options)
     objectives = task.objectives()
     k = len(objectives)
@@ -170,10 +202,12 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     if cfg.ref_point is not None and len(cfg.ref_point) != k:
         raise ConfigError(f"`ref_point`: expected {k} values (one per objective), got {cfg.ref_point!r}")
     generator = cfg.generator or task.default_generator
-    runtime.registries.generators.get(generator)
+    generator_cls = runtime.registries.generators.get(generator)
     runtime.registries.executors.get(cfg.executor)
-    for name, options in task.scorers():
-        runtime.registries.scorers.get(name)
+    scorer_classes = [runtime.registries.scorers.get(name) for name, options in task.scorers()]
+
+    def resources(gpu: bool):
+        return stage_resources(device, cfg.cpu_threads, gpu=gpu)
     names = resolve_methods(cfg, runtime, task)
     for extra in cfg.method_options:  # options may configure methods used by others (dpo)
         if extra not in runtime.registries.methods:
@@ -187,26 +221,30 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name)
         return configs[name]
 
-    task_cfg = task.stage_config()
     decoding = to_dict(cfg.decoding)
-    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {})
+    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {}, device)
+    gen_res = resources(bool(getattr(generator_cls, "uses_accelerator", True)))
+    score_res = resources(any(getattr(c, "uses_accelerator", False) for c in scorer_classes))
 
     def eval_point(label: str, spec: PolicySpec, w, seed: int) -> EvalPoint:
         spec = spec.normalized()
         tag = f"{label},w={fmt(w)},seed={seed}" if w is not None else f"{label},seed={seed}"
         gen = Stage(f"generate[{tag}]", "sipo_bench.evaluation:generate_stage",
-                    {**task_cfg, "policy": spec.to_config(), "decoding": decoding, "generator": generator,
-                     "seed": seed, "max_test_prompts": cfg.max_test_prompts},
-                    {**spec.stages(), "data": plan.data[seed]}, tags={"method": label, "seed": seed})
+                    {**task.stage_config("generate"), "policy": spec.to_config(), "decoding": decoding,
+                     "generator": generator, "seed": seed, "max_test_prompts": cfg.max_test_prompts},
+                    {**spec.stages(), "data": plan.data[seed]}, resources=gen_res, tags={"method": label, "seed": seed})
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",
-                      {**task_cfg, "scorers": [list(s) for s in task.scorers()]},
-                      {"generations": gen}, tags={"method": label, "seed": seed})
+                      {**task.stage_config("score"), "scorers": [list(s) for s in task.scorers()]},
+                      {"generations": gen}, resources=score_res, tags={"method": label, "seed": seed})
         return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score)
 
     for seed in cfg.seeds:
-        plan.data[seed] = Stage(f"data[seed={seed}]", "sipo_bench.taskstages:data_stage", {**task_cfg, "seed": seed})
-        plan.base[seed] = Stage(f"base[seed={seed}]", "sipo_bench.taskstages:base_stage", {**task_cfg, "seed": seed},
-                                {"data": plan.data[seed]})
+        plan.data[seed] = Stage(f"data[seed={seed}]", "sipo_bench.taskstages:data_stage",
+                                {**task.stage_config("data"), "seed": seed}, resources=resources(False))
+        plan.base[seed] = Stage(f"base[seed={seed}]", "sipo_bench.taskstages:base_stage",
+                                {**task.stage_config("base"), "seed": seed},
+                                {"data": plan.data[seed]} if task.base_reads_data else {},
+                                resources=resources(task.uses_accelerator("base")))
         plan.reference[seed] = eval_point("base", PolicySpec(plan.base[seed]), None, seed)
 
     for name in names:
@@ -217,7 +255,8 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             method = cls(configs[name])
             for seed in cfg.seeds:
                 fctx = FitContext(task=task, seed=seed, data=plan.data[seed], base=plan.base[seed],
-                                  weights=list(grid), runtime=runtime, method_name=name, method_configs=config_of)
+                                  weights=list(grid), runtime=runtime, method_name=name, method_configs=config_of,
+                                  resources=resources(bool(cls.needs_model)))
                 family = method.fit(fctx)
                 mp.extra[seed] = dict(family.extra_stages())
                 for w in grid:
@@ -274,15 +313,21 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     if cfg.no_cache:
         for s in stages:
             cache.invalidate(s)
-    if cfg.cpu_threads is not None and any(not cache.is_done(s) for s in stages):
+    jobs = cfg.effective_jobs()
+    runtime.device, runtime.jobs, runtime.cpu_threads = plan.device, jobs, cfg.cpu_threads
+    in_process = cfg.executor == "local" and jobs == 1
+    if cfg.cpu_threads is not None and in_process and any(not cache.is_done(s) for s in stages):
         _set_cpu_threads(cfg.cpu_threads)
     executor = runtime.registries.executors.get(cfg.executor)(**cfg.executor_options)
     out.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:12]
     log = StageLog(out / "logs" / "stages.jsonl", run_id)
     runtime.log(f"run {run_id}: task {plan.task.name}, {len(plan.methods)} method(s), {len(cfg.seeds)} seed(s), "
-                f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root})")
-    with runtime.live():
+                f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root}; device {plan.device}"
+                + (f", {jobs} jobs)" if cfg.executor == "local" else ")"))
+    from .device import using
+
+    with using(plan.device), runtime.live():
         with runtime.progress(len(stages), "stages") as overall:
             outcomes = executor.run(stages, runtime, cache, log, overall)
     runtime.close()
@@ -434,6 +479,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "task_base": {str(s): v for s, v in base_meta.items()},
         "methods": methods,
         "generator": plan.generator,
+        "device": plan.device,
         "config": to_dict(cfg),
         "versions": package_versions(),
         "git_commit": _git_commit(),
@@ -456,7 +502,7 @@ def comparable(summary: dict) -> dict:
     for m in s.get("methods", {}).values():
         for k in VOLATILE_METHOD_KEYS:
             m.pop(k, None)
-    for k in ("out", "cache_dir", "quiet", "no_cache", "cpu_threads"):
+    for k in ("out", "cache_dir", "quiet", "no_cache", "cpu_threads", "jobs"):
         s.get("config", {}).pop(k, None)
 
     def strip(x: Any) -> Any:  # timing fields inside stage results (`seconds`, `sft_seconds`, ...)

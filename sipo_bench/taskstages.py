@@ -16,5 +16,7 @@ def data_stage(ctx: StageContext):
 
 
 def base_stage(ctx: StageContext):
-    """config: task, task_options, seed; inputs: data -> the base model in ctx.out."""
-    return _task(ctx).build_base(TaskData(ctx.inputs["data"]), ctx.out, int(ctx.config["seed"]), ctx)
+    """config: task, task_options, seed; inputs: data (unless the task's base does not read
+    it: then `data` is None) -> the base model in ctx.out."""
+    data = TaskData(ctx.inputs["data"]) if "data" in ctx.inputs else None
+    return _task(ctx).build_base(data, ctx.out, int(ctx.config["seed"]), ctx)

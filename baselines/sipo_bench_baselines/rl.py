@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from sipo_bench.device import torch_device
+
 from .trainer import ProgressCallback, load_base, lora_config
 
 
@@ -67,7 +69,7 @@ def train_rloo_adapter(out: Path, base_dir: Path | str, prompts: Sequence[str], 
         beta=float(rl["kl_beta"]), lr_scheduler_type=str(rl["lr_scheduler"]), warmup_steps=float(rl["warmup_ratio"]),
         weight_decay=float(rl["weight_decay"]), gradient_checkpointing=bool(rl["gradient_checkpointing"]),
         bf16=bool(rl.get("bf16")), report_to="none", logging_steps=1, disable_tqdm=True, save_strategy="no",
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, log_completions=False,
+        use_cpu=torch_device().type != "cuda", dataloader_num_workers=0, log_completions=False,
     )
     dataset = Dataset.from_list([{"prompt": format_prompt(p), "raw_prompt": p} for p in prompts])
     with contextlib.ExitStack() as stack:

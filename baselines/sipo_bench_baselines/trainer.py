@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+
+from sipo_bench.device import torch_device
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer
@@ -225,7 +227,7 @@ def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_r
         save_strategy="steps" if use_eval else "no", eval_strategy="steps" if use_eval else "no",
         eval_steps=eval_steps, save_steps=eval_steps, save_total_limit=2 if use_eval else None,
         load_best_model_at_end=bool(use_eval and train.get("load_best")), metric_for_best_model="eval_loss",
-        greater_is_better=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        greater_is_better=False, dataloader_num_workers=0, use_cpu=torch_device().type != "cuda",
         save_only_model=True,
     )
     trainer = PreferenceTrainer(
