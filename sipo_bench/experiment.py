@@ -27,6 +27,7 @@ from .errors import UsageError
 from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
 from .runtime import Runtime
 from .stages import Cache, Stage, StageLog, default_cache_dir, walk, write_json
+from .taskstages import plan_task_stages
 from .weights import fmt, simplex_grid, validate_weights
 
 SCHEMA_VERSION = 1
@@ -239,12 +240,8 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score)
 
     for seed in cfg.seeds:
-        plan.data[seed] = Stage(f"data[seed={seed}]", "sipo_bench.taskstages:data_stage",
-                                {**task.stage_config("data"), "seed": seed}, resources=resources(False))
-        plan.base[seed] = Stage(f"base[seed={seed}]", "sipo_bench.taskstages:base_stage",
-                                {**task.stage_config("base"), "seed": seed},
-                                {"data": plan.data[seed]} if task.base_reads_data else {},
-                                resources=resources(task.uses_accelerator("base")))
+        plan.data[seed], plan.base[seed] = plan_task_stages(task, seed, resources(task.uses_accelerator("data")),
+                                                            resources(task.uses_accelerator("base")))
         plan.reference[seed] = eval_point("base", PolicySpec(plan.base[seed]), None, seed)
 
     for name in names:
