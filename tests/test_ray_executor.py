@@ -48,9 +48,15 @@ class DummyB(DummyMethod):
     description = "The dummy method under a second name; its own options make its own stages."
 
 
+class DummyGPU(DummyMethod):
+    name = "dummy-gpu"
+    description = "The dummy method declared as model-based: on a cuda run its stages ask for a GPU."
+    needs_model = True
+
+
 @hookimpl
 def sipo_bench_register_methods():
-    return [DummyB]
+    return [DummyB, DummyGPU]
 '''
 
 
@@ -266,16 +272,18 @@ def test_cli_ray_resumes_a_killed_local_run(plugins_dir, reference, tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A private 2-CPU Ray instance on 127.0.0.1, stopped (and checked gone) after the module."""
+    """A private Ray instance on 127.0.0.1 with 2 CPUs and 2 fake GPUs (Ray hands out GPU ids
+    it is told exist), stopped (and checked gone) after the module."""
     from sipo_bench_plugins.ray_executor.executor import start_local
 
     assert not ray.is_initialized()
-    start_local(num_cpus=2, object_store_memory_mb=100, log_to_driver=False)
     me = psutil.Process()
+    before = tree(me)  # e.g. multiprocessing's resource tracker, started by earlier tests
+    start_local(num_cpus=2, num_gpus=2, object_store_memory_mb=100, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
-        started = tree(me) - {me}
+        started = tree(me) - before
         ray.shutdown()
         assert_all_gone(started)
 
@@ -358,7 +366,7 @@ def test_stage_error_recorded_like_local_then_fixed_under_local(cluster, plugins
 
 
 def test_resources_decide_what_runs_together(cluster, tmp_path):
-    """A stage asking for both CPUs runs alone; one asking for a GPU the cluster lacks
+    """A stage asking for both CPUs runs alone; one asking for more GPUs than the cluster has
     fails at once with the reason (its dependent is skipped); `overall` ticks once per stage."""
     from sipo_bench_plugins.ray_executor.executor import RayExecutor
 
@@ -368,7 +376,7 @@ def test_resources_decide_what_runs_together(cluster, tmp_path):
 
     big = [train(f"big[{i}]", i, 0.8, cpus=2) for i in range(2)]
     small = [train(f"small[{i}]", 10 + i, 0.5) for i in range(2)]
-    gpu = train("gpu[0]", 20, 0.0, gpus=1)
+    gpu = train("gpu[0]", 20, 0.0, gpus=3)
     after = Stage("after[0]", TRAIN, {"objective_index": 1, "strength": 0.9, "sleep": 0, "fail": False, "seed": 21},
                   {"x": gpu})
     stages = big + small + [gpu, after]
@@ -377,12 +385,37 @@ def test_resources_decide_what_runs_together(cluster, tmp_path):
     outcomes = RayExecutor().run(stages, Runtime(quiet=True), Cache(tmp_path / "cache"), log, lambda n=1: ticks.append(n))
     assert len(ticks) == len(stages)
     assert [outcomes[s.key].status for s in stages] == ["done"] * 4 + ["failed", "skipped"]
-    assert outcomes[gpu.key].error.startswith("UnschedulableStage: gpu[0] asks for 1 CPU, 1 GPU")
+    assert outcomes[gpu.key].error.startswith("UnschedulableStage: gpu[0] asks for 1 CPU, 3 GPU")
     done = {e["stage"]: (e["started"], e["ended"]) for e in log.events if e["event"] == "done"}
     for s in big:  # a stage asking for both CPUs ran alone
         others = [iv for name, iv in done.items() if name != s.name]
         assert all(max_concurrency([done[s.name], iv]) == 1 for iv in others), (s.name, done)
     assert not (tmp_path / "cache" / "ray").exists() or not list((tmp_path / "cache" / "ray").iterdir())
+
+
+def test_gpu_declarations_of_a_cuda_run_reach_ray(cluster, plugins_dir, tmp_path, monkeypatch):
+    """A run planned with `device: cuda` (two GPUs claimed) on the 2-GPU instance: the stages
+    of a model-based method ask Ray for one GPU each and get one GPU id each, at most two at
+    a time; the model-free task's own stages ask for none and get none."""
+    import sipo_bench.device
+
+    monkeypatch.setattr(sipo_bench.device, "cuda_device_count", lambda: 2)
+    data = {**run_config(plugins_dir, tmp_path, "gpu", "ray", methods=("dummy-gpu",), seeds=(0, 1, 2)),
+            "device": "cuda", "method_options": {"dummy-gpu": {"sleep": 2 * SLEEP}},
+            # half a CPU per training stage: only the two GPUs keep a third from starting
+            "executor_options": {"resources": {"dummy-train": {"cpus": 0.5}}}}
+    summary, out = run(data)
+    assert summary["device"] == "cuda" and summary["methods"]["dummy-gpu"]["status"] == "ok"
+    done = [e for e in events(out) if e["event"] == "done"]
+    train = [e for e in done if e["stage"].startswith("dummy-train")]
+    assert len(train) == 6 and all(len(e["gpus"]) == 1 for e in train)
+    assert all(e["gpus"] == [] for e in done if not e["stage"].startswith("dummy-train"))
+    spans = [(e["started"], e["ended"]) for e in train]
+    assert max_concurrency(spans) == 2
+    for a in train:  # stages that ran at the same time had different GPUs
+        for b in train:
+            if a is not b and max_concurrency([(a["started"], a["ended"]), (b["started"], b["ended"])]) == 2:
+                assert a["gpus"] != b["gpus"]
 
 
 @pytest.mark.slow

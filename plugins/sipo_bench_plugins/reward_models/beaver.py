@@ -101,7 +101,7 @@ class BeaverOptions:
     score_index: int = field(0, help="Which of the score_dim outputs is the score.")
     max_length: int | None = field(None, help="Truncate inputs to this many tokens; None = no truncation.")
     device: str | None = field(None, help="torch device; None = the run's device (`device:` of the run config).")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = bf16 on GPU, fp32 on CPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = the run device's inference dtype: bf16 on a GPU, fp32 on a CPU.")
 
     def __post_init__(self) -> None:
         check(bool(self.model), "model", "a hub id or local path", self.model)

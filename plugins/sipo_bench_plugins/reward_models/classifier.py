@@ -59,7 +59,7 @@ class ClassifierOptions:
     max_length: int | None = field(None, help="Truncate inputs to this many tokens; None = no truncation.")
     trust_remote_code: bool = field(False, help="Passed to from_pretrained.")
     device: str | None = field(None, help="torch device; None = the run's device (`device:` of the run config).")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = bf16 on GPU, fp32 on CPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = the run device's inference dtype: bf16 on a GPU, fp32 on a CPU.")
 
     def __post_init__(self) -> None:
         check(isinstance(self.model, str) and bool(self.model), "model", "a hub id or local path", self.model)
@@ -151,7 +151,7 @@ class DPAOptions:
     batch_size: int = field(8, help="Texts per forward pass.")
     max_length: int | None = field(None, help="Truncate inputs to this many tokens; None = no truncation.")
     device: str | None = field(None, help="torch device; None = the run's device (`device:` of the run config).")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = bf16 on GPU, fp32 on CPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = the run device's inference dtype: bf16 on a GPU, fp32 on a CPU.")
 
     def __post_init__(self) -> None:
         for i, o in enumerate(self.objectives):
