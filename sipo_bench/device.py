@@ -121,3 +121,15 @@ def stage_resources(device: str, cpu_threads: int | None, *, gpu: bool) -> Resou
     """What a stage asks of a worker: its CPU threads, and one GPU if it runs a model and the
     run's device is `cuda` (on a CPU run nothing asks for a GPU)."""
     return Resources(cpus=cpu_threads or 1, gpus=1 if (gpu and device == "cuda") else 0)
+
+
+def take_peak_gpu_gb() -> float | None:
+    """Peak GPU memory torch allocated in this process since the last call, in GiB, and reset
+    the counter (executors call it after each stage: the stage log's `peak_gpu_gb`); None when
+    this process has not used CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    peak = torch.cuda.max_memory_allocated() / 1024 ** 3
+    torch.cuda.reset_peak_memory_stats()
+    return round(peak, 3)

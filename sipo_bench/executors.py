@@ -11,6 +11,15 @@ from .interfaces import Executor, StageOutcome
 from .stages import Cache, Stage, StageLog, error_line, execute_stage, format_exception
 
 
+def stage_extras() -> dict:
+    """What the stage log records about the stage that just ran here beyond its time: the
+    peak GPU memory it allocated (on a GPU run)."""
+    from .device import take_peak_gpu_gb
+
+    peak = take_peak_gpu_gb()
+    return {"peak_gpu_gb": peak} if peak is not None else {}
+
+
 def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, overall: Any = None) -> dict[str, StageOutcome]:
     """Run `stages` (topological order) in this process; failures skip only their dependents."""
     outcomes: dict[str, StageOutcome] = {}
@@ -37,7 +46,7 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
                 runtime.log(f"[red]stage {stage.name} failed: {line}[/red]" if not runtime.quiet else f"stage {stage.name} failed: {line}")
             else:
                 outcomes[stage.key] = StageOutcome(status, result, seconds)
-                log.write(stage, "done", seconds=seconds)
+                log.write(stage, "done", seconds=seconds, **stage_extras())
         if overall is not None:
             overall()
     return outcomes

@@ -261,9 +261,10 @@ class ParallelRun:
             if entry is not None:
                 entry[0].close()
         elif kind == "done":
-            _, key, status, result, seconds = msg
+            _, key, status, result, seconds, extras = msg
             self._release(w, key)
-            self._finish(self.stages[key], StageOutcome(status, result, seconds), "done", seconds=seconds, pid=w.pid)
+            self._finish(self.stages[key], StageOutcome(status, result, seconds), "done", seconds=seconds, pid=w.pid,
+                         **extras)
         elif kind == "failed":
             _, key, line, tb = msg
             self._release(w, key)

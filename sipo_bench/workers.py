@@ -17,7 +17,8 @@ long as the run lasts, and reports back over a pipe.
 Protocol (pickled tuples over a `multiprocessing` pipe): parent -> worker
 `("run", stage, cache_root, threads)` or `("stop",)`; worker -> parent `("log", text)`,
 `("bar", id, total, description)`, `("advance", id, n)`, `("bar-end", id)`,
-`("done", key, status, result, seconds)`, `("failed", key, error_line, traceback)`.
+`("done", key, status, result, seconds, extras)` (extras: e.g. `peak_gpu_gb`),
+`("failed", key, error_line, traceback)`.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def worker_main(conn: Any, parent_pid: int, env: dict[str, str], plugins_dir: st
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES and SIPO_BENCH_DEVICE before torch is imported
+    from .executors import stage_extras
     from .stages import Cache, error_line, execute_stage, format_exception
 
     runtime = WorkerRuntime(conn, plugins_dir, env.get("SIPO_BENCH_DEVICE", "cpu"))
@@ -129,7 +131,7 @@ def worker_main(conn: Any, parent_pid: int, env: dict[str, str], plugins_dir: st
             except Exception as e:  # the stage's own failure: reported, the worker goes on
                 runtime.send(("failed", stage.key, error_line(e), format_exception(e)))
             else:
-                runtime.send(("done", stage.key, status, result, seconds))
+                runtime.send(("done", stage.key, status, result, seconds, stage_extras()))
     finally:
         with contextlib.suppress(Exception):
             runtime.close()
