@@ -32,7 +32,8 @@ from sipo_bench.experiment import comparable, execute, make_config  # noqa: E402
 from sipo_bench.runtime import Runtime  # noqa: E402
 from sipo_bench.stages import Cache, Resources, Stage, StageLog, read_jsonl  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+# one Ray instance at a time: every Ray test runs in the same test process (pytest-xdist)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("ray")]
 
 SLEEP = 1.0  # seconds per dummy training stage: long enough to overlap and to be killed
 SIPO_BENCH = str(Path(sys.executable).with_name("sipo-bench"))
