@@ -204,8 +204,14 @@ class ParallelRun:
             slot.worker = WorkerProcess(self.runtime.plugins_dir, slot.gpu, self.device)
         w = slot.worker
         threads = int(self._cpus(stage)) if self.cpu_threads is not None else None
-        w.run(stage, str(self.cache.root), threads)
         self.running[stage.key] = w
+        try:
+            w.run(stage, str(self.cache.root), threads)
+        except (OSError, ValueError):  # the worker died before it could take the stage
+            w.stage_key, w.started_at = stage.key, time.time()
+            w.proc.join(1.0)
+            self._gone(w)
+            return
         where = {"pid": w.pid, **({"gpu": w.gpu} if w.gpu is not None else {})}
         self.log.write(stage, "start", worker=self.slots.index(slot), **where)
         label = f"worker {self.slots.index(slot)}, pid {w.pid}" + (f", GPU {w.gpu}" if w.gpu is not None else "")

@@ -66,10 +66,10 @@ class WorkerRuntime(Runtime):
     """The worker's runtime: plugins and model caches as in-process, but log lines and progress
     bars go to the parent, which owns the console."""
 
-    def __init__(self, conn: Any, plugins_dir: str | None, device: str):
+    def __init__(self, conn: Any, plugins_dir: str | None, device: str, send_lock: Any = None):
         super().__init__(plugins_dir=plugins_dir, quiet=False, device=device)
         self._conn = conn
-        self._send_lock = threading.Lock()
+        self._send_lock = send_lock or threading.Lock()
         self._bars = 0
 
     def send(self, msg: tuple) -> None:
@@ -113,7 +113,13 @@ def worker_main(conn: Any, parent_pid: int, env: dict[str, str], plugins_dir: st
     from .executors import stage_extras
     from .stages import Cache, error_line, execute_stage, format_exception
 
-    runtime = WorkerRuntime(conn, plugins_dir, env.get("SIPO_BENCH_DEVICE", "cpu"))
+    send_lock = threading.Lock()
+    runtime: WorkerRuntime | None = None
+
+    def send(msg: tuple) -> None:
+        with send_lock:
+            conn.send(msg)
+
     try:
         while True:
             try:
@@ -126,15 +132,18 @@ def worker_main(conn: Any, parent_pid: int, env: dict[str, str], plugins_dir: st
             if threads:
                 _set_threads(int(threads))
             try:
+                if runtime is None:  # here, so that a plugin that fails to load fails the stage, with its traceback
+                    runtime = WorkerRuntime(conn, plugins_dir, env.get("SIPO_BENCH_DEVICE", "cpu"), send_lock)
                 runtime.before_stage(stage)
                 status, result, seconds = execute_stage(stage, Cache(cache_root), runtime)
             except Exception as e:  # the stage's own failure: reported, the worker goes on
-                runtime.send(("failed", stage.key, error_line(e), format_exception(e)))
+                send(("failed", stage.key, error_line(e), format_exception(e)))
             else:
-                runtime.send(("done", stage.key, status, result, seconds, stage_extras()))
+                send(("done", stage.key, status, result, seconds, stage_extras()))
     finally:
-        with contextlib.suppress(Exception):
-            runtime.close()
+        if runtime is not None:
+            with contextlib.suppress(Exception):
+                runtime.close()
 
 
 def _set_threads(n: int) -> None:
@@ -192,10 +201,10 @@ class WorkerProcess:
         return self.stage_key is not None
 
     def run(self, stage: Any, cache_root: str, threads: int | None) -> None:
-        self.conn.send(("run", stage, cache_root, threads))
         self.stage_key = stage.key
         self.started_at = time.time()
         self.last = stage
+        self.conn.send(("run", stage, cache_root, threads))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask it to finish, then make sure it is gone."""

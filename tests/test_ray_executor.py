@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -240,7 +241,18 @@ def test_cli_ray_resumes_a_killed_local_run(plugins_dir, reference, tmp_path):
     seen: dict[psutil.Process, str] = {}
     with cli(write_yaml(tmp_path / "ray.yaml", resumed)) as proc:
         ps = psutil.Process(proc.pid)
-        started_at = ps.create_time()
+        # Ray names the session of a private instance after the pid of the process that starts it
+        # (/tmp/ray/session_<date>_<time>_<us>_<pid>): a Ray server of this command says so in its
+        # command line, whatever other Ray instances run on the machine (other tests, other users)
+        session = re.compile(rf"session_[0-9_-]+_{proc.pid}\b")
+
+        def ours(p: psutil.Process) -> bool:
+            try:
+                return bool(session.search(" ".join(p.cmdline())))
+            except psutil.Error:
+                return False
+
+        servers_seen: dict[psutil.Process, str] = {}
         deadline = time.time() + 120
         while proc.poll() is None and time.time() < deadline:  # every process the command starts
             for p in tree(ps) - {ps} - set(seen):
@@ -248,16 +260,18 @@ def test_cli_ray_resumes_a_killed_local_run(plugins_dir, reference, tmp_path):
                     seen[p] = p.name()
                 except psutil.Error:
                     pass
+            servers_seen.update({p: p.info["name"] for p in psutil.process_iter(["name"])
+                                 if p.info["name"] in ("raylet", "gcs_server") and p not in servers_seen and ours(p)})
             time.sleep(0.1)
         output = proc.stdout.read()
     assert proc.returncode == 0, output
     assert "private instance, 127.0.0.1" in output
-    # Ray's servers were observed (the raylet can be reparented before the 0.1 s poll sees it)
-    assert {"raylet", "gcs_server"} & set(seen.values()), seen
-    assert_all_gone(set(seen))
-    # ... and none started during the command survives it, seen in its tree or not
-    survivors = [p for p in psutil.process_iter(["name", "create_time"])
-                 if p.info["name"] in ("raylet", "gcs_server") and (p.info["create_time"] or 0) >= started_at - 1]
+    # Ray's servers were observed, in the command's tree or reparented, and known as ours
+    assert {"raylet", "gcs_server"} & (set(servers_seen.values()) | set(seen.values())), seen
+    assert servers_seen, "no Ray server with this command's session name was seen"
+    assert_all_gone(set(seen) | set(servers_seen))
+    # ... and none of this command's Ray servers survives it, seen during the run or not
+    survivors = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server") and ours(p)]
     assert not survivors, survivors
 
     second = events(resumed["out"])
