@@ -53,15 +53,23 @@ def events(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "logs" / "stages.jsonl").read_text().splitlines()]
 
 
-def stage_seconds(out: Path) -> dict[str, float]:
-    """Seconds of every stage computed in the run at `out`, by key."""
-    return {e["key"]: float(e.get("seconds", 0.0)) for e in events(out) if e["event"] == "done"}
+def stage_seconds(out: Path, field: str = "seconds") -> dict[str, float]:
+    """Wall seconds (or `cpu_seconds`) of every stage computed in the run at `out`, by key."""
+    return {e["key"]: float(e.get(field, 0.0)) for e in events(out) if e["event"] == "done"}
 
 
-def critical_path(out: Path, cache: Path) -> tuple[float, list[str]]:
+def cpu_line(out: Path, wall: float) -> str:
+    """How much CPU the run's stages got: on a machine shared with other jobs, stages wait for
+    a core and their wall time exceeds their CPU time."""
+    w, c = sum(stage_seconds(out).values()), sum(stage_seconds(out, "cpu_seconds").values())
+    return (f"stages: {w:.1f} s wall, {c:.1f} s CPU ({c / w:.0%} of their wall time on a CPU); "
+            f"{c / wall:.2f} cores busy with stages over the run's {wall:.1f} s")
+
+
+def critical_path(out: Path, cache: Path, field: str = "seconds") -> tuple[float, list[str]]:
     """The longest chain of stage times through the run's graph (inputs from each stage's
     `_DONE.json`), with the names along it."""
-    secs = stage_seconds(out)
+    secs = stage_seconds(out, field)
     names = {e["key"]: e["stage"] for e in events(out)}
     inputs = {k: list(json.loads((cache / "stages" / k / "_DONE.json").read_text())["inputs"].values()) for k in secs}
     best: dict[str, tuple[float, list[str]]] = {}
@@ -129,15 +137,20 @@ def main() -> None:
               f"{len(summary['weights'])} weights, seeds {summary['seeds']}, {summary['run']['stages']['total']} stages")
         if t1 is not None:
             total = sum(stage_seconds(serial).values())
+            total_cpu = sum(stage_seconds(serial, "cpu_seconds").values())
             path, chain = critical_path(serial, work / "cache-jobs1")
+            path_cpu, _ = critical_path(serial, work / "cache-jobs1", "cpu_seconds")
             split_by_kind(serial)
             print(f"  stage time in the --jobs 1 run: {total:.1f} s; critical path {path:.1f} s "
                   f"({' -> '.join(chain)})")
-            print(f"  bound for --jobs {j}: max(critical path, total / {j}) = {max(path, total / j):.1f} s")
+            print(f"  bound for --jobs {j}: max(critical path, total / {j}) = {max(path, total / j):.1f} s "
+                  f"(in CPU seconds, what an idle machine would take: max({path_cpu:.1f}, {total_cpu / j:.1f}))")
             print(f"  cold --jobs 1: {t1:.1f} s   cold --jobs {j}: {tj:.1f} s   speed-up {t1 / tj:.2f}x "
                   f"(goal >= 1.6x)   same summary: {same_results(serial, work / f'jobs{j}')}")
+            print(f"  --jobs 1 {cpu_line(serial, t1)}")
         else:
             print(f"  cold --jobs {j}: {tj:.1f} s")
+        print(f"  --jobs {j} {cpu_line(work / f'jobs{j}', tj)}")
         if "warm" in parts:
             tw = run([*extra, "--jobs", str(j)], work / "warm", work / f"cache-jobs{j}")
             print(f"\n[warm] rerun, every stage cached: {tw:.1f} s (cold/warm {tj / tw:.0f}x)")
@@ -148,6 +161,7 @@ def main() -> None:
         s10 = json.loads((work / "seeds10" / "summary.json").read_text())
         print(f"\n[seeds10] every method, 10 seeds, cold, --jobs {j}: {t10:.1f} s = {t10 / 60:.1f} min "
               f"(goal <= 6 min); {s10['run']['stages']['total']} stages")
+        print(f"  {cpu_line(work / 'seeds10', t10)}")
 
     if "ray" in parts:
         rargs = shlex.split(ns.ray_args)

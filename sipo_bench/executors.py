@@ -11,13 +11,18 @@ from .interfaces import Executor, StageOutcome
 from .stages import Cache, Stage, StageLog, error_line, execute_stage, format_exception
 
 
-def stage_extras() -> dict:
-    """What the stage log records about the stage that just ran here beyond its time: the
-    peak GPU memory it allocated (on a GPU run)."""
+def stage_extras(cpu_start: float) -> dict:
+    """What the stage log records about the stage that just ran in this process beyond its
+    wall time: the CPU time this process spent on it (all its threads; wall time above CPU
+    time means the stage waited, e.g. for a CPU other processes held), and the peak GPU memory
+    it allocated (on a GPU run). `cpu_start`: `time.process_time()` when the stage started."""
     from .device import take_peak_gpu_gb
 
+    extras = {"cpu_seconds": round(time.process_time() - cpu_start, 3)}
     peak = take_peak_gpu_gb()
-    return {"peak_gpu_gb": peak} if peak is not None else {}
+    if peak is not None:
+        extras["peak_gpu_gb"] = peak
+    return extras
 
 
 def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, overall: Any = None) -> dict[str, StageOutcome]:
@@ -34,7 +39,7 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
         else:
             log.write(stage, "start")
             runtime.log(f"stage {stage.name} ...") if runtime.quiet else None
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             try:
                 runtime.before_stage(stage)
                 status, result, seconds = execute_stage(stage, cache, runtime)
@@ -46,7 +51,7 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
                 runtime.log(f"[red]stage {stage.name} failed: {line}[/red]" if not runtime.quiet else f"stage {stage.name} failed: {line}")
             else:
                 outcomes[stage.key] = StageOutcome(status, result, seconds)
-                log.write(stage, "done", seconds=seconds, **stage_extras())
+                log.write(stage, "done", seconds=seconds, **stage_extras(c0))
         if overall is not None:
             overall()
     return outcomes

@@ -17,7 +17,7 @@ long as the run lasts, and reports back over a pipe.
 Protocol (pickled tuples over a `multiprocessing` pipe): parent -> worker
 `("run", stage, cache_root, threads)` or `("stop",)`; worker -> parent `("log", text)`,
 `("bar", id, total, description)`, `("advance", id, n)`, `("bar-end", id)`,
-`("done", key, status, result, seconds, extras)` (extras: e.g. `peak_gpu_gb`),
+`("done", key, status, result, seconds, extras)` (extras: `cpu_seconds`, `peak_gpu_gb`),
 `("failed", key, error_line, traceback)`.
 """
 
@@ -131,6 +131,7 @@ def worker_main(conn: Any, parent_pid: int, env: dict[str, str], plugins_dir: st
             _, stage, cache_root, threads = msg
             if threads:
                 _set_threads(int(threads))
+            c0 = time.process_time()
             try:
                 if runtime is None:  # here, so that a plugin that fails to load fails the stage, with its traceback
                     runtime = WorkerRuntime(conn, plugins_dir, env.get("SIPO_BENCH_DEVICE", "cpu"), send_lock)
@@ -139,7 +140,7 @@ def worker_main(conn: Any, parent_pid: int, env: dict[str, str], plugins_dir: st
             except Exception as e:  # the stage's own failure: reported, the worker goes on
                 send(("failed", stage.key, error_line(e), format_exception(e)))
             else:
-                send(("done", stage.key, status, result, seconds, stage_extras()))
+                send(("done", stage.key, status, result, seconds, stage_extras(c0)))
     finally:
         if runtime is not None:
             with contextlib.suppress(Exception):
