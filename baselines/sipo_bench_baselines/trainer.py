@@ -76,14 +76,28 @@ class PreferenceTrainer(DPOTrainer):
         if self._signature_columns is not None:
             self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self._extra_columns]))
 
+    #: score tokens with trl's fused, chunked LM head (never materialises the logits: the
+    #: memory saver a large vocabulary on a GPU needs) or, with False, through the full logits
+    #: (on a CPU, for the small vocabularies run there, the chunking costs more than the logits:
+    #: a third of a tiny model's DPO step). None: fused on a GPU, full logits on a CPU.
+    fused_logps: bool | None = None
+
     def _response_logps(self, model: Any, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probs of the response tokens of each sequence and their number."""
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
-                    fused_lm_head=True, use_cache=False)
         shift_mask = completion_mask[:, 1:]
-        per_token = out.log_probs[:, -shift_mask.size(1):]  # zero where the label is masked
+        fused = self.fused_logps if self.fused_logps is not None else self.accelerator.device.type != "cpu"
+        if fused:
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
+                        fused_lm_head=True, use_cache=False)
+            per_token = out.log_probs[:, -shift_mask.size(1):]  # zero where the label is masked
+        else:
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                           use_cache=False).logits[:, :-1].float()
+            target = labels[:, 1:]
+            picked = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            per_token = picked.masked_fill(target == -100, 0.0)
         return per_token.sum(dim=1), shift_mask.sum(dim=1)
 
     def pair_logps(self, model: Any, inputs: Mapping[str, torch.Tensor]) -> PairLogps:
