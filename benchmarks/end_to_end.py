@@ -170,7 +170,8 @@ def main() -> None:
         cfg.write_text(json.dumps({"executor": "ray", "executor_options": {"num_cpus": j}}))
         tr = run([*rargs, "--config", str(cfg)], work / "ray", work / "cache-ray")
         print(f"\n[ray] {' '.join(rargs)}: local --jobs {j}: {tl:.1f} s   ray ({j} CPUs): {tr:.1f} s   "
-              f"local/ray {tl / tr:.2f}x   same summary: {same_results(work / 'ray-local', work / 'ray')}")
+              f"ray time / local time {tr / tl:.2f}x (above 1: local is faster)   "
+              f"same summary: {same_results(work / 'ray-local', work / 'ray')}")
     print(f"\nload average at the end {load()}")
 
 
