@@ -10,3 +10,12 @@ def write(ctx):
 
 def fail(ctx):
     raise ValueError("planned failure\nsecond line")
+
+
+def where(ctx):
+    """Sleeps `sleep` seconds and reports the GPU and device its process was given."""
+    import os
+    import time
+
+    time.sleep(ctx.config.get("sleep", 0))
+    return {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": os.environ.get("SIPO_BENCH_DEVICE")}

@@ -231,3 +231,39 @@ def test_resources_limit_what_runs_together(tmp_path):
         assert all(max_concurrency([done[s.name], other]) == 1 for n, other in done.items() if n != s.name), done
     assert max_concurrency([done[s.name] for s in small]) == 2
     assert iv  # the log holds every stage
+
+
+def test_gpu_stages_run_one_per_visible_gpu(tmp_path, monkeypatch):
+    """On a cuda run with GPUs "3" and "5" and 3 jobs: two GPU slots, each worker seeing only
+    its own GPU (CUDA_VISIBLE_DEVICES) as device cuda, so two GPU stages at a time; a CPU slot
+    (no GPU visible, device cpu) for the stages that ask for none. No GPU is touched."""
+    import sipo_bench.device
+    from sipo_bench.executors import LocalExecutor
+
+    monkeypatch.setattr(sipo_bench.device, "cuda_device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+
+    def stage(name: str, gpus: int, sleep: float) -> Stage:
+        return Stage(name, "tests.stage_fns:where", {"v": name, "sleep": sleep}, resources=Resources(gpus=gpus))
+
+    gpu = [stage(f"gpu[{i}]", 1, 0.8) for i in range(4)]
+    cpu = [stage(f"cpu[{i}]", 0, 0.2) for i in range(3)]
+    runtime = Runtime(quiet=True, jobs=3, cpu_threads=1, device="cuda")
+    log = StageLog(tmp_path / "stages.jsonl", "gpu")
+    outcomes = LocalExecutor().run(gpu + cpu, runtime, Cache(tmp_path / "cache"), log)
+    assert all(o.status == "done" for o in outcomes.values()), {k: o.error for k, o in outcomes.items()}
+    evs = read_jsonl(tmp_path / "stages.jsonl")
+    starts = {e["stage"]: e for e in evs if e["event"] == "start"}
+    for s in gpu:
+        r = outcomes[s.key].result
+        assert r["device"] == "cuda" and r["cuda_visible_devices"] == starts[s.name]["gpu"] in ("3", "5")
+    for s in cpu:
+        assert outcomes[s.key].result == {"cuda_visible_devices": "", "device": "cpu"} and "gpu" not in starts[s.name]
+    done = {e["stage"]: e["time"] for e in evs if e["event"] == "done"}
+    gpu_spans = [(starts[s.name]["time"], done[s.name]) for s in gpu]
+    assert max_concurrency(gpu_spans) == 2
+    for a in gpu:  # GPU stages that overlapped had different GPUs
+        for b in gpu:
+            if a is not b and max_concurrency([(starts[a.name]["time"], done[a.name]),
+                                               (starts[b.name]["time"], done[b.name])]) == 2:
+                assert starts[a.name]["gpu"] != starts[b.name]["gpu"]
