@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="YAML file with RunConfig fields; flags override it.")
     r.add_argument("--out", help="Output directory (default results/<task>-<timestamp>).")
     r.add_argument("--executor", help="Executor (default local).")
+    r.add_argument("--jobs", type=int, metavar="N", help="Stages run side by side in N worker processes "
+                                                           "(default: cores available / cpu_threads; 1 = in this process).")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="Where models run (default auto: cuda when a GPU is visible).")
     r.add_argument("--ray-address", help="Ray cluster address for --executor ray (auto or HOST:PORT).")
     r.add_argument("--plugins-dir", help="Directory of extra plugin *.py files.")
     r.add_argument("--cache-dir", help="Stage cache (default $SIPO_BENCH_CACHE or ~/.cache/sipo-bench).")
@@ -98,7 +101,8 @@ def _run_config(args: argparse.Namespace) -> Any:
         "task": args.task, "methods": args.methods, "seeds": args.seeds, "weights": args.weights,
         "out": args.out, "executor": args.executor, "plugins_dir": args.plugins_dir,
         "cache_dir": args.cache_dir, "no_cache": args.no_cache, "quiet": args.quiet,
-        "max_test_prompts": args.max_test_prompts, "overwrite": args.overwrite,
+        "max_test_prompts": args.max_test_prompts, "overwrite": args.overwrite, "jobs": args.jobs,
+        "device": args.device,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.max_examples is not None:

@@ -23,15 +23,19 @@ class ConfigError(UsageError):
     """A config value is wrong; the message names the field."""
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str, **kw: Any) -> Any:
-    """A dataclass field with help text (lists, dicts are copied per instance)."""
+def field(default: Any = dataclasses.MISSING, *, help: str, stages: tuple[str, ...] | None = None, **kw: Any) -> Any:
+    """A dataclass field with help text (lists, dicts are copied per instance).
+
+    `stages` (task options only): the stage kinds that read this option (e.g. `("data",)`),
+    so only their cache keys hold it (`Task.stage_config(kind)`); None = every stage reads it."""
+    metadata = {"help": help} if stages is None else {"help": help, "stages": tuple(stages)}
     if isinstance(default, (list, dict)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kw)
     if dataclasses.is_dataclass(default) and not isinstance(default, type):
         value = default
-        return dataclasses.field(default_factory=lambda: dataclasses.replace(value), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: dataclasses.replace(value), metadata=metadata, **kw)
+    return dataclasses.field(default=default, metadata=metadata, **kw)
 
 
 def _type_name(tp: Any) -> str:

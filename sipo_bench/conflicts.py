@@ -29,7 +29,8 @@ def conflict_report(args: Any) -> int:
     from .experiment import load_yaml
     from .interfaces import FitContext  # noqa: F401  (keeps import graph obvious)
     from .runtime import Runtime
-    from .stages import Cache, Stage, StageLog, default_cache_dir
+    from .stages import Cache, StageLog, default_cache_dir
+    from .taskstages import plan_task_stages
     from .executors import run_graph
     from .errors import SipoBenchError
 
@@ -37,8 +38,7 @@ def conflict_report(args: Any) -> int:
     task_name = args.task or data.get("task") or "synthetic-hh"
     runtime = Runtime(plugins_dir=args.plugins_dir or data.get("plugins_dir"), quiet=True)
     task = runtime.task(task_name, data.get("task_options", {}))
-    stage = Stage(f"data[seed={args.seed}]", "sipo_bench.taskstages:data_stage",
-                  {**task.stage_config(), "seed": args.seed})
+    stage, _ = plan_task_stages(task, args.seed)
     cache = Cache(args.cache_dir or data.get("cache_dir") or default_cache_dir())
     outcome = run_graph([stage], cache, runtime, StageLog(None, "conflicts"))[stage.key]
     if outcome.status == "failed":

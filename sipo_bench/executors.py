@@ -1,4 +1,5 @@
-"""The built-in `local` executor: runs stages in-process, one after another."""
+"""The built-in `local` executor: with `jobs` 1, runs stages in this process one after another;
+with more, in that many worker processes side by side (:mod:`sipo_bench.parallel`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,20 @@ from typing import Any
 from .hookspecs import hookimpl
 from .interfaces import Executor, StageOutcome
 from .stages import Cache, Stage, StageLog, error_line, execute_stage, format_exception
+
+
+def stage_extras(cpu_start: float) -> dict:
+    """What the stage log records about the stage that just ran in this process beyond its
+    wall time: the CPU time this process spent on it (all its threads; wall time above CPU
+    time means the stage waited, e.g. for a CPU other processes held), and the peak GPU memory
+    it allocated (on a GPU run). `cpu_start`: `time.process_time()` when the stage started."""
+    from .device import take_peak_gpu_gb
+
+    extras = {"cpu_seconds": round(time.process_time() - cpu_start, 3)}
+    peak = take_peak_gpu_gb()
+    if peak is not None:
+        extras["peak_gpu_gb"] = peak
+    return extras
 
 
 def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, overall: Any = None) -> dict[str, StageOutcome]:
@@ -24,8 +39,9 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
         else:
             log.write(stage, "start")
             runtime.log(f"stage {stage.name} ...") if runtime.quiet else None
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             try:
+                runtime.before_stage(stage)
                 status, result, seconds = execute_stage(stage, cache, runtime)
             except Exception as e:  # recorded, never fatal to unrelated stages
                 tb = format_exception(e)
@@ -35,7 +51,7 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
                 runtime.log(f"[red]stage {stage.name} failed: {line}[/red]" if not runtime.quiet else f"stage {stage.name} failed: {line}")
             else:
                 outcomes[stage.key] = StageOutcome(status, result, seconds)
-                log.write(stage, "done", seconds=seconds)
+                log.write(stage, "done", seconds=seconds, **stage_extras(c0))
         if overall is not None:
             overall()
     return outcomes
@@ -43,11 +59,19 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
 
 class LocalExecutor(Executor):
     name = "local"
-    description = "Runs every stage in this process, in dependency order (default)."
+    description = ("Runs stages on this machine: in this process with --jobs 1, else side by side in --jobs "
+                   "worker processes, one GPU stage per visible GPU (default).")
 
     def run(self, stages: list[Stage], runtime: Any, cache: Cache | None = None, log: StageLog | None = None,
             overall: Any = None) -> dict[str, StageOutcome]:
-        return run_graph(stages, cache, runtime, log, overall)
+        jobs = int(getattr(runtime, "jobs", 1) or 1)
+        if jobs <= 1 or all(cache.is_done(s) for s in stages):
+            return run_graph(stages, cache, runtime, log, overall)
+        from .device import visible_gpus
+        from .parallel import ParallelRun
+
+        gpus = visible_gpus() if getattr(runtime, "device", "cpu") == "cuda" else []
+        return ParallelRun(stages, cache, runtime, log, overall, jobs, gpus, getattr(runtime, "cpu_threads", None)).run()
 
 
 @hookimpl

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import os
 import platform
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from .errors import UsageError
 from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
 from .runtime import Runtime
 from .stages import Cache, Stage, StageLog, default_cache_dir, walk
+from .taskstages import plan_task_stages
 from .weights import fmt, simplex_grid, validate_weights
 
 SCHEMA_VERSION = 1
@@ -35,7 +37,7 @@ DEFAULT_TASK = "synthetic-hh"
 MAX_SEED = 2**31 - 1
 #: RunConfig fields that say how or where a run executes, not what it computes: a rerun that
 #: changes only these resumes into the same OUT (and `comparable` ignores them)
-HOW_NOT_WHAT = ("out", "cache_dir", "quiet", "no_cache", "cpu_threads", "overwrite", "executor", "executor_options",
+HOW_NOT_WHAT = ("out", "cache_dir", "quiet", "no_cache", "cpu_threads", "overwrite", "executor", "executor_options", "jobs",
                 "plugins_dir")
 
 
@@ -61,7 +63,12 @@ class RunConfig:
     overwrite: bool = field(False, help="Replace the results in `out` when they belong to a run of another config.")
     plugins_dir: str | None = field(None, help="Directory of extra plugin *.py files.")
     quiet: bool = field(False, help="Plain log lines instead of progress bars.")
-    cpu_threads: int | None = field(1, help="torch intra-op threads for stages run in this process (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
+    cpu_threads: int | None = field(1, help="torch intra-op threads per stage (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
+    jobs: int | None = field(None, help="Stages run side by side in this many worker processes (local executor); "
+                                        "null = the cores available to this process divided by cpu_threads; "
+                                        "1 = one after another in this process.")
+    device: Literal["auto", "cpu", "cuda"] = field("auto", help="Where models run: cuda (one GPU stage per visible "
+                                                                "GPU), cpu, or auto = cuda when a GPU is visible.")
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "at least one method name", self.methods)
@@ -83,6 +90,29 @@ class RunConfig:
             check(self.max_test_prompts >= 1, "max_test_prompts", "an integer >= 1", self.max_test_prompts)
         if self.cpu_threads is not None:
             check(self.cpu_threads >= 1, "cpu_threads", "an integer >= 1 or null", self.cpu_threads)
+        if self.jobs is not None:
+            check(self.jobs >= 1, "jobs", "an integer >= 1 or null", self.jobs)
+
+    def effective_jobs(self) -> int:
+        """`jobs`, or by default the cores this process may use divided by `cpu_threads`."""
+        if self.jobs is not None:
+            return self.jobs
+        return default_jobs(self.cpu_threads)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_jobs(cpu_threads: int | None) -> int:
+    """Cores available (CPU affinity) // threads per stage, at least 1; 1 with torch's default
+    thread count (`cpu_threads: null` already uses every core per stage)."""
+    if cpu_threads is None:
+        return 1
+    return max(1, available_cores() // cpu_threads)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -145,6 +175,7 @@ class Plan:
     base: dict[int, Stage]
     reference: dict[int, EvalPoint]
     methods: dict[str, MethodPlan]
+    device: str = "cpu"  # the resolved device ("cpu" or "cuda")
 
     def stages(self) -> list[Stage]:
         roots: list[Stage] = list(self.data.values()) + list(self.base.values())
@@ -204,6 +235,9 @@ def method_config(cls: Any, task: Task, overrides: dict, name: str) -> Any:
 
 def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     """Validate every name and option and build the stage graph (nothing runs)."""
+    from .device import resolve, stage_resources
+
+    device = runtime.device = resolve(cfg.device)  # methods may read it while planning
     task = runtime.task(cfg.task, cfg.task_options)
     objectives = task.objectives()
     k = len(objectives)
@@ -211,10 +245,12 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     if cfg.ref_point is not None and len(cfg.ref_point) != k:
         raise ConfigError(f"`ref_point`: expected {k} values (one per objective), got {cfg.ref_point!r}")
     generator = cfg.generator or task.default_generator
-    runtime.registries.generators.get(generator)
+    generator_cls = runtime.registries.generators.get(generator)
     executor_options(cfg, runtime)
-    for name, options in task.scorers():
-        runtime.registries.scorers.get(name)
+    scorer_classes = [runtime.registries.scorers.get(name) for name, options in task.scorers()]
+
+    def resources(gpu: bool):
+        return stage_resources(device, cfg.cpu_threads, gpu=gpu)
     names, broken = resolve_methods(cfg, runtime, task)
     for extra in cfg.method_options:  # options may configure methods used by others (dpo)
         if extra not in runtime.registries.methods:
@@ -238,26 +274,26 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             except PluginError:
                 pass  # cannot import it: reported if a method needs it
 
-    task_cfg = task.stage_config()
     decoding = to_dict(cfg.decoding)
-    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {})
+    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {}, device)
+    gen_res = resources(bool(getattr(generator_cls, "uses_accelerator", True)))
+    score_res = resources(any(getattr(c, "uses_accelerator", False) for c in scorer_classes))
 
     def eval_point(label: str, spec: PolicySpec, w, seed: int) -> EvalPoint:
         spec = spec.normalized()
         tag = f"{label},w={fmt(w)},seed={seed}" if w is not None else f"{label},seed={seed}"
         gen = Stage(f"generate[{tag}]", "sipo_bench.evaluation:generate_stage",
-                    {**task_cfg, "policy": spec.to_config(), "decoding": decoding, "generator": generator,
-                     "seed": seed, "max_test_prompts": cfg.max_test_prompts},
-                    {**spec.stages(), "data": plan.data[seed]}, tags={"method": label, "seed": seed})
+                    {**task.stage_config("generate"), "policy": spec.to_config(), "decoding": decoding,
+                     "generator": generator, "seed": seed, "max_test_prompts": cfg.max_test_prompts},
+                    {**spec.stages(), "data": plan.data[seed]}, resources=gen_res, tags={"method": label, "seed": seed})
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",
-                      {**task_cfg, "scorers": [list(s) for s in task.scorers()]},
-                      {"generations": gen}, tags={"method": label, "seed": seed})
+                      {**task.stage_config("score"), "scorers": [list(s) for s in task.scorers()]},
+                      {"generations": gen}, resources=score_res, tags={"method": label, "seed": seed})
         return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score)
 
     for seed in cfg.seeds:
-        plan.data[seed] = Stage(f"data[seed={seed}]", "sipo_bench.taskstages:data_stage", {**task_cfg, "seed": seed})
-        plan.base[seed] = Stage(f"base[seed={seed}]", "sipo_bench.taskstages:base_stage", {**task_cfg, "seed": seed},
-                                {"data": plan.data[seed]})
+        plan.data[seed], plan.base[seed] = plan_task_stages(task, seed, resources(task.uses_accelerator("data")),
+                                                            resources(task.uses_accelerator("base")))
         plan.reference[seed] = eval_point("base", PolicySpec(plan.base[seed]), None, seed)
 
     for name in names:
@@ -272,7 +308,8 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             method = cls(configs[name])
             for seed in cfg.seeds:
                 fctx = FitContext(task=task, seed=seed, data=plan.data[seed], base=plan.base[seed],
-                                  weights=list(grid), runtime=runtime, method_name=name, method_configs=config_of)
+                                  weights=list(grid), runtime=runtime, method_name=name, method_configs=config_of,
+                                  resources=resources(bool(cls.needs_model)))
                 family = method.fit(fctx)
                 mp.extra[seed] = dict(family.extra_stages())
                 for w in grid:
@@ -365,13 +402,19 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     except OSError as e:
         raise UsageError(f"`--cache-dir`: expected a writable directory, got {str(cache.root)!r} ({e.strerror})") from None
     log = StageLog(results.start(run_id, to_dict(cfg), same_owner=same_owner), run_id)
+    jobs = cfg.effective_jobs()
+    runtime.device, runtime.jobs, runtime.cpu_threads = plan.device, jobs, cfg.cpu_threads
+    in_process = cfg.executor == "local" and jobs == 1
+    from .device import using
+
     with cache.in_use():
         try:
-            if cfg.cpu_threads is not None and any(not cache.is_done(s) for s in stages):
+            if cfg.cpu_threads is not None and in_process and any(not cache.is_done(s) for s in stages):
                 _set_cpu_threads(cfg.cpu_threads)
             runtime.log(f"run {run_id}: task {plan.task.name}, {len(plan.methods)} method(s), {len(cfg.seeds)} seed(s), "
-                        f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root})")
-            with runtime.live():
+                        f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root}; device {plan.device}"
+                        + (f", {jobs} jobs)" if cfg.executor == "local" else ")"))
+            with using(plan.device), runtime.live():
                 with runtime.progress(len(stages), "stages") as overall:
                     outcomes = executor.run(stages, runtime, cache, log, overall)
             runtime.close()
@@ -524,6 +567,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "methods": methods,
         "failed_stages": failed_stages,
         "generator": plan.generator,
+        "device": plan.device,
         "config": to_dict(cfg),
         "versions": package_versions(),
         "git_commit": _git_commit(),
@@ -568,7 +612,7 @@ def comparable(summary: dict) -> dict:
     for m in s.get("methods", {}).values():
         for k in VOLATILE_METHOD_KEYS:
             m.pop(k, None)
-    for k in ("out", "cache_dir", "quiet", "no_cache", "cpu_threads", "overwrite"):
+    for k in ("out", "cache_dir", "quiet", "no_cache", "cpu_threads", "overwrite", "jobs"):
         s.get("config", {}).pop(k, None)
 
     def strip(x: Any) -> Any:  # timing fields inside stage results (`seconds`, `sft_seconds`, ...)

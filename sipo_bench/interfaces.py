@@ -49,7 +49,7 @@ class MethodConfig:
 class TaskConfig:
     """Base of task configs."""
 
-    max_examples: int | None = field(None, help="Cap on training pairs (smoke runs); None = all.")
+    max_examples: int | None = field(None, help="Cap on training pairs (smoke runs); None = all.", stages=("data",))
 
 
 # --- Tasks ----------------------------------------------------------------------------------
@@ -104,6 +104,9 @@ class Task(abc.ABC):
     version: ClassVar[str] = "1"
     #: prompt template; `{prompt}` is replaced by the raw prompt
     prompt_template: ClassVar[str] = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
+    #: False when `build_base` does not read the data stage (it then gets `data=None` and the
+    #: base stage's key does not depend on the data options, e.g. the pair sampling)
+    base_reads_data: ClassVar[bool] = True
 
     def __init__(self, config: TaskConfig | None = None):
         self.config = config if config is not None else self.config_class()
@@ -121,18 +124,33 @@ class Task(abc.ABC):
         """Write `train.jsonl`, `val.jsonl`, `test.jsonl` (see :class:`TaskData`) into `out`."""
 
     @abc.abstractmethod
-    def build_base(self, data: TaskData, out: Path, seed: int, ctx: Any) -> dict | None:
+    def build_base(self, data: TaskData | None, out: Path, seed: int, ctx: Any) -> dict | None:
         """Make the base (SFT) policy in `out` (`save_pretrained` layout), or write
-        `out/pointer.json` = `{"model": hub id or path}` for a model that lives elsewhere."""
+        `out/pointer.json` = `{"model": hub id or path}` for a model that lives elsewhere.
+        `data` is None for a task with `base_reads_data = False`."""
 
     def format_prompt(self, prompt: str) -> str:
         return self.prompt_template.format(prompt=prompt)
 
-    def stage_config(self) -> dict:
-        """What identifies this task in a stage config (and so in every stage key)."""
+    def stage_config(self, kind: str | None = None) -> dict:
+        """What identifies this task in the config (and so the key) of a stage of `kind`
+        (`data`, `base`, `generate`, `score`, `method`; None: every option): the task's name,
+        version, and the options that kind reads. An option declares the kinds that read it
+        with `field(..., stages=(...))`; an option that declares none is in every key."""
+        import dataclasses
+
         from .config import to_dict
 
-        return {"task": self.name, "task_options": to_dict(self.config), "task_version": self.version}
+        options = to_dict(self.config)
+        if kind is not None:
+            reads = {f.name: f.metadata.get("stages") for f in dataclasses.fields(self.config)}
+            options = {k: v for k, v in options.items() if reads.get(k) is None or kind in reads[k]}
+        return {"task": self.name, "task_options": options, "task_version": self.version}
+
+    def uses_accelerator(self, kind: str) -> bool:
+        """Whether this task's stage of `kind` (`data`, `base`) runs a model (and so asks for
+        a GPU on a `cuda` run): by default only the base stage of a model-based task."""
+        return self.model_based and kind == "base"
 
     def method_defaults(self, method: str) -> dict:
         """Per-method config defaults for this task (e.g. a tiny model's learning rates)."""
@@ -169,6 +187,8 @@ class Scorer(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: True if scoring runs a model (a reward model): score stages then ask for a GPU on a cuda run
+    uses_accelerator: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         self.options = options
@@ -315,6 +335,9 @@ class FitContext:
     #: requested in this run, so a method can plan another's stages with the same config
     #: (e.g. soups, MOD, MODPO and SIPO reuse the `dpo` stages and share their cache keys)
     method_configs: Any = None
+    #: what this method's stages ask of a worker (`Resources`: CPU threads, and a GPU on a
+    #: cuda run for a method that `needs_model`), unless a stage passes its own `resources=`
+    resources: Any = None
 
     @property
     def objectives(self) -> list[Objective]:
@@ -327,6 +350,8 @@ class FitContext:
     def stage(self, name: str, fn: str, config: Mapping[str, Any], inputs: Mapping[str, "Stage"] | None = None, **kw: Any) -> "Stage":
         from .stages import Stage
 
+        if self.resources is not None:
+            kw.setdefault("resources", self.resources)
         return Stage(name=name, fn=fn, config=dict(config), inputs=dict(inputs or {}), **kw)
 
 
@@ -359,6 +384,8 @@ class Generator(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: True if generation runs a model: generate stages then ask for a GPU on a cuda run
+    uses_accelerator: ClassVar[bool] = True
 
     @abc.abstractmethod
     def generate(self, policy: ResolvedPolicy, prompts: Sequence[str], decoding: DecodingConfig, *,

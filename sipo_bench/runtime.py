@@ -1,5 +1,6 @@
-"""The per-process environment stage functions run in: plugins, progress display, and caches
-of loaded backends (one generator / scorer instance per process, so a model loads once)."""
+"""The per-process environment stage functions run in: plugins, progress display, caches of
+loaded backends (one generator / scorer instance per process, so a model loads once), and the
+run's execution settings (`device`, `jobs`, `cpu_threads`) that executors read."""
 
 from __future__ import annotations
 
@@ -7,20 +8,38 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .interfaces import Generator, Scorer, Task
 from .plugins import Registries, load
 
 log = logging.getLogger("sipo_bench")
 
+#: functions that free models held in module-level caches (e.g. the generation backend's base
+#: models), called by :meth:`Runtime.release`; a plugin adds one with :func:`on_release`
+_RELEASE_HOOKS: list[Callable[[], None]] = []
+
+
+def on_release(fn: Callable[[], None]) -> Callable[[], None]:
+    """Register `fn` to run whenever a runtime releases its heavy objects (idempotent)."""
+    if fn not in _RELEASE_HOOKS:
+        _RELEASE_HOOKS.append(fn)
+    return fn
+
 
 class Runtime:
     def __init__(self, registries: Registries | None = None, *, plugins_dir: str | Path | None = None,
-                 quiet: bool = False, console: Any = None):
+                 quiet: bool = False, console: Any = None, device: str = "cpu", jobs: int = 1,
+                 cpu_threads: int | None = None):
         self.plugins_dir = str(plugins_dir) if plugins_dir else None
         self.registries = registries if registries is not None else load(self.plugins_dir)
         self.quiet = quiet
+        #: the run's resolved device ("cpu" or "cuda"), worker processes (jobs) and torch
+        #: threads per stage; set by `experiment.execute`, read by executors
+        self.device = device
+        self.jobs = jobs
+        self.cpu_threads = cpu_threads
+        self._last_gpu_kind: str | None = None
         self._console = console
         self._progress: Any = None
         self._generators: dict[str, Generator] = {}
@@ -54,6 +73,31 @@ class Runtime:
             sc.close()
         self._generators.clear()
         self._scorers.clear()
+
+    def release(self) -> None:
+        """Free every heavy object this process holds (generators, scorers, models cached by
+        plugins) and return the GPU memory torch keeps cached."""
+        self.close()
+        for fn in list(_RELEASE_HOOKS):
+            fn()
+        import gc
+
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
+    def before_stage(self, stage: Any) -> None:
+        """Called by executors before running `stage` in this process. Stages of one kind in a
+        row share what they loaded (the base model of every `generate` stage); before a GPU
+        stage of another kind than the last GPU stage here, everything is released so that
+        stage has the GPU's memory (a training stage after generation, a reward model after a
+        policy). CPU stages keep everything: memory is not the constraint there."""
+        if getattr(stage.resources, "gpus", 0) <= 0:
+            return
+        if self._last_gpu_kind is not None and self._last_gpu_kind != stage.kind:
+            self.release()
+        self._last_gpu_kind = stage.kind
 
     # --- display ----------------------------------------------------------------------------
 

@@ -14,8 +14,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("sipo-cache")
+def cache_dir(tmp_path_factory, worker_id):
+    """One stage cache for the whole test run, shared by the pytest-xdist worker processes (the
+    cache is safe for concurrent writers: a stage is renamed into place whole, and of two
+    processes that build the same stage the second keeps the first's)."""
+    if worker_id == "master":  # not under xdist
+        return tmp_path_factory.mktemp("sipo-cache")
+    shared = tmp_path_factory.getbasetemp().parent / "sipo-cache"
+    shared.mkdir(exist_ok=True)
+    return shared
 
 
 @pytest.fixture

@@ -22,3 +22,10 @@ def write_big(ctx):
 
 def exit_stage(ctx):
     raise SystemExit(3)
+def where(ctx):
+    """Sleeps `sleep` seconds and reports the GPU and device its process was given."""
+    import os
+    import time
+
+    time.sleep(ctx.config.get("sleep", 0))
+    return {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": os.environ.get("SIPO_BENCH_DEVICE")}

@@ -88,13 +88,16 @@ def test_training_is_deterministic_per_seed(tiny, dpo_pair):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_pair_logps_sum_response_tokens_only(tiny):
+@pytest.mark.parametrize("fused", [True, False])
+def test_pair_logps_sum_response_tokens_only(tiny, fused):
     """The trainer's policy/reference log-probs equal Σ log p(response tokens + EOS | prompt)
-    computed by hand; the token count is the response's (prompt tokens excluded)."""
+    computed by hand, through trl's fused LM head (a GPU's default) and through the full logits
+    (a CPU's); the token count is the response's (prompt tokens excluded)."""
     from sipo_bench_baselines.trainer import build_trainer
 
     rows = pairs(4)
-    trainer = build_trainer(tiny["dir"] / "probe", tiny["base"], rows, [], DPOLoss(0.1), TRAIN, 0)
+    trainer = build_trainer(tiny["dir"] / f"probe-{fused}", tiny["base"], rows, [], DPOLoss(0.1), TRAIN, 0)
+    trainer.fused_logps = fused
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # make the policy differ from the reference
         for n, p in trainer.model.named_parameters():

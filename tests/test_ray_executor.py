@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,13 +33,16 @@ from sipo_bench.experiment import comparable, execute, make_config  # noqa: E402
 from sipo_bench.runtime import Runtime  # noqa: E402
 from sipo_bench.stages import Cache, Resources, Stage, StageLog, read_jsonl  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+# one Ray instance at a time: every Ray test runs in the same test process (pytest-xdist)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("ray")]
 
 SLEEP = 1.0  # seconds per dummy training stage: long enough to overlap and to be killed
 SIPO_BENCH = str(Path(sys.executable).with_name("sipo-bench"))
 TRAIN = "sipo_bench_plugins.dummy:train_dummy_adapter"
 
 PLUGIN = '''
+import dataclasses
+
 from sipo_bench.hookspecs import hookimpl
 from sipo_bench_plugins.dummy import DummyMethod
 
@@ -48,9 +52,21 @@ class DummyB(DummyMethod):
     description = "The dummy method under a second name; its own options make its own stages."
 
 
+class DummyGPU(DummyMethod):
+    name = "dummy-gpu"
+    description = "The dummy method with GPU stages: on a cuda run each training stage asks for one GPU."
+    needs_model = False  # the dummy task has no model; the method declares its GPUs itself
+
+    def fit(self, ctx):
+        from sipo_bench.device import stage_resources
+
+        gpu = stage_resources(ctx.runtime.device, None, gpu=True)
+        return super().fit(dataclasses.replace(ctx, resources=gpu))
+
+
 @hookimpl
 def sipo_bench_register_methods():
-    return [DummyB]
+    return [DummyB, DummyGPU]
 '''
 
 
@@ -233,7 +249,18 @@ def test_cli_ray_resumes_a_killed_local_run(plugins_dir, reference, tmp_path):
     seen: dict[psutil.Process, str] = {}
     with cli(write_yaml(tmp_path / "ray.yaml", resumed)) as proc:
         ps = psutil.Process(proc.pid)
-        started_at = ps.create_time()
+        # Ray names the session of a private instance after the pid of the process that starts it
+        # (/tmp/ray/session_<date>_<time>_<us>_<pid>): a Ray server of this command says so in its
+        # command line, whatever other Ray instances run on the machine (other tests, other users)
+        session = re.compile(rf"session_[0-9_-]+_{proc.pid}\b")
+
+        def ours(p: psutil.Process) -> bool:
+            try:
+                return bool(session.search(" ".join(p.cmdline())))
+            except psutil.Error:
+                return False
+
+        servers_seen: dict[psutil.Process, str] = {}
         deadline = time.time() + 120
         while proc.poll() is None and time.time() < deadline:  # every process the command starts
             for p in tree(ps) - {ps} - set(seen):
@@ -241,16 +268,18 @@ def test_cli_ray_resumes_a_killed_local_run(plugins_dir, reference, tmp_path):
                     seen[p] = p.name()
                 except psutil.Error:
                     pass
+            servers_seen.update({p: p.info["name"] for p in psutil.process_iter(["name"])
+                                 if p.info["name"] in ("raylet", "gcs_server") and p not in servers_seen and ours(p)})
             time.sleep(0.1)
         output = proc.stdout.read()
     assert proc.returncode == 0, output
     assert "private instance, 127.0.0.1" in output
-    # Ray's servers were observed (the raylet can be reparented before the 0.1 s poll sees it)
-    assert {"raylet", "gcs_server"} & set(seen.values()), seen
-    assert_all_gone(set(seen))
-    # ... and none started during the command survives it, seen in its tree or not
-    survivors = [p for p in psutil.process_iter(["name", "create_time"])
-                 if p.info["name"] in ("raylet", "gcs_server") and (p.info["create_time"] or 0) >= started_at - 1]
+    # Ray's servers were observed, in the command's tree or reparented, and known as ours
+    assert {"raylet", "gcs_server"} & (set(servers_seen.values()) | set(seen.values())), seen
+    assert servers_seen, "no Ray server with this command's session name was seen"
+    assert_all_gone(set(seen) | set(servers_seen))
+    # ... and none of this command's Ray servers survives it, seen during the run or not
+    survivors = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server") and ours(p)]
     assert not survivors, survivors
 
     second = events(resumed["out"])
@@ -266,16 +295,18 @@ def test_cli_ray_resumes_a_killed_local_run(plugins_dir, reference, tmp_path):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A private 2-CPU Ray instance on 127.0.0.1, stopped (and checked gone) after the module."""
+    """A private Ray instance on 127.0.0.1 with 2 CPUs and 2 fake GPUs (Ray hands out GPU ids
+    it is told exist), stopped (and checked gone) after the module."""
     from sipo_bench_plugins.ray_executor.executor import start_local
 
     assert not ray.is_initialized()
-    start_local(num_cpus=2, object_store_memory_mb=100, log_to_driver=False)
     me = psutil.Process()
+    before = tree(me)  # e.g. multiprocessing's resource tracker, started by earlier tests
+    start_local(num_cpus=2, num_gpus=2, object_store_memory_mb=100, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
-        started = tree(me) - {me}
+        started = tree(me) - before
         ray.shutdown()
         assert_all_gone(started)
 
@@ -358,7 +389,7 @@ def test_stage_error_recorded_like_local_then_fixed_under_local(cluster, plugins
 
 
 def test_resources_decide_what_runs_together(cluster, tmp_path):
-    """A stage asking for both CPUs runs alone; one asking for a GPU the cluster lacks
+    """A stage asking for both CPUs runs alone; one asking for more GPUs than the cluster has
     fails at once with the reason (its dependent is skipped); `overall` ticks once per stage."""
     from sipo_bench_plugins.ray_executor.executor import RayExecutor
 
@@ -368,7 +399,7 @@ def test_resources_decide_what_runs_together(cluster, tmp_path):
 
     big = [train(f"big[{i}]", i, 0.8, cpus=2) for i in range(2)]
     small = [train(f"small[{i}]", 10 + i, 0.5) for i in range(2)]
-    gpu = train("gpu[0]", 20, 0.0, gpus=1)
+    gpu = train("gpu[0]", 20, 0.0, gpus=3)
     after = Stage("after[0]", TRAIN, {"objective_index": 1, "strength": 0.9, "sleep": 0, "fail": False, "seed": 21},
                   {"x": gpu})
     stages = big + small + [gpu, after]
@@ -377,12 +408,37 @@ def test_resources_decide_what_runs_together(cluster, tmp_path):
     outcomes = RayExecutor().run(stages, Runtime(quiet=True), Cache(tmp_path / "cache"), log, lambda n=1: ticks.append(n))
     assert len(ticks) == len(stages)
     assert [outcomes[s.key].status for s in stages] == ["done"] * 4 + ["failed", "skipped"]
-    assert outcomes[gpu.key].error.startswith("UnschedulableStage: gpu[0] asks for 1 CPU, 1 GPU")
+    assert outcomes[gpu.key].error.startswith("UnschedulableStage: gpu[0] asks for 1 CPU, 3 GPU")
     done = {e["stage"]: (e["started"], e["ended"]) for e in log.events if e["event"] == "done"}
     for s in big:  # a stage asking for both CPUs ran alone
         others = [iv for name, iv in done.items() if name != s.name]
         assert all(max_concurrency([done[s.name], iv]) == 1 for iv in others), (s.name, done)
     assert not (tmp_path / "cache" / "ray").exists() or not list((tmp_path / "cache" / "ray").iterdir())
+
+
+def test_gpu_declarations_of_a_cuda_run_reach_ray(cluster, plugins_dir, tmp_path, monkeypatch):
+    """A run planned with `device: cuda` (two GPUs claimed) on the 2-GPU instance: the stages
+    of a model-based method ask Ray for one GPU each and get one GPU id each, at most two at
+    a time; the model-free task's own stages ask for none and get none."""
+    import sipo_bench.device
+
+    monkeypatch.setattr(sipo_bench.device, "cuda_device_count", lambda: 2)
+    data = {**run_config(plugins_dir, tmp_path, "gpu", "ray", methods=("dummy-gpu",), seeds=(0, 1, 2)),
+            "device": "cuda", "method_options": {"dummy-gpu": {"sleep": 2 * SLEEP}},
+            # half a CPU per training stage: only the two GPUs keep a third from starting
+            "executor_options": {"resources": {"dummy-train": {"cpus": 0.5}}}}
+    summary, out = run(data)
+    assert summary["device"] == "cuda" and summary["methods"]["dummy-gpu"]["status"] == "ok"
+    done = [e for e in events(out) if e["event"] == "done"]
+    train = [e for e in done if e["stage"].startswith("dummy-train")]
+    assert len(train) == 6 and all(len(e["gpus"]) == 1 for e in train)
+    assert all(e["gpus"] == [] for e in done if not e["stage"].startswith("dummy-train"))
+    spans = [(e["started"], e["ended"]) for e in train]
+    assert max_concurrency(spans) == 2
+    for a in train:  # stages that ran at the same time had different GPUs
+        for b in train:
+            if a is not b and max_concurrency([(a["started"], a["ended"]), (b["started"], b["ended"])]) == 2:
+                assert a["gpus"] != b["gpus"]
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip ins
 from sipo_bench.experiment import comparable, execute, make_config  # noqa: E402
 from sipo_bench.runtime import Runtime  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("ray")]
 
 METHODS = ["dpo", "dpo-soups", "mod"]
 

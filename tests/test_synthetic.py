@@ -196,6 +196,52 @@ def test_task_api():
     assert method_defaults("no-such-method") == {}
 
 
+def test_stage_keys_hold_only_the_options_each_stage_reads():
+    """The SFT base does not depend on how pairs are sampled; method and evaluation stages
+    read no synthetic option (the data and base reach their keys as inputs)."""
+    from sipo_bench.taskstages import plan_task_stages
+
+    data, base = plan_task_stages(task(), 0)
+    data2, base2 = plan_task_stages(task(conflict_fraction=0.3, train_pairs=256, max_examples=100), 0)
+    assert data.key != data2.key and base.key == base2.key and not base.inputs
+    data3, base3 = plan_task_stages(task(hidden_size=64, sft_epochs=2, eval_max_new_tokens=32), 0)
+    assert data3.key == data.key and base3.key != base.key
+    data4, base4 = plan_task_stages(task(n_test=32), 0)  # the prompt split is read by both
+    assert data4.key != data.key and base4.key != base.key
+    for kind in ("generate", "score", "method"):
+        assert task(conflict_fraction=0.3, hidden_size=64).stage_config(kind) == \
+            {"task": "synthetic-hh", "task_options": {}, "task_version": "3"}
+    assert set(task().stage_config()["task_options"]) == set(SyntheticTaskConfig.__dataclass_fields__)
+
+
+def test_packed_batch_computes_each_example_on_its_own():
+    """Packing (first fit, longest first) changes which examples share a row, not the loss:
+    attention stays within each example (position ids restart), labels only on responses."""
+    import torch
+
+    from sipo_bench_plugins.synthetic import model as sft
+
+    t = task(**TINY)
+    rng = random.Random(0)
+    corpus = sft.sft_corpus(t, [p for p, _ in g.all_prompts()][:50], rng, 12, 4, 4)
+    tok = sft.train_tokenizer([p + r for _, p, r in corpus])
+    rows = sft.encode(tok, corpus)
+    ids, pos, labels = sft.packed_batch(tok, rows)
+    assert ids.shape[1] <= sft.PACK_LEN and ids.shape[0] < len(rows)
+    assert int((labels != -100).sum()) == sum(len(s) - n for s, n in rows)
+    model = sft.make_model(tok, t.config, 0).eval()
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=pos, labels=labels, use_cache=False).loss
+        total = count = 0.0
+        for seq, n_prompt in rows:  # one example at a time: the mean over every label token
+            x = torch.tensor([seq])
+            lab = torch.tensor([[-100] * n_prompt + seq[n_prompt:]])
+            k = len(seq) - n_prompt
+            total += float(model(input_ids=x, labels=lab, use_cache=False).loss) * k
+            count += k
+    assert float(packed) == pytest.approx(total / count, rel=1e-5)
+
+
 # --- the tiny SFT model (slow) --------------------------------------------------------------
 
 TINY = {"sft_examples": 200, "review_examples": 40, "rewrite_examples": 40, "sft_epochs": 1, "eval_samples": 1,
@@ -206,16 +252,14 @@ TINY = {"sft_examples": 200, "review_examples": 40, "rewrite_examples": 40, "sft
 @pytest.fixture(scope="module")
 def hh_stages(cache_dir):
     """data + base of synthetic-hh (default options, seed 0) through the shared stage cache."""
-    from sipo_bench.config import to_dict
     from sipo_bench.executors import run_graph
     from sipo_bench.runtime import Runtime
-    from sipo_bench.stages import Cache, Stage, StageLog
+    from sipo_bench.stages import Cache, StageLog
+    from sipo_bench.taskstages import plan_task_stages
 
     runtime = Runtime(quiet=True)
     t = runtime.task("synthetic-hh", {})
-    cfg = {"task": t.name, "task_options": to_dict(t.config), "seed": 0}
-    data = Stage("data[seed=0]", "sipo_bench.taskstages:data_stage", cfg)
-    base = Stage("base[seed=0]", "sipo_bench.taskstages:base_stage", cfg, {"data": data})
+    data, base = plan_task_stages(t, 0)  # a run's keys: runs in other tests find them cached
     cache = Cache(cache_dir)
     out = run_graph([data, base], cache, runtime, StageLog(None, "test"))
     assert out[base.key].status in ("done", "cached"), out[base.key].traceback

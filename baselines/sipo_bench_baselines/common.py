@@ -11,8 +11,10 @@ STAGES = "sipo_bench_baselines.stages"
 
 
 def task_config(ctx: FitContext) -> dict:
-    """What identifies the task's data and prompt template in a stage config."""
-    return ctx.task.stage_config()
+    """What identifies the task in a method stage's config: its name, version and the options
+    method stages read (`Task.stage_config("method")`; the data and the base model are inputs,
+    so their options reach the key through the inputs' keys)."""
+    return ctx.task.stage_config("method")
 
 
 class VertexFamily(PolicyFamily):

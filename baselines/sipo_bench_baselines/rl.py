@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from sipo_bench.device import torch_device
+
 from .divergence import DivergenceGuard, check_finite_parameters
 from .trainer import ProgressCallback, load_base, lora_config
 
@@ -68,7 +70,7 @@ def train_rloo_adapter(out: Path, base_dir: Path | str, prompts: Sequence[str], 
         beta=float(rl["kl_beta"]), lr_scheduler_type=str(rl["lr_scheduler"]), warmup_steps=float(rl["warmup_ratio"]),
         weight_decay=float(rl["weight_decay"]), gradient_checkpointing=bool(rl["gradient_checkpointing"]),
         bf16=bool(rl.get("bf16")), report_to="none", logging_steps=1, disable_tqdm=True, save_strategy="no",
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, log_completions=False,
+        use_cpu=torch_device().type != "cuda", dataloader_num_workers=0, log_completions=False,
         logging_nan_inf_filter=False,  # a NaN loss must reach the divergence guard
     )
     guard = DivergenceGuard({"learning_rate": rl["learning_rate"]}, what="RLOO training")

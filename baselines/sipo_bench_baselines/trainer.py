@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+
+from sipo_bench.device import torch_device
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer
@@ -75,14 +77,28 @@ class PreferenceTrainer(DPOTrainer):
         if self._signature_columns is not None:
             self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self._extra_columns]))
 
+    #: score tokens with trl's fused, chunked LM head (never materialises the logits: the
+    #: memory saver a large vocabulary on a GPU needs) or, with False, through the full logits
+    #: (on a CPU, for the small vocabularies run there, the chunking costs more than the logits:
+    #: a third of a tiny model's DPO step). None: fused on a GPU, full logits on a CPU.
+    fused_logps: bool | None = None
+
     def _response_logps(self, model: Any, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probs of the response tokens of each sequence and their number."""
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
-                    fused_lm_head=True, use_cache=False)
         shift_mask = completion_mask[:, 1:]
-        per_token = out.log_probs[:, -shift_mask.size(1):]  # zero where the label is masked
+        fused = self.fused_logps if self.fused_logps is not None else self.accelerator.device.type != "cpu"
+        if fused:
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
+                        fused_lm_head=True, use_cache=False)
+            per_token = out.log_probs[:, -shift_mask.size(1):]  # zero where the label is masked
+        else:
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                           use_cache=False).logits[:, :-1].float()
+            target = labels[:, 1:]
+            picked = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            per_token = picked.masked_fill(target == -100, 0.0)
         return per_token.sum(dim=1), shift_mask.sum(dim=1)
 
     def pair_logps(self, model: Any, inputs: Mapping[str, torch.Tensor]) -> PairLogps:
@@ -234,7 +250,7 @@ def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_r
         save_strategy="steps" if use_eval else "no", eval_strategy="steps" if use_eval else "no",
         eval_steps=eval_steps, save_steps=eval_steps, save_total_limit=2 if use_eval else None,
         load_best_model_at_end=bool(use_eval and train.get("load_best")), metric_for_best_model="eval_loss",
-        greater_is_better=False, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        greater_is_better=False, dataloader_num_workers=0, use_cpu=torch_device().type != "cuda",
         save_only_model=True, logging_nan_inf_filter=False,  # a NaN loss must reach the divergence guard
     )
     kind = type(loss).__name__.removesuffix("Loss")

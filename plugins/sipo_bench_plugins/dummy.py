@@ -85,6 +85,7 @@ class DummyScorer(Scorer):
 class DummyGenerator(Generator):
     name = "dummy"
     description = "Writes a's and b's in the proportion the policy's adapters set."
+    uses_accelerator = False  # no model: its stages never ask for a GPU
 
     def generate(self, policy: ResolvedPolicy, prompts: Sequence[str], decoding: DecodingConfig, *,
                  num_return_sequences: int = 1, seed: int = 0, progress: Any = None) -> list[list[str]]:

@@ -41,7 +41,10 @@ BASE = None  # an adapter slot that means "the base model, adapters disabled"
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The run's device (`sipo_bench.device`: `$SIPO_BENCH_DEVICE`, else cuda when available)."""
+    from sipo_bench.device import torch_device
+
+    return torch_device()
 
 
 def _key(path: Any) -> str:
@@ -89,8 +92,10 @@ class ModelCache:
         self.lock = threading.RLock()
 
     def base(self, base_dir: Any, device: torch.device | None = None, dtype: torch.dtype | None = None) -> _Base:
+        from sipo_bench.device import inference_dtype
+
         device = device or default_device()
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        dtype = dtype or inference_dtype(device)
         key = (_key(base_dir), str(device), str(dtype))
         with self.lock:
             if key not in self.bases:
@@ -184,6 +189,15 @@ class ModelCache:
 
 
 MODELS = ModelCache()
+
+
+def _register_release() -> None:
+    from sipo_bench.runtime import on_release
+
+    on_release(MODELS.clear)  # a runtime releasing its heavy objects frees the base models too
+
+
+_register_release()
 
 
 # --- running one base model with one or several adapters -------------------------------------
@@ -348,8 +362,8 @@ def _batch_seed(seed: int, batch: int) -> int:
 
 
 class HFGenerator(Generator):
-    """transformers backend. `device`/`dtype` default to cuda+bf16 when available, else
-    cpu+fp32; `group_mode` is how k adapters share one forward ("grouped", "peft" or
+    """transformers backend. `device`/`dtype` default to the run's (`sipo_bench.device`:
+    cuda + bf16 on a GPU run, cpu + fp32 otherwise); `group_mode` is how k adapters share one forward ("grouped", "peft" or
     "sequential", see the module docstring); `kv_cache` is the KV cache of the fusion
     decoding loop ("static": preallocated, written in place; "dynamic": grown by concat);
     `max_forward_tokens` caps the tokens (rows x adapters x width) of one scoring forward

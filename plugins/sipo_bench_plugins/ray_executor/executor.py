@@ -362,7 +362,7 @@ class _Driver:
         n = self.attempts[stage.key] = self.attempts.get(stage.key, 0) + 1
         self.started[stage.key] = info
         self.log.write(stage, "start", pid=info["pid"], host=info["host"], started=info["started"], attempt=n,
-                       executor="ray")
+                       executor="ray", gpus=info.get("gpus", []))
         where = f"ray worker pid {info['pid']} on {info['host']}" + (f", attempt {n}" if n > 1 else "")
         if self.runtime.quiet:
             self.runtime.log(f"stage {stage.name} ... ({where})")
@@ -392,7 +392,7 @@ class _Driver:
         if info is None or info.get("pid") != r["pid"]:  # finished between two looks: log its start now
             self._started(stage, {"pid": r["pid"], "host": r["host"], "started": r["started"]})
         where = {"pid": r["pid"], "host": r["host"], "started": r["started"], "ended": r["ended"],
-                 "attempt": self.attempts.get(key, 1), "executor": "ray"}
+                 "attempt": self.attempts.get(key, 1), "executor": "ray", "gpus": r.get("gpus", [])}
         if r["ok"]:
             self._finish(stage, StageOutcome(r["status"], r["result"], r["seconds"]), "done", seconds=r["seconds"], **where)
         else:

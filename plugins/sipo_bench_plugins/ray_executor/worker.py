@@ -58,6 +58,16 @@ def _visible(paths: list[Path], wait_s: float) -> bool:
         time.sleep(0.5)
 
 
+def _gpu_ids() -> list[str]:
+    """The GPUs Ray assigned to this task (none outside a Ray worker)."""
+    try:
+        import ray
+
+        return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
+    except Exception:
+        return []
+
+
 def run_stage(stage: Stage, cache_root: str, run_id: str, plugins_dir: str | None, env: dict[str, str],
               wait_s: float = 0.0, recompute: bool = False) -> dict:
     """Run `stage` (inputs done) into the cache at `cache_root`; never raises for the stage's
@@ -67,7 +77,8 @@ def run_stage(stage: Stage, cache_root: str, run_id: str, plugins_dir: str | Non
     `StageAborted`). `recompute`: rebuild the stage even if the cache holds it (`--no-cache`)."""
     started = time.time()
     pid, host = os.getpid(), socket.gethostname()
-    info = {"pid": pid, "host": host, "started": started}
+    gpus = _gpu_ids()
+    info = {"pid": pid, "host": host, "started": started, "gpus": gpus}
     marker = run_dir(cache_root, run_id) / RUNNING / f"{stage.key}-{pid}.json"
     cache = Cache(cache_root)
     try:
@@ -78,6 +89,11 @@ def run_stage(stage: Stage, cache_root: str, run_id: str, plugins_dir: str | Non
         atomic_write_text(marker, json.dumps(info))
         _visible([cache.path(d) / DONE for d in stage.inputs.values()], wait_s)  # else execute_stage says which
         runtime = _runtime(plugins_dir, env)
+        # the run's device for a stage Ray gave a GPU; a CPU stage's worker sees none (Ray sets
+        # CUDA_VISIBLE_DEVICES to its GPUs), so it runs on the CPU
+        os.environ["SIPO_BENCH_DEVICE"] = env.get("SIPO_BENCH_DEVICE", "cpu") if gpus else "cpu"
+        runtime.device = os.environ["SIPO_BENCH_DEVICE"]
+        runtime.before_stage(stage)
         status, result, seconds = execute_stage(stage, cache, runtime, force=recompute)
     except Exception as e:  # the stage's own failure: recorded by the driver, not retried
         return {**info, "ok": False, "ended": time.time(), "error": error_line(e), "traceback": format_exception(e)}

@@ -100,8 +100,8 @@ class BeaverOptions:
     append_eos: bool = field(False, help="Append the tokenizer's EOS to each text (safe-rlhf training did; the SIPO evaluation did not).")
     score_index: int = field(0, help="Which of the score_dim outputs is the score.")
     max_length: int | None = field(None, help="Truncate inputs to this many tokens; None = no truncation.")
-    device: str | None = field(None, help="torch device; None = cuda if available, else cpu.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = bf16 on GPU, fp32 on CPU.")
+    device: str | None = field(None, help="torch device; None = the run's device (`device:` of the run config).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = the run device's inference dtype: bf16 on a GPU, fp32 on a CPU.")
 
     def __post_init__(self) -> None:
         check(bool(self.model), "model", "a hub id or local path", self.model)
@@ -113,6 +113,7 @@ class BeaverOptions:
 
 class _BeaverScorer(Scorer):
     options_class: ClassVar[type[BeaverOptions]] = BeaverOptions
+    uses_accelerator = True  # a 7B reward model: score stages ask for a GPU on a cuda run
     #: the score's direction: True = higher is better
     higher_is_better: ClassVar[bool] = True
     score_type: ClassVar[str] = "reward"

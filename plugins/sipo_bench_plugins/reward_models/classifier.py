@@ -58,8 +58,8 @@ class ClassifierOptions:
     batch_size: int = field(8, help="Texts per forward pass (sorted by length to limit padding).")
     max_length: int | None = field(None, help="Truncate inputs to this many tokens; None = no truncation.")
     trust_remote_code: bool = field(False, help="Passed to from_pretrained.")
-    device: str | None = field(None, help="torch device; None = cuda if available, else cpu.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = bf16 on GPU, fp32 on CPU.")
+    device: str | None = field(None, help="torch device; None = the run's device (`device:` of the run config).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = the run device's inference dtype: bf16 on a GPU, fp32 on a CPU.")
 
     def __post_init__(self) -> None:
         check(isinstance(self.model, str) and bool(self.model), "model", "a hub id or local path", self.model)
@@ -83,6 +83,7 @@ class HFClassifierScorer(Scorer):
     name = "hf-classifier"
     description = "Any sequence-classification reward model: template, head per objective, (logit-shift)/scale, direction."
     options_class: ClassVar[type] = ClassifierOptions
+    uses_accelerator = True  # a reward model: score stages ask for a GPU on a cuda run
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -149,8 +150,8 @@ class DPAOptions:
     objectives: list[str] = field(list(DPA_HEADS), help="Which of the five HelpSteer attributes to report.")
     batch_size: int = field(8, help="Texts per forward pass.")
     max_length: int | None = field(None, help="Truncate inputs to this many tokens; None = no truncation.")
-    device: str | None = field(None, help="torch device; None = cuda if available, else cpu.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = bf16 on GPU, fp32 on CPU.")
+    device: str | None = field(None, help="torch device; None = the run's device (`device:` of the run config).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = the run device's inference dtype: bf16 on a GPU, fp32 on a CPU.")
 
     def __post_init__(self) -> None:
         for i, o in enumerate(self.objectives):

@@ -14,19 +14,22 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def pick_device(device: str | None) -> str:
-    import torch
-
+    """The scorer's `device` option, else the run's device (`sipo_bench.device`)."""
     if device:
         return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from sipo_bench.device import current
+
+    return current()
 
 
 def pick_dtype(dtype: str, device: str) -> Any:
-    """"auto": bf16 on a GPU, fp32 on a CPU."""
+    """"auto": the run's inference dtype on `device` (bf16 on a GPU, fp32 on a CPU)."""
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        from sipo_bench.device import inference_dtype
+
+        return inference_dtype(device)
     return getattr(torch, dtype)
 
 

@@ -15,16 +15,14 @@ import time
 
 def run(task_name: str, seed: int, cache_dir: str, options: dict | None = None) -> dict:
     """Run (or load from the cache) the data and base stages; return their results."""
-    from sipo_bench.config import to_dict
     from sipo_bench.executors import run_graph
     from sipo_bench.runtime import Runtime
-    from sipo_bench.stages import Cache, Stage, StageLog
+    from sipo_bench.stages import Cache, StageLog
+    from sipo_bench.taskstages import plan_task_stages
 
     runtime = Runtime(quiet=True)
     task = runtime.task(task_name, options or {})
-    cfg = {"task": task.name, "task_options": to_dict(task.config), "seed": seed}
-    data = Stage(f"data[seed={seed}]", "sipo_bench.taskstages:data_stage", cfg)
-    base = Stage(f"base[seed={seed}]", "sipo_bench.taskstages:base_stage", cfg, {"data": data})
+    data, base = plan_task_stages(task, seed)  # the keys of a run's stages: figures reuse its cache
     cache = Cache(cache_dir)
     t0 = time.time()
     outcomes = run_graph([data, base], cache, runtime, StageLog(None, "figures"))

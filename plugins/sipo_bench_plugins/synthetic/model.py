@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from sipo_bench.interfaces import TaskData
-from sipo_bench.stages import read_jsonl, write_jsonl
+from sipo_bench.stages import write_jsonl
 from sipo_bench_baselines.divergence import check_finite_loss, check_finite_parameters
 
 from . import grammar as g
@@ -96,7 +96,9 @@ PACK_LEN = 192  # tokens per packed row (longer examples get a row of their own)
 
 
 def packed_batch(tok, rows: Sequence[tuple[list[int], int]]):
-    """Pack examples into rows of at most `PACK_LEN` tokens (next fit, in the given order).
+    """Pack examples into rows of at most `PACK_LEN` tokens (first fit, longest first: 92% of
+    the cells of the default corpus's batches hold tokens, against 83% with next fit in the
+    given order, so a step computes 9% less; its examples and its loss are the same).
 
     Position ids restart at 0 for every example, and no attention mask is passed, so
     transformers attends within each example only (its packed-sequence mask); the first token
@@ -104,14 +106,16 @@ def packed_batch(tok, rows: Sequence[tuple[list[int], int]]):
     Returns (input_ids, position_ids, labels); labels are -100 on prompts and padding."""
     import torch
 
-    packs: list[list[tuple[list[int], int]]] = [[]]
-    used = 0
-    for seq, n_prompt in rows:
-        if packs[-1] and used + len(seq) > PACK_LEN:
+    packs: list[list[tuple[list[int], int]]] = []
+    used: list[int] = []
+    for seq, n_prompt in sorted(rows, key=lambda r: -len(r[0])):  # stable: ties keep their order
+        slot = next((i for i, u in enumerate(used) if u + len(seq) <= PACK_LEN), None)
+        if slot is None:
             packs.append([])
-            used = 0
-        packs[-1].append((seq, n_prompt))
-        used += len(seq)
+            used.append(0)
+            slot = len(packs) - 1
+        packs[slot].append((seq, n_prompt))
+        used[slot] += len(seq)
     width = max(sum(len(s) for s, _ in p) for p in packs)
     ids = torch.full((len(packs), width), tok.pad_token_id, dtype=torch.long)
     pos = torch.zeros((len(packs), width), dtype=torch.long)
@@ -137,15 +141,30 @@ def batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
     return [idx[j:j + batch_size] for j in range(0, n, batch_size)]
 
 
+def autocast(model):
+    """Mixed precision for the model's device (`sipo_bench.device.mixed_precision`: bf16 on a
+    GPU that has it, nothing on a CPU); the weights stay float32."""
+    import contextlib
+
+    import torch
+
+    from sipo_bench.device import mixed_precision
+
+    device = next(model.parameters()).device
+    dtype = mixed_precision(device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 def mean_loss(model, tok, rows: Sequence[tuple[list[int], int]], batch_size: int = 64) -> float:
     """Mean negative log-likelihood per response token (eos included)."""
     import torch
 
     total, count = 0.0, 0
     model.eval()
-    with torch.no_grad():
+    device = next(model.parameters()).device
+    with torch.no_grad(), autocast(model):
         for s in range(0, len(rows), batch_size):
-            ids, pos, labels = packed_batch(tok, rows[s:s + batch_size])
+            ids, pos, labels = (t.to(device) for t in packed_batch(tok, rows[s:s + batch_size]))
             logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, :-1].float()
             tgt = labels[:, 1:]
             nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
@@ -194,11 +213,13 @@ def train(model, tok, rows, c, seed: int, advance=None) -> list[float]:
     losses: list[float] = []
     knobs = {"task_options.sft_lr": c.sft_lr}
     model.train()
+    device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for step, b in enumerate(plan, start=1):
-            ids, pos, labels = packed_batch(tok, [rows[i] for i in b])
-            loss = model(input_ids=ids, position_ids=pos, labels=labels, use_cache=False).loss
+            ids, pos, labels = (t.to(device) for t in packed_batch(tok, [rows[i] for i in b]))
+            with autocast(model):
+                loss = model(input_ids=ids, position_ids=pos, labels=labels, use_cache=False).loss
             check_finite_loss(loss, step=step, total=len(plan), knobs=knobs, what="synthetic SFT")
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -229,7 +250,7 @@ def sample(model, tok, prompts: Sequence[str], n: int, max_new_tokens: int, seed
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed)
             for s in range(0, len(flat), batch_size):
-                enc = tok(flat[s:s + batch_size], return_tensors="pt", padding=True)
+                enc = tok(flat[s:s + batch_size], return_tensors="pt", padding=True).to(model.device)
                 kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                                      eos_token_id=tok.eos_token_id, **kw)
@@ -248,9 +269,12 @@ def _log(ctx: Any, msg: str) -> None:
         ctx.log(msg)
 
 
-def build_sft_model(task: "SyntheticTask", data: TaskData, out: Path, seed: int, ctx: Any) -> dict:
-    """Train the tokenizer and the tiny LLaMA, save both in `out`, and measure the model
-    (with `torch_threads` CPU threads, restored afterwards)."""
+def build_sft_model(task: "SyntheticTask", data: TaskData | None, out: Path, seed: int, ctx: Any) -> dict:
+    """Train the tokenizer and the tiny LLaMA on the seed's prompt split (`split_prompts`: the
+    SFT corpus draws from the train prompts, its held-out loss and the measurements use the
+    validation and test prompts; `data` is not read), save both in `out`, and measure the
+    model. Runs on the run's device (`sipo_bench.device`), with `torch_threads` CPU threads
+    (restored afterwards)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -261,17 +285,18 @@ def build_sft_model(task: "SyntheticTask", data: TaskData, out: Path, seed: int,
         torch.set_num_threads(threads)
 
 
-def _build_sft_model(task: "SyntheticTask", data: TaskData, out: Path, seed: int, ctx: Any) -> dict:
+def _build_sft_model(task: "SyntheticTask", data: TaskData | None, out: Path, seed: int, ctx: Any) -> dict:
     import contextlib
 
     import torch
 
+    from .task import split_prompts
+
     c = task.config
     objs = list(g.VARIANTS[task.variant])
     t_start = time.time()
-    train_prompts = sorted({r["prompt"] for r in read_jsonl(data.train)})
-    test_prompts = [r["prompt"] for r in read_jsonl(data.test)]
-    val_prompts = sorted({r["prompt"] for r in read_jsonl(data.val)}) or train_prompts
+    train_prompts, val_prompts, test_prompts = split_prompts(seed, c.n_test, c.n_val_prompts)
+    train_prompts, val_prompts = sorted(train_prompts), sorted(val_prompts)
     rng = random.Random(f"synthetic-{task.variant}-sft-{seed}")
     corpus = sft_corpus(task, train_prompts, rng, c.sft_examples, c.review_examples, c.rewrite_examples)
     heldout = sft_corpus(task, val_prompts, random.Random(f"synthetic-{task.variant}-sft-val-{seed}"),
@@ -289,7 +314,9 @@ def _build_sft_model(task: "SyntheticTask", data: TaskData, out: Path, seed: int
     tok = train_tokenizer(vocab_texts)
     rows = encode(tok, corpus)
     held_rows = encode(tok, heldout)
-    model = make_model(tok, c, seed)
+    from sipo_bench.device import torch_device
+
+    model = make_model(tok, c, seed).to(torch_device())  # initialised on the CPU: the same weights anywhere
     n_params = sum(p.numel() for p in model.parameters())
     loss_before = mean_loss(model, tok, held_rows)
     steps = c.sft_epochs * len(batches(len(rows), c.sft_batch_size, random.Random(0)))

@@ -28,35 +28,47 @@ REWRITE_TEMPLATE = ("Rewrite this answer as the review says. Question: {prompt} 
                     "Review: {review}")
 
 
+# The stage kinds that read each option (`field(stages=...)`): only their keys hold it, so the
+# SFT model (`base`) is shared by runs that differ only in the pairs (`data`), and the method
+# and evaluation stages (which read none of these) depend on them only through their inputs.
+DATA, BASE, DATA_BASE = ("data",), ("base",), ("data", "base")
+
+
 @dataclass
 class SyntheticTaskConfig(TaskConfig):
     # data
-    conflict_fraction: float = field(0.6, help="Share of training (and validation) pairs whose objectives disagree.")
-    train_pairs: int = field(1024, help="Training pairs (before `max_examples`).")
-    val_pairs: int = field(128, help="Validation pairs (from held-out validation prompts).")
-    n_test: int = field(64, help="Held-out test prompts (stratified over topics).")
-    n_val_prompts: int = field(64, help="Held-out validation prompts (never in training data).")
-    high_threshold: float = field(1.0, help="A response is 'all-high' when every objective is >= this.")
+    conflict_fraction: float = field(0.6, help="Share of training (and validation) pairs whose objectives disagree.",
+                                     stages=DATA)
+    train_pairs: int = field(1024, help="Training pairs (before `max_examples`).", stages=DATA)
+    val_pairs: int = field(128, help="Validation pairs (from held-out validation prompts).", stages=DATA)
+    n_test: int = field(64, help="Held-out test prompts (stratified over topics).", stages=DATA_BASE)
+    n_val_prompts: int = field(64, help="Held-out validation prompts (never in training data).", stages=DATA_BASE)
+    high_threshold: float = field(1.0, help="A response is 'all-high' when every objective is >= this.",
+                                  stages=DATA_BASE)
     # SFT corpus
-    sft_examples: int = field(2400, help="Direct demonstrations (behaviour-policy responses) in the SFT corpus.")
-    review_examples: int = field(400, help="REVIEW demonstrations (critique of a response) in the SFT corpus.")
-    rewrite_examples: int = field(400, help="REWRITE demonstrations (a response revised per a critique).")
-    critique_noise: float = field(0.25, help="Share of demonstrated critiques that miss a defect or name a false one.")
+    sft_examples: int = field(2400, help="Direct demonstrations (behaviour-policy responses) in the SFT corpus.",
+                              stages=BASE)
+    review_examples: int = field(400, help="REVIEW demonstrations (critique of a response) in the SFT corpus.",
+                                 stages=BASE)
+    rewrite_examples: int = field(400, help="REWRITE demonstrations (a response revised per a critique).", stages=BASE)
+    critique_noise: float = field(0.25, help="Share of demonstrated critiques that miss a defect or name a false one.",
+                                  stages=BASE)
     # model (LLaMA architecture)
-    hidden_size: int = field(96, help="Hidden size of the tiny LLaMA.")
-    intermediate_size: int = field(256, help="MLP width of the tiny LLaMA.")
-    num_layers: int = field(2, help="Decoder layers.")
-    num_heads: int = field(4, help="Attention heads (also key/value heads).")
+    hidden_size: int = field(96, help="Hidden size of the tiny LLaMA.", stages=BASE)
+    intermediate_size: int = field(256, help="MLP width of the tiny LLaMA.", stages=BASE)
+    num_layers: int = field(2, help="Decoder layers.", stages=BASE)
+    num_heads: int = field(4, help="Attention heads (also key/value heads).", stages=BASE)
     # SFT
-    sft_epochs: int = field(4, help="Epochs over the SFT corpus.")
-    sft_lr: float = field(5e-3, help="Peak AdamW learning rate (warm-up, then cosine decay).")
-    sft_batch_size: int = field(32, help="Sequences per SFT step.")
+    sft_epochs: int = field(4, help="Epochs over the SFT corpus.", stages=BASE)
+    sft_lr: float = field(5e-3, help="Peak AdamW learning rate (warm-up, then cosine decay).", stages=BASE)
+    sft_batch_size: int = field(32, help="Sequences per SFT step.", stages=BASE)
     torch_threads: int = field(1, help="CPU threads torch uses while the base stage trains and samples (restored "
                                        "after); 1 keeps results independent of the core count, and two threads ran "
-                                       "10x slower when other processes shared the 2 cores.")
+                                       "10x slower when other processes shared the 2 cores.", stages=BASE)
     # measurement of the SFT model (returned by build_base)
-    eval_samples: int = field(8, help="Samples per test prompt (temperature 1) for the measured rates.")
-    eval_max_new_tokens: int = field(64, help="Max new tokens when sampling for the measured rates.")
+    eval_samples: int = field(8, help="Samples per test prompt (temperature 1) for the measured rates.",
+                              stages=DATA_BASE)
+    eval_max_new_tokens: int = field(64, help="Max new tokens when sampling for the measured rates.", stages=BASE)
 
     def __post_init__(self) -> None:
         check(0.0 <= self.conflict_fraction <= 1.0, "conflict_fraction", "a number in [0, 1]", self.conflict_fraction)
@@ -163,7 +175,11 @@ class SyntheticTask(Task):
     config_class = SyntheticTaskConfig
     default_generator = "transformers"
     oracle = True  # the scorer computes the objectives exactly: methods may report truth diagnostics
-    version = "2"  # bump when the grammar or the SFT recipe changes (invalidates cached data/base)
+    version = "3"  # bump when the grammar or the SFT recipe changes (invalidates cached data/base)
+    #: the SFT model is trained on the seed's train-prompt split (`split_prompts`), not on the
+    #: training pairs' prompts: the base stage's key holds no pair-sampling option
+    #: (`conflict_fraction`, `train_pairs`, ...), so runs that differ only there share it
+    base_reads_data = False
 
     def objectives(self) -> list[Objective]:
         return [OBJECTIVES[o] for o in g.VARIANTS[self.variant]]
