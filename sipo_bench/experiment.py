@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, pareto
+from . import __version__, extra_scorers, pareto
 from .config import ConfigError, build, check, field, to_dict
 from .errors import UsageError
 from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
@@ -47,6 +47,9 @@ class RunConfig:
     generator: str | None = field(None, help="Generation backend; default: the task's.")
     max_test_prompts: int | None = field(None, help="Evaluate on at most this many test prompts.")
     ref_point: list | None = field(None, help="Override the hypervolume reference point (objective units).")
+    extra_scorers: list[extra_scorers.ExtraScorerConfig] = field(
+        [], help="More scorers on every evaluated point: [{name, options, objectives}]; their objectives are "
+                 "reported beside the task's, the weights, front and HV stay over the task's objectives.")
     executor: str = field("local", help="Executor plugin name.")
     executor_options: dict = field({}, help="Options passed to the executor.")
     out: str | None = field(None, help="Output directory (default results/<task>-<timestamp>).")
@@ -106,6 +109,7 @@ class EvalPoint:
     seed: int
     generate: Stage
     score: Stage
+    extra: list[Stage] = dataclasses.field(default_factory=list)  # extra-score stages, one per extra scorer
 
 
 @dataclass
@@ -127,12 +131,13 @@ class Plan:
     base: dict[int, Stage]
     reference: dict[int, EvalPoint]
     methods: dict[str, MethodPlan]
+    extra_scorers: list[extra_scorers.ExtraScorer] = dataclasses.field(default_factory=list)
 
     def stages(self) -> list[Stage]:
         roots: list[Stage] = list(self.data.values()) + list(self.base.values())
-        roots += [p.score for p in self.reference.values()]
+        roots += [s for p in self.reference.values() for s in (p.score, *p.extra)]
         for m in self.methods.values():
-            roots += [p.score for p in m.points]
+            roots += [s for p in m.points for s in (p.score, *p.extra)]
             for ex in m.extra.values():
                 roots += list(ex.values())
         return walk(roots)
@@ -161,6 +166,35 @@ def method_config(cls: Any, task: Task, overrides: dict, name: str) -> Any:
     return build(cls.config_class, merged, f"method_options.{name}")
 
 
+class FamilyPlanner:
+    """`(method name, seed) -> PolicyFamily`, each planned once per run (behind
+    `FitContext.method`): the method is built with the run's config for it and fitted with a
+    context made by `make_ctx(name, seed)`. A method that needs itself is an error naming the
+    cycle; a failed fit is not memoised (the next caller sees the same error)."""
+
+    def __init__(self, make_ctx: Any, runtime: Runtime, config_of: Any):
+        self.make_ctx, self.runtime, self.config_of = make_ctx, runtime, config_of
+        self.families: dict[tuple[str, int], Any] = {}
+        self.methods: dict[str, Any] = {}
+        self.active: list[str] = []
+
+    def __call__(self, name: str, seed: int) -> Any:
+        if (name, seed) in self.families:
+            return self.families[(name, seed)]
+        if name in self.active:
+            chain = " -> ".join([*self.active[self.active.index(name):], name])
+            raise RuntimeError(f"methods need each other's families in a cycle: {chain}")
+        if name not in self.methods:
+            self.methods[name] = self.runtime.registries.methods.get(name)(self.config_of(name))
+        self.active.append(name)
+        try:
+            family = self.methods[name].fit(self.make_ctx(name, seed))
+        finally:
+            self.active.pop()
+        self.families[(name, seed)] = family
+        return family
+
+
 def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     """Validate every name and option and build the stage graph (nothing runs)."""
     task = runtime.task(cfg.task, cfg.task_options)
@@ -174,6 +208,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     runtime.registries.executors.get(cfg.executor)
     for name, options in task.scorers():
         runtime.registries.scorers.get(name)
+    extras = extra_scorers.resolve(cfg.extra_scorers, runtime, task)
     names = resolve_methods(cfg, runtime, task)
     for extra in cfg.method_options:  # options may configure methods used by others (dpo)
         if extra not in runtime.registries.methods:
@@ -187,9 +222,13 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name)
         return configs[name]
 
+    families = FamilyPlanner(lambda name, seed: FitContext(
+        task=task, seed=seed, data=plan.data[seed], base=plan.base[seed], weights=list(grid), runtime=runtime,
+        method_name=name, method_configs=config_of, method_families=families), runtime, config_of)
+
     task_cfg = task.stage_config()
     decoding = to_dict(cfg.decoding)
-    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {})
+    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {}, extras)
 
     def eval_point(label: str, spec: PolicySpec, w, seed: int) -> EvalPoint:
         spec = spec.normalized()
@@ -201,7 +240,9 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",
                       {**task_cfg, "scorers": [list(s) for s in task.scorers()]},
                       {"generations": gen}, tags={"method": label, "seed": seed})
-        return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score)
+        tags = {"method": label, "seed": seed}
+        extra = [extra_scorers.plan_stage(e, gen, tag, tags) for e in extras]
+        return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score, extra)
 
     for seed in cfg.seeds:
         plan.data[seed] = Stage(f"data[seed={seed}]", "sipo_bench.taskstages:data_stage", {**task_cfg, "seed": seed})
@@ -210,15 +251,11 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         plan.reference[seed] = eval_point("base", PolicySpec(plan.base[seed]), None, seed)
 
     for name in names:
-        cls = runtime.registries.methods.get(name)
         mp = MethodPlan(name, to_dict(configs[name]), [], {})
         plan.methods[name] = mp
         try:
-            method = cls(configs[name])
             for seed in cfg.seeds:
-                fctx = FitContext(task=task, seed=seed, data=plan.data[seed], base=plan.base[seed],
-                                  weights=list(grid), runtime=runtime, method_name=name, method_configs=config_of)
-                family = method.fit(fctx)
+                family = families(name, seed)
                 mp.extra[seed] = dict(family.extra_stages())
                 for w in grid:
                     spec = family.policy(w)
@@ -377,9 +414,9 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
     for name, mp in plan.methods.items():
         entry: dict[str, Any] = {"status": "ok", "error": mp.error, "config": mp.config, "points": [],
                                  "front": [], "hypervolume": None, "hypervolume_floor": None, "igd_plus": None}
-        failed = [(p, outcomes.get(s.key)) for p in mp.points for s in (p.generate, p.score)]
+        failed = [(p, outcomes.get(s.key)) for p in mp.points for s in (p.generate, p.score, *p.extra)]
         failed = [(p, o) for p, o in failed if o is None or o.status in ("failed", "skipped")]
-        upstream = [s for s in walk([p.score for p in mp.points] + [x for ex in mp.extra.values() for x in ex.values()])
+        upstream = [s for s in walk([s for p in mp.points for s in (p.score, *p.extra)] + [x for ex in mp.extra.values() for x in ex.values()])
                     if outcomes.get(s.key) is not None and outcomes[s.key].status == "failed"]
         if mp.error or failed or upstream:
             entry["status"] = "failed"
@@ -416,7 +453,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
     for s in stages:
         st = outcomes[s.key].status if s.key in outcomes else "not run"
         counts[st] = counts.get(st, 0) + 1
-    return {
+    summary = {
         "schema_version": SCHEMA_VERSION,
         "task": task.name,
         "task_description": task.description,
@@ -441,6 +478,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "run": {"run_id": run_id, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "wall_seconds": round(wall_seconds, 3), "stages": {"total": len(stages), **counts}},
     }
+    extra_scorers.add_to_summary(summary, plan, result)
+    return summary
 
 
 VOLATILE_METHOD_KEYS = ("stage_seconds", "seconds")

@@ -315,6 +315,8 @@ class FitContext:
     #: requested in this run, so a method can plan another's stages with the same config
     #: (e.g. soups, MOD, MODPO and SIPO reuse the `dpo` stages and share their cache keys)
     method_configs: Any = None
+    #: `(name, seed) -> PolicyFamily`: the run's memoised planner behind :meth:`method`
+    method_families: Any = None
 
     @property
     def objectives(self) -> list[Objective]:
@@ -324,7 +326,25 @@ class FitContext:
         """The config the run uses for method `name` (its defaults if not requested)."""
         return self.method_configs(name)
 
-    def stage(self, name: str, fn: str, config: Mapping[str, Any], inputs: Mapping[str, "Stage"] | None = None, **kw: Any) -> "Stage":
+    def method(self, name: str) -> PolicyFamily:
+        """Method `name`'s policy family for this seed, planned with the config the run uses for
+        it (:meth:`method_config`), whether or not `name` is itself requested.
+
+        Planned once per (name, seed) in a run: every method asking for `dpo` gets the same
+        family, whose stages have the same keys as the `dpo` method's own, so they run once.
+        Use it to build on another method's models, e.g. the endpoints
+        `ctx.method("dpo").policy(vertex)` (a method asking for itself, directly or through
+        others, is an error)."""
+        if self.method_families is None:
+            raise RuntimeError("FitContext.method: this context was made without the run's planner")
+        return self.method_families(name, self.seed)
+
+    def stage(self, name: str, fn: Any, config: Mapping[str, Any], inputs: Mapping[str, "Stage"] | None = None, **kw: Any) -> "Stage":
+        """A new stage: `fn(ctx: StageContext)` runs it, given as a module-level function object
+        (its import path is derived; functions of `--plugins-dir` files work too) or as the
+        string `"package.module:function"`. `config` is hashed into the stage key with `fn` and
+        the inputs' keys (put everything that changes the result there); `inputs` maps names to
+        the stages whose artefact dirs the function reads. Keywords: `resources`, `version`, `tags`."""
         from .stages import Stage
 
         return Stage(name=name, fn=fn, config=dict(config), inputs=dict(inputs or {}), **kw)

@@ -1,16 +1,14 @@
 """The plugin manager: built-ins and third-party plugins load through one path.
 
 Sources, in order: the entry-point group `sipo_bench` (built-ins are declared there too), then
-loose `*.py` files of `--plugins-dir`. `SIPO_BENCH_PLUGINS=a,b` restricts loading to the named
+loose `*.py` files of `--plugins-dir` (imported as `sipo_bench_local_plugins.<file stem>`, see
+`sipo_bench.localplugins`). `SIPO_BENCH_PLUGINS=a,b` restricts loading to the named
 entry points / files (an allow-list); unset loads all.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, localplugins
 from .errors import PluginError
 from .interfaces import Executor, Generator, Method, Objective, Scorer, Task
 from .registry import Registry
@@ -64,16 +62,13 @@ def get_plugin_manager(plugins_dir: str | Path | None = None, *, load_entry_poin
         d = Path(plugins_dir)
         if not d.is_dir():
             raise PluginError(f"`--plugins-dir`: expected a directory, got {str(d)!r}")
+        localplugins.reset(d)
         for path in sorted(d.glob("*.py")):
             name = path.stem
             if allow is not None and name not in allow:
                 continue
-            spec = importlib.util.spec_from_file_location(f"sipo_bench_local_plugins.{name}", path)
-            assert spec and spec.loader
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
             try:
-                spec.loader.exec_module(module)
+                module = localplugins.import_file(path)
             except Exception as e:
                 raise PluginError(f"plugin {name!r} ({path}): failed to load: {e}") from e
             if pm.get_plugin(name) is not None:
