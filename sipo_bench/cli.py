@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("kind", choices=["tasks", "methods", "scorers", "objectives", "generators", "executors"])
     ls.add_argument("--plugins-dir")
 
+    sh = sub.add_parser("show", help="One method, task, scorer, executor, generator or objective: description, "
+                                     "plugin and every option with its type, default and help.")
+    sh.add_argument("kind", choices=["method", "task", "scorer", "executor", "generator", "objective"])
+    sh.add_argument("name")
+    sh.add_argument("--task", help="With `show method`: the defaults that task sets for the method.")
+    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--plugins-dir")
+
     v = sub.add_parser("validate", help="Check a config (names, types, weights) without running.")
     v.add_argument("--config", required=True)
     v.add_argument("--plugins-dir")
@@ -153,6 +161,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from .plugins import load
+    from .show import describe, render
+
+    info = describe(load(args.plugins_dir), args.kind, args.name, args.task)
+    print(json.dumps(info, indent=2) if args.json else render(info), end="\n" if args.json else "")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .experiment import load_yaml, make_config, plan_run
     from .runtime import Runtime
@@ -200,7 +217,7 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
     return conflict_report(args)
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ls": cmd_ls, "validate": cmd_validate,
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ls": cmd_ls, "show": cmd_show, "validate": cmd_validate,
             "report": cmd_report, "conflicts": cmd_conflicts}
 
 

@@ -165,10 +165,18 @@ class Task(abc.ABC):
 
 
 class Scorer(abc.ABC):
-    """A reward model: batches of (prompt, response) -> one array of scores per objective."""
+    """A reward model: batches of (prompt, response) -> one array of scores per objective.
+
+    Made with the options a task (`Task.scorers`) or a run (`extra_scorers`) gives it, as
+    keyword arguments. Keep the constructor cheap (load models on the first `score`): the run
+    makes one instance per (name, options) while planning, to check the options and ask
+    `objectives()` / `directions()`."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: the options dataclass, if the scorer declares one (fields with `help`): checked before any
+    #: stage runs and listed by `sipo-bench show scorer NAME`
+    options_class: ClassVar[type | None] = None
 
     def __init__(self, **options: Any):
         self.options = options
@@ -397,6 +405,8 @@ class Executor(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: the dataclass of its `executor_options`, if it declares one (`sipo-bench show executor NAME`)
+    options_class: ClassVar[type | None] = None
 
     def __init__(self, **options: Any):
         self.options = options

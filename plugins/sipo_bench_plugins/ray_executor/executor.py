@@ -171,10 +171,11 @@ def _node_summary(nodes: list[dict]) -> str:
 class RayExecutor(Executor):
     name = "ray"
     description = "Runs ready stages in parallel as Ray tasks (local instance or cluster; shared cache)."
+    options_class = RayExecutorConfig
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        self.config = build(RayExecutorConfig, options, "executor_options")
+        self.config = build(self.options_class, options, "executor_options")
         _import_ray()  # fail at planning time, before anything runs, when the extra is missing
 
     # --- connection -----------------------------------------------------------------------------
