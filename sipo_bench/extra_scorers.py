@@ -92,7 +92,7 @@ def resolve(entries: Sequence[ExtraScorerConfig], runtime: Any, task: Task) -> l
             raise ConfigError(f"`{where}.objectives`: expected at least one of {offered}, got []")
         for j, o in enumerate(chosen):
             if o not in offered:
-                raise ConfigError(f"`{where}.objectives[{j}]`: " + did_you_mean(f"objective of scorer {e.name!r}", o, offered))
+                raise ConfigError(f"`{where}.objectives[{j}]`: " + did_you_mean("objective", o, offered) + f" (of scorer {e.name!r})")
             if o in taken:
                 hint = " (select others with `objectives`)" if e.objectives is None else ""
                 raise ConfigError(f"`{where}`: objective {o!r} of scorer {e.name!r} is already {taken[o]}{hint}")
