@@ -107,7 +107,7 @@ def build(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
             raise ConfigError(f"`{prefix}{key}`: " + did_you_mean("key", str(key), list(fields)))
     for name, f in fields.items():
         if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-            raise ConfigError(f"`{prefix}{name}`: expected a value ({f.metadata.get('help', 'required')}), got nothing")
+            raise ConfigError(f"`{prefix}{name}`: expected a value (the field is required), got nothing")
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     try:
         return cls(**kwargs)
