@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cache", action="store_true", default=None, help="Recompute every stage.")
     r.add_argument("--max-test-prompts", type=int, help="Evaluate on at most N test prompts.")
     r.add_argument("--max-examples", type=int, help="Cap training pairs (task option max_examples).")
+    r.add_argument("--extra-scorers", type=_csv, metavar="S[,S]", help="Scorers whose objectives are also reported on "
+                   "every point (`extra_scorers` with default options; the HV stays over the task's objectives).")
     r.add_argument("--quiet", action="store_true", default=None, help="Log lines only, no progress bars.")
 
     pl = sub.add_parser("plugins", help="List plugins, versions and what they register.")
@@ -98,6 +100,8 @@ def _run_config(args: argparse.Namespace) -> Any:
         "max_test_prompts": args.max_test_prompts,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if args.extra_scorers is not None:
+        data["extra_scorers"] = [{"name": n} for n in args.extra_scorers]
     if args.max_examples is not None:
         data["task_options"] = {**data.get("task_options", {}), "max_examples": args.max_examples}
     if args.ray_address is not None:

@@ -222,3 +222,14 @@ def test_merge_unites_extra_objectives(plugs, tmp_path):
     merged = merge([json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())])
     assert [o["name"] for o in merged["extra_objectives"]] == ["length", "fun"]
     assert "| best length (max; extra) | best fun (min; extra) |" in table_md(merged)
+
+
+def test_extra_scorers_flag(plugs, tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", "--task", "dummy", "--methods", "dummy", "--extra-scorers", "count", "--plugins-dir", str(plugs),
+                 "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert [o["name"] for o in s["extra_objectives"]] == ["n_a", "length"]
+    assert s["config"]["extra_scorers"] == [{"name": "count", "options": {}, "objectives": None}]
+    by_w = {tuple(p["w"]): p["extra_scores"] for p in s["methods"]["dummy"]["points"]}
+    assert by_w[(1.0, 0.0)] == {"n_a": 9.0, "length": 10.0} and by_w[(0.0, 1.0)] == {"n_a": 1.0, "length": 10.0}
