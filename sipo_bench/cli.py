@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Replace the results in --out when they belong to a run of another config.")
     r.add_argument("--max-test-prompts", type=int, help="Evaluate on at most N test prompts.")
     r.add_argument("--max-examples", type=int, help="Cap training pairs (task option max_examples).")
+    r.add_argument("--extra-scorers", type=_csv, metavar="S[,S]", help="Scorers whose objectives are also reported on "
+                   "every point (`extra_scorers` with default options; the HV stays over the task's objectives).")
     r.add_argument("--quiet", action="store_true", default=None, help="Log lines only, no progress bars.")
 
     pl = sub.add_parser("plugins", help="List plugins, versions and what they register.")
@@ -60,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="List tasks, methods, scorers, objectives, generators or executors.")
     ls.add_argument("kind", choices=["tasks", "methods", "scorers", "objectives", "generators", "executors"])
     ls.add_argument("--plugins-dir")
+
+    sh = sub.add_parser("show", help="One method, task, scorer, executor, generator or objective: description, "
+                                     "plugin and every option with its type, default and help.")
+    sh.add_argument("kind", choices=["method", "task", "scorer", "executor", "generator", "objective"])
+    sh.add_argument("name")
+    sh.add_argument("--task", help="With `show method`: the defaults that task sets for the method.")
+    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--plugins-dir")
 
     v = sub.add_parser("validate", help="Check a config (names, types, weights) without running.")
     v.add_argument("--config", required=True)
@@ -105,6 +115,8 @@ def _run_config(args: argparse.Namespace) -> Any:
         "device": args.device,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if args.extra_scorers is not None:
+        data["extra_scorers"] = [{"name": n} for n in args.extra_scorers]
     if args.max_examples is not None:
         data["task_options"] = {**_mapping(data, "task_options"), "max_examples": args.max_examples}
     if args.ray_address is not None:
@@ -195,6 +207,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from .plugins import load
+    from .show import describe, render
+
+    regs = load(args.plugins_dir)
+    _warn_plugins(regs)
+    info = describe(regs, args.kind, args.name, args.task)
+    print(json.dumps(info, indent=2) if args.json else render(info), end="\n" if args.json else "")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .experiment import load_yaml, make_config, plan_run
     from .runtime import Runtime
@@ -279,7 +302,7 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
     return conflict_report(args)
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ls": cmd_ls, "validate": cmd_validate,
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ls": cmd_ls, "show": cmd_show, "validate": cmd_validate,
             "report": cmd_report, "cache": cmd_cache, "conflicts": cmd_conflicts}
 
 

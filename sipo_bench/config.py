@@ -109,15 +109,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def build(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
     """Build config dataclass `cls` from a plain mapping, validating keys and types."""
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"`{where or cls.__name__}`: expected a mapping, got {data!r} ({type(data).__name__})")
     data = dict(data or {})
-    if not isinstance(data, dict):
-        raise ConfigError(f"`{where or cls.__name__}`: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     prefix = f"{where}." if where else ""
     for key in data:
         if key not in fields:
             raise ConfigError(f"`{prefix}{key}`: " + did_you_mean("key", str(key), list(fields)))
+    for name, f in fields.items():
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise ConfigError(f"`{prefix}{name}`: expected a value (the field is required), got nothing")
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     try:
         return cls(**kwargs)

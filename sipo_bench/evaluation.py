@@ -49,6 +49,12 @@ def score_texts(runtime, task, prompts, responses, progress=None) -> dict[str, n
     return scores
 
 
+def read_generations(generations_dir) -> tuple[list[str], list[str]]:
+    """(raw prompts, responses) of a `generate` stage, aligned (what extra scorers read)."""
+    rows = read_jsonl(generations_dir / "generations.jsonl")
+    return [r["prompt"] for r in rows], [r["response"] for r in rows]
+
+
 def score_stage(ctx: StageContext):
     """config: task, task_options; inputs: generations. Writes scores.jsonl; returns the means."""
     cfg = ctx.config

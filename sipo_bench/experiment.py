@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import __version__, pareto
+from . import __version__, extra_scorers, pareto
 from .config import ConfigError, build, check, field, to_dict
 from .errors import UsageError
 from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
@@ -55,6 +55,9 @@ class RunConfig:
     generator: str | None = field(None, help="Generation backend; default: the task's.")
     max_test_prompts: int | None = field(None, help="Evaluate on at most this many test prompts.")
     ref_point: list[float] | None = field(None, help="Override the hypervolume reference point (objective units).")
+    extra_scorers: list[extra_scorers.ExtraScorerConfig] = field(
+        [], help="More scorers on every evaluated point: [{name, options, objectives}]; their objectives are "
+                 "reported beside the task's, the weights, front and HV stay over the task's objectives.")
     executor: str = field("local", help="Executor plugin name.")
     executor_options: dict = field({}, help="Options passed to the executor.")
     out: str | None = field(None, help="Output directory (default results/<task>-<timestamp>).")
@@ -153,6 +156,7 @@ class EvalPoint:
     seed: int
     generate: Stage
     score: Stage
+    extra: list[Stage] = dataclasses.field(default_factory=list)  # extra-score stages, one per extra scorer
 
 
 @dataclass
@@ -176,12 +180,13 @@ class Plan:
     reference: dict[int, EvalPoint]
     methods: dict[str, MethodPlan]
     device: str = "cpu"  # the resolved device ("cpu" or "cuda")
+    extra_scorers: list[extra_scorers.ExtraScorer] = dataclasses.field(default_factory=list)
 
     def stages(self) -> list[Stage]:
         roots: list[Stage] = list(self.data.values()) + list(self.base.values())
-        roots += [p.score for p in self.reference.values()]
+        roots += [s for p in self.reference.values() for s in (p.score, *p.extra)]
         for m in self.methods.values():
-            roots += [p.score for p in m.points]
+            roots += [s for p in m.points for s in (p.score, *p.extra)]
             for ex in m.extra.values():
                 roots += list(ex.values())
         return walk(roots)
@@ -233,6 +238,35 @@ def method_config(cls: Any, task: Task, overrides: dict, name: str) -> Any:
     return build(cls.config_class, merged, f"method_options.{name}")
 
 
+class FamilyPlanner:
+    """`(method name, seed) -> PolicyFamily`, each planned once per run (behind
+    `FitContext.method`): the method is built with the run's config for it and fitted with a
+    context made by `make_ctx(name, seed)`. A method that needs itself is an error naming the
+    cycle; a failed fit is not memoised (the next caller sees the same error)."""
+
+    def __init__(self, make_ctx: Any, runtime: Runtime, config_of: Any):
+        self.make_ctx, self.runtime, self.config_of = make_ctx, runtime, config_of
+        self.families: dict[tuple[str, int], Any] = {}
+        self.methods: dict[str, Any] = {}
+        self.active: list[str] = []
+
+    def __call__(self, name: str, seed: int) -> Any:
+        if (name, seed) in self.families:
+            return self.families[(name, seed)]
+        if name in self.active:
+            chain = " -> ".join([*self.active[self.active.index(name):], name])
+            raise RuntimeError(f"methods need each other's families in a cycle: {chain}")
+        if name not in self.methods:
+            self.methods[name] = self.runtime.registries.methods.get(name)(self.config_of(name))
+        self.active.append(name)
+        try:
+            family = self.methods[name].fit(self.make_ctx(name, seed))
+        finally:
+            self.active.pop()
+        self.families[(name, seed)] = family
+        return family
+
+
 def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     """Validate every name and option and build the stage graph (nothing runs)."""
     from .device import resolve, stage_resources
@@ -248,6 +282,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     generator_cls = runtime.registries.generators.get(generator)
     executor_options(cfg, runtime)
     scorer_classes = [runtime.registries.scorers.get(name) for name, options in task.scorers()]
+    extras = extra_scorers.resolve(cfg.extra_scorers, runtime, task)
 
     def resources(gpu: bool):
         return stage_resources(device, cfg.cpu_threads, gpu=gpu)
@@ -274,10 +309,17 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             except PluginError:
                 pass  # cannot import it: reported if a method needs it
 
+    families = FamilyPlanner(lambda name, seed: FitContext(
+        task=task, seed=seed, data=plan.data[seed], base=plan.base[seed], weights=list(grid), runtime=runtime,
+        method_name=name, method_configs=config_of, method_families=families,
+        resources=resources(bool(runtime.registries.methods.get(name).needs_model))), runtime, config_of)
+
     decoding = to_dict(cfg.decoding)
-    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {}, device)
+    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {}, device, extras)
     gen_res = resources(bool(getattr(generator_cls, "uses_accelerator", True)))
     score_res = resources(any(getattr(c, "uses_accelerator", False) for c in scorer_classes))
+    extra_res = {e.name: resources(bool(getattr(runtime.registries.scorers.get(e.name), "uses_accelerator", False)))
+                 for e in extras}
 
     def eval_point(label: str, spec: PolicySpec, w, seed: int) -> EvalPoint:
         spec = spec.normalized()
@@ -289,7 +331,9 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",
                       {**task.stage_config("score"), "scorers": [list(s) for s in task.scorers()]},
                       {"generations": gen}, resources=score_res, tags={"method": label, "seed": seed})
-        return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score)
+        tags = {"method": label, "seed": seed}
+        extra = [extra_scorers.plan_stage(e, gen, tag, tags, extra_res[e.name]) for e in extras]
+        return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score, extra)
 
     for seed in cfg.seeds:
         plan.data[seed], plan.base[seed] = plan_task_stages(task, seed, resources(task.uses_accelerator("data")),
@@ -301,16 +345,11 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             plan.methods[name] = MethodPlan(name, {}, [], {}, error=broken[name].splitlines()[0], traceback=broken[name])
             runtime.log(f"method {name} failed: {plan.methods[name].error}")
             continue
-        cls = runtime.registries.methods.get(name)
         mp = MethodPlan(name, to_dict(configs[name]), [], {})
         plan.methods[name] = mp
         try:
-            method = cls(configs[name])
             for seed in cfg.seeds:
-                fctx = FitContext(task=task, seed=seed, data=plan.data[seed], base=plan.base[seed],
-                                  weights=list(grid), runtime=runtime, method_name=name, method_configs=config_of,
-                                  resources=resources(bool(cls.needs_model)))
-                family = method.fit(fctx)
+                family = families(name, seed)
                 mp.extra[seed] = dict(family.extra_stages())
                 for w in grid:
                     spec = family.policy(w)
@@ -515,9 +554,9 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
     for name, mp in plan.methods.items():
         entry: dict[str, Any] = {"status": "ok", "error": mp.error, "config": mp.config, "points": [],
                                  "front": [], "hypervolume": None, "hypervolume_floor": None, "igd_plus": None}
-        failed = [(p, outcomes.get(s.key)) for p in mp.points for s in (p.generate, p.score)]
+        failed = [(p, outcomes.get(s.key)) for p in mp.points for s in (p.generate, p.score, *p.extra)]
         failed = [(p, o) for p, o in failed if o is None or o.status in ("failed", "skipped")]
-        upstream = [s for s in walk([p.score for p in mp.points] + [x for ex in mp.extra.values() for x in ex.values()])
+        upstream = [s for s in walk([s for p in mp.points for s in (p.score, *p.extra)] + [x for ex in mp.extra.values() for x in ex.values()])
                     if outcomes.get(s.key) is not None and outcomes[s.key].status == "failed"]
         if mp.error or failed or upstream:
             entry["status"] = "failed"
@@ -548,7 +587,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         counts[st] = counts.get(st, 0) + 1
     failed_stages = [{"stage": s.name, "key": s.key, "error": outcomes[s.key].error}
                      for s in stages if s.key in outcomes and outcomes[s.key].status == "failed"]
-    return {
+    summary = {
         "schema_version": SCHEMA_VERSION,
         "task": task.name,
         "task_description": task.description,
@@ -575,6 +614,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "run": {"run_id": run_id, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "wall_seconds": round(wall_seconds, 3), "stages": {"total": len(stages), **counts}},
     }
+    extra_scorers.add_to_summary(summary, plan, result)
+    return summary
 
 
 def method_indicators(entry: dict, ref_points: dict, floor: list[float] | None, objectives: list[tuple[str, bool]],

@@ -183,12 +183,20 @@ class Task(abc.ABC):
 
 
 class Scorer(abc.ABC):
-    """A reward model: batches of (prompt, response) -> one array of scores per objective."""
+    """A reward model: batches of (prompt, response) -> one array of scores per objective.
+
+    Made with the options a task (`Task.scorers`) or a run (`extra_scorers`) gives it, as
+    keyword arguments. Keep the constructor cheap (load models on the first `score`): the run
+    makes one instance per (name, options) while planning, to check the options and ask
+    `objectives()` / `directions()`."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     #: True if scoring runs a model (a reward model): score stages then ask for a GPU on a cuda run
     uses_accelerator: ClassVar[bool] = False
+    #: the options dataclass, if the scorer declares one (fields with `help`): checked before any
+    #: stage runs and listed by `sipo-bench show scorer NAME`
+    options_class: ClassVar[type | None] = None
 
     def __init__(self, **options: Any):
         self.options = options
@@ -338,6 +346,8 @@ class FitContext:
     #: what this method's stages ask of a worker (`Resources`: CPU threads, and a GPU on a
     #: cuda run for a method that `needs_model`), unless a stage passes its own `resources=`
     resources: Any = None
+    #: `(name, seed) -> PolicyFamily`: the run's memoised planner behind :meth:`method`
+    method_families: Any = None
 
     @property
     def objectives(self) -> list[Objective]:
@@ -347,7 +357,25 @@ class FitContext:
         """The config the run uses for method `name` (its defaults if not requested)."""
         return self.method_configs(name)
 
-    def stage(self, name: str, fn: str, config: Mapping[str, Any], inputs: Mapping[str, "Stage"] | None = None, **kw: Any) -> "Stage":
+    def method(self, name: str) -> PolicyFamily:
+        """Method `name`'s policy family for this seed, planned with the config the run uses for
+        it (:meth:`method_config`), whether or not `name` is itself requested.
+
+        Planned once per (name, seed) in a run: every method asking for `dpo` gets the same
+        family, whose stages have the same keys as the `dpo` method's own, so they run once.
+        Use it to build on another method's models, e.g. the endpoints
+        `ctx.method("dpo").policy(vertex)` (a method asking for itself, directly or through
+        others, is an error)."""
+        if self.method_families is None:
+            raise RuntimeError("FitContext.method: this context was made without the run's planner")
+        return self.method_families(name, self.seed)
+
+    def stage(self, name: str, fn: Any, config: Mapping[str, Any], inputs: Mapping[str, "Stage"] | None = None, **kw: Any) -> "Stage":
+        """A new stage: `fn(ctx: StageContext)` runs it, given as a module-level function object
+        (its import path is derived; functions of `--plugins-dir` files work too) or as the
+        string `"package.module:function"`. `config` is hashed into the stage key with `fn` and
+        the inputs' keys (put everything that changes the result there); `inputs` maps names to
+        the stages whose artefact dirs the function reads. Keywords: `resources`, `version`, `tags`."""
         from .stages import Stage
 
         if self.resources is not None:

@@ -1,14 +1,13 @@
 """The plugin manager: built-ins and third-party plugins load through one path.
 
 Sources, in order: the entry-point group `sipo_bench` (built-ins are declared there too), then
-loose `*.py` files of `--plugins-dir`. `SIPO_BENCH_PLUGINS=a,b` restricts loading to the named
+loose `*.py` files of `--plugins-dir` (imported as `sipo_bench_local_plugins.<file stem>`, see
+`sipo_bench.localplugins`). `SIPO_BENCH_PLUGINS=a,b` restricts loading to the named
 entry points / files (an allow-list); unset loads all.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, localplugins
 from .errors import PluginError
 from .interfaces import Executor, Generator, Method, Objective, Scorer, Task
 from .registry import Registry
@@ -81,6 +80,7 @@ def get_plugin_manager(plugins_dir: str | Path | None = None, *, load_entry_poin
         if not d.is_dir():
             raise PluginError(f"`--plugins-dir`: expected a directory, got {str(d)!r}")
         files = sorted(d.glob("*.py"))
+        localplugins.reset(d)
     if allow is not None:
         available = {ep.name for ep in eps} | {f.stem for f in files}
         unknown = sorted(allow - available)
@@ -110,17 +110,11 @@ def get_plugin_manager(plugins_dir: str | Path | None = None, *, load_entry_poin
             broken[name] = BrokenPlugin(name, "plugins-dir", f"plugin {name!r} ({path}): a plugin of that name is "
                                         f"already loaded", requested=True)
             continue
-        spec = importlib.util.spec_from_file_location(f"sipo_bench_local_plugins.{name}", path)
-        if spec is None or spec.loader is None:
-            broken[name] = BrokenPlugin(name, "plugins-dir", f"plugin {name!r} ({path}): not a Python module", requested=True)
-            continue
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
         try:
-            spec.loader.exec_module(module)
+            module = localplugins.import_file(path)
             pm.register(module, name=name)
         except Exception as e:
-            sys.modules.pop(spec.name, None)
+            sys.modules.pop(localplugins.module_name(path), None)
             broken[name] = BrokenPlugin(name, "plugins-dir", f"plugin {name!r} ({path}): failed to load: {_first_line(e)}",
                                         requested=True)
             continue

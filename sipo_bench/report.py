@@ -125,6 +125,7 @@ def merge(summaries: Sequence[dict]) -> dict:
     weights: list[list[float]] = []
     methods: dict[str, dict] = {}
     merged_from: list[dict] = []
+    extra_objectives: dict[str, dict] = {}
     stage_counts: dict[str, int] = {}
     wall = 0.0
     for s in parts:
@@ -161,6 +162,10 @@ def merge(summaries: Sequence[dict]) -> dict:
         for name, entry in s["methods"].items():
             methods[name] = _merge_method(name, methods.get(name), entry, label) if name in methods else \
                 {**entry, "_runs": [label]}
+        for o in s.get("extra_objectives") or []:
+            known = extra_objectives.setdefault(o["name"], o)
+            if bool(known["higher_is_better"]) != bool(o["higher_is_better"]):
+                raise UsageError(f"cannot merge runs whose extra objective {o['name']!r} has opposite directions (run {label})")
         run = s.get("run") or {}
         wall += float(run.get("wall_seconds") or 0.0)
         for k, v in (run.get("stages") or {}).items():
@@ -192,6 +197,8 @@ def merge(summaries: Sequence[dict]) -> dict:
         "task_base": dict(sorted(task_base.items(), key=lambda kv: int(kv[0]))),
         "methods": methods,
         "merged_from": merged_from,
+        **({"extra_objectives": list(extra_objectives.values()),
+            "hv_objectives": [o["name"] for o in first["objectives"]]} if extra_objectives else {}),
         "run": {"run_id": "merged:" + "+".join(str(m.get("run_id")) for m in merged_from),
                 "date": max((str(m.get("date")) for m in merged_from if m.get("date")), default=None),
                 "wall_seconds": round(wall, 3), "stages": stage_counts},
@@ -271,6 +278,25 @@ def _direction(o: dict) -> str:
     return "higher is better" if o["higher_is_better"] else "lower is better"
 
 
+def _extra_objectives(summary: dict) -> list[dict]:
+    """Objectives of the run's `extra_scorers`: reported, not in the weights, front or HV."""
+    return list(summary.get("extra_objectives") or [])
+
+
+def _extra_lines(summary: dict) -> list[str]:
+    extra = _extra_objectives(summary)
+    if not extra:
+        return []
+    hv = ", ".join(summary.get("hv_objectives") or [o["name"] for o in summary["objectives"]])
+    base = [v for v in ((summary.get("base_policy") or {}).get("extra_scores") or {}).values() if v]
+    base_text = ("; base policy (mean over seeds): " + ", ".join(
+        f"{o['name']}={_num(sum(b[o['name']] for b in base) / len(base))}" for o in extra if all(o["name"] in b for b in base))
+        if base else "")
+    return [f"- Extra objectives (`extra_scorers`, scored on every point; reported only): "
+            + ", ".join(f"{o['name']} ({_direction(o)}; scorer {o.get('scorer')})" for o in extra) + base_text + ".",
+            f"- The weight grid, fronts, HV and IGD+ cover the task's objectives only: {hv}."]
+
+
 def _has_floor(summary: dict) -> bool:
     return summary.get("floor") is not None
 
@@ -290,6 +316,7 @@ def header(summary: dict, *, with_ref: bool = True) -> list[str]:
         cols.append(f"HV vs floor{' ' + _vec(summary['floor']) if with_ref else ''}{ci}")
     cols += ["IGD+ (lower is better)", "front points"]
     cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'})" for o in summary["objectives"]]
+    cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'}; extra)" for o in _extra_objectives(summary)]
     return cols
 
 
@@ -304,7 +331,7 @@ def rows(summary: dict, *, with_time: bool = False) -> list[list[str]]:
         if _has_floor(summary):
             row.append(_hv_cell(m.get("hypervolume_floor"), n_seeds))
         row += [_num(m.get("igd_plus")), str(len(m.get("front") or []))]
-        row += [_num(best.get(o["name"])) for o in summary["objectives"]]
+        row += [_num(best.get(o["name"])) for o in summary["objectives"] + _extra_objectives(summary)]
         if with_time:
             row.append(_num(m.get("seconds")))
         out.append(row)
@@ -394,7 +421,8 @@ def table_md(summary: dict) -> str:
               f"- IGD+: each method's mean front against the union front of all methods "
               f"({_count(len(s.get('union_front') or []), 'point')}); lower is better.",
               "- front points: non-dominated mean points (mean over seeds per weight); best: over mean points. "
-              "Timings are in summary.json and the console, not here, so reruns give the same file.", ""]
+              "Timings are in summary.json and the console, not here, so reruns give the same file.",
+              *_extra_lines(s), ""]
     if s.get("merged_from"):
         lines += ["Merged from runs: " + ", ".join(
             f"{m.get('run_id')} ({', '.join(m.get('methods') or [])})" for m in s["merged_from"]) + ".", ""]
@@ -411,21 +439,31 @@ def table_md(summary: dict) -> str:
 
 
 def points_csv(summary: dict) -> str:
-    """One row per (method, w, seed): the weight vector and the mean test scores."""
+    """One row per (method, w, seed): the weight vector and the mean test scores (the task's
+    objectives, then the extra objectives of `extra_scorers`, empty where a point has none)."""
     s = normalize(summary)
     objs = [o["name"] for o in s["objectives"]]
+    extra = [o["name"] for o in _extra_objectives(s)]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "seed", *[f"w_{o}" for o in objs], *objs])
+    w.writerow(["method", "seed", *[f"w_{o}" for o in objs], *objs, *extra])
     for name, m in s["methods"].items():
         for p in m.get("points") or []:
-            w.writerow([name, p["seed"], *p["w"], *p["scores"]])
+            es = p.get("extra_scores") or {}
+            w.writerow([name, p["seed"], *p["w"], *p["scores"], *[es.get(o, "") for o in extra]])
     return buf.getvalue()
+
+
+def _extra_caption(summary: dict) -> list[str]:
+    extra = _extra_objectives(summary)
+    return [f"Extra objectives (reported only; HV over {', '.join(summary.get('hv_objectives') or [])}): "
+            + ", ".join(o["name"] for o in extra) + "."] if extra else []
 
 
 def _console_header(summary: dict) -> list[str]:
     cols = ["method", "status", "HV vs ref"] + (["HV vs floor"] if _has_floor(summary) else [])
     cols += ["IGD+ ↓", "front", *[f"best {o['name']} {'↑' if o['higher_is_better'] else '↓'}" for o in summary["objectives"]]]
+    cols += [f"best {o['name']} {'↑' if o['higher_is_better'] else '↓'} (extra)" for o in _extra_objectives(summary)]
     return cols + ["time s"]
 
 
@@ -439,7 +477,7 @@ def console_table(summary: dict) -> Any:
 
     s = normalize(summary)
     n_hv = 2 if _has_floor(s) else 1
-    t = Table(title=f"sipo-bench: {s['task']}", caption=" ".join(_ref_lines(s)), caption_justify="left",
+    t = Table(title=f"sipo-bench: {s['task']}", caption=" ".join(_ref_lines(s) + _extra_caption(s)), caption_justify="left",
               box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
     for i, col in enumerate(_console_header(s)):
         t.add_column(col, justify="left" if i < 2 else "right")

@@ -67,7 +67,7 @@ class Stage:
     """
 
     name: str
-    fn: str
+    fn: str  # "package.module:function"; a function object is turned into that (see `fn_ref`)
     config: Mapping[str, Any] = field(default_factory=dict)
     inputs: Mapping[str, "Stage"] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
@@ -75,8 +75,10 @@ class Stage:
     tags: Mapping[str, Any] = field(default_factory=dict)  # e.g. method/weight/seed, not hashed
 
     def __post_init__(self) -> None:
-        if ":" not in self.fn:
-            raise ValueError(f"stage {self.name!r}: fn must be 'module:function', got {self.fn!r}")
+        if callable(self.fn):
+            self.fn = fn_ref(self.fn, self.name)
+        if not isinstance(self.fn, str) or ":" not in self.fn:
+            raise ValueError(f"stage {self.name!r}: fn must be a module-level function or 'module:function', got {self.fn!r}")
         self._key: str | None = None
 
     @property
@@ -97,14 +99,49 @@ class Stage:
         return self.name.split("[", 1)[0]
 
     def load_fn(self) -> Callable[["StageContext"], Any]:
-        module, _, attr = self.fn.partition(":")
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return resolve_fn(self.fn, self.name)
 
     def __repr__(self) -> str:
         return f"Stage({self.name!r}, key={self.key})"
+
+
+def fn_ref(fn: Callable[..., Any], stage: str = "?") -> str:
+    """`"module:qualname"` of a stage function, checked to resolve back to it in a fresh
+    process: a module-level function (or a static method of a module-level class) of an
+    importable module. Functions of `--plugins-dir` files live in `sipo_bench_local_plugins.<stem>`
+    (`sipo_bench.localplugins`), which workers import again from the same directory."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not module or not qualname:
+        raise ValueError(f"stage {stage!r}: fn must be a function, got {fn!r}")
+    if module == "__main__":
+        raise ValueError(f"stage {stage!r}: fn {qualname} is defined in __main__, which other processes cannot "
+                         "import; move it into a module or a --plugins-dir file")
+    if "<" in qualname:  # <locals>, <lambda>
+        raise ValueError(f"stage {stage!r}: fn {module}.{qualname} is not a module-level function (a lambda or a "
+                         "nested function cannot be imported by name); define it at the top of its module")
+    try:
+        found = resolve_fn(f"{module}:{qualname}", stage)
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    if getattr(found, "__qualname__", None) != qualname:  # e.g. a decorator that renamed it
+        raise ValueError(f"stage {stage!r}: {module}:{qualname} names {found!r}, not fn {fn!r}")
+    return f"{module}:{qualname}"
+
+
+def resolve_fn(ref: str, stage: str = "?") -> Callable[..., Any]:
+    """The object `"module:attr.attr"` names; `ImportError` naming the stage when it cannot."""
+    module, _, attr = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        from .localplugins import PACKAGE
+
+        hint = (f" (a --plugins-dir file: this process must load the same plugins dir, e.g. "
+                f"Runtime(plugins_dir=...))" if module.split(".")[0] == PACKAGE else "")
+        raise ImportError(f"stage {stage!r}: cannot import stage function {ref!r}: {e}{hint}") from e
+    return obj
 
 
 def walk(stages: list[Stage]) -> list[Stage]:

@@ -1,7 +1,8 @@
 """The `ray` executor on a private 2-CPU Ray instance (127.0.0.1 only), with the dummy task.
 
-Two dummy methods (`dummy`, and `dummy-b` from a throwaway plugins dir, so workers must rebuild
-the runtime with the driver's plugins dir), two seeds, training stages that sleep: the Ray run
+Two dummy methods (`dummy`, and `dummy-b` from a throwaway plugins dir whose training stage
+function is defined in that loose file, so workers must rebuild the runtime with the driver's
+plugins dir and import the function from it), two seeds, training stages that sleep: the Ray run
 must give the local executor's summary, run stages side by side, survive a SIGKILLed worker,
 record a stage's own error exactly like the local executor, and share the cache both ways with
 the local executor (a killed or half-failed run resumes under the other one).
@@ -44,12 +45,26 @@ PLUGIN = '''
 import dataclasses
 
 from sipo_bench.hookspecs import hookimpl
-from sipo_bench_plugins.dummy import DummyMethod
+from sipo_bench_plugins.dummy import DummyFamily, DummyMethod, train_dummy_adapter
+
+
+def train_b(ctx):
+    """dummy-b's stage function, defined in this loose file and passed as a function object:
+    Ray workers must import it from the driver's plugins dir."""
+    return train_dummy_adapter(ctx)
 
 
 class DummyB(DummyMethod):
     name = "dummy-b"
     description = "The dummy method under a second name; its own options make its own stages."
+
+    def fit(self, ctx):
+        c = self.config
+        return DummyFamily(ctx.base, [
+            ctx.stage(f"dummy-train[{o.name},seed={ctx.seed}]", train_b,
+                      {"objective_index": i, "strength": c.strength, "sleep": c.sleep, "fail": c.fail, "seed": ctx.seed},
+                      {"base": ctx.base})
+            for i, o in enumerate(ctx.objectives)])
 
 
 class DummyGPU(DummyMethod):

@@ -175,7 +175,7 @@ class RayExecutor(Executor):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        self.config = build(RayExecutorConfig, options, "executor_options")
+        self.config = build(self.config_class, options, "executor_options")
         _import_ray()  # fail at planning time, before anything runs, when the extra is missing
 
     # --- connection -----------------------------------------------------------------------------

@@ -87,7 +87,7 @@ class HFClassifierScorer(Scorer):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        self.cfg = build(self.options_class, self._options(options), f"scorer {self.name}")
+        self.cfg = build(ClassifierOptions, self._options(options), f"scorer {self.name}")
         self._loaded: Loaded | None = None
 
     def _options(self, options: dict) -> dict:
@@ -165,6 +165,7 @@ class DPARewardScorer(HFClassifierScorer):
     higher-is-better as reported (for verbosity: higher = more verbose)."""
 
     name = "dpa-rm"
+    options_class = DPAOptions  # what it accepts; `_options` turns them into ClassifierOptions
     description = "DPA reward model (Mistral-7B, 10 outputs): HelpSteer attributes, (s-10)/20, higher = more of it."
 
     def _options(self, options: dict) -> dict:

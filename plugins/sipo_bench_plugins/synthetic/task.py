@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from sipo_bench.config import ConfigError, check, field
+from sipo_bench.config import ConfigError, build, check, field
 from sipo_bench.interfaces import Objective, Scorer, Task, TaskConfig, TaskData
 from sipo_bench.stages import write_jsonl
 
@@ -269,20 +269,26 @@ class Synthetic3Obj(SyntheticTask):
 # --- Scorer ---------------------------------------------------------------------------------
 
 
+@dataclass
+class OracleOptions:
+    variant: str = field("all", help="Which objectives to grade: hh (helpful, harmless), cv (correct, concise), "
+                                     "3obj (helpful, harmless, concise) or all (the four).")
+
+    def __post_init__(self) -> None:
+        allowed = [*g.VARIANTS, "all"]
+        check(self.variant in allowed, "variant", f"one of {', '.join(allowed)}", self.variant)
+
+
 class OracleScorer(Scorer):
     """Parses each response with the grammar and computes the objectives exactly (no model).
     Option `variant`: hh | cv | 3obj | all (all four objectives)."""
 
     name = "synthetic-oracle"
     description = "Exact oracle of the synthetic tasks: parses the response text (no model, no hidden labels)."
+    options_class = OracleOptions
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - {"variant"})
-        if unknown:
-            raise ConfigError(f"`{unknown[0]}`: expected only option `variant` for scorer synthetic-oracle, got {unknown[0]!r}")
-        variant = options.get("variant", "all")
-        allowed = [*g.VARIANTS, "all"]
-        check(variant in allowed, "variant", f"one of {', '.join(allowed)}", variant)
+        variant = build(OracleOptions, options).variant
         super().__init__(variant=variant)
         self.variant = variant
 
