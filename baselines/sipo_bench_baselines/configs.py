@@ -53,7 +53,10 @@ class PreferenceTrainingConfig(LoRATrainingConfig):
     epochs: float = field(3.0, help="Epochs over the training pairs.")
     batch_size: int = field(1, help="Pairs per device batch.")
     grad_accum: int = field(2, help="Gradient accumulation steps.")
-    max_length: int = field(512, help="Maximum tokens of prompt + response (longer sequences are cut at the end).")
+    max_length: int = field(512, help="Maximum tokens of prompt + response (BOS and EOS included); see long_pairs.")
+    long_pairs: Literal["truncate", "drop"] = field(
+        "truncate", help="A pair with a sequence over max_length: 'truncate' cuts it at the end (trl's default); "
+                         "'drop' leaves the pair out of training and validation (the released SIPO code's filter).")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
         "cosine", help="Learning-rate schedule (transformers `lr_scheduler_type`).")
     warmup_ratio: float = field(0.0, help="Share of the steps spent warming up the learning rate.")

@@ -30,6 +30,9 @@ class SIPOConfig(PreferenceTrainingConfig):
     filter_scorers: Literal["objectives", "objectives+soups"] = field(
         "objectives", help="Filter rewards: the per-objective implicit rewards, or also the soups at the sample weights (released code).")
     alpha: float = field(0.1, help="Weight α of the NLL term of the re-alignment loss DPO + α·NLL.")
+    nll_normalization: Literal["response_tokens", "padded_length"] = field(
+        "response_tokens", help="NLL = −log π(y*|x) / n with n = the response's tokens (ours) or the padded length of the "
+                                "batch's prompt + response sequences (the released code; its α = 0.1 weighs the NLL less).")
     rounds: int = field(1, help="Self-improvement rounds; round r+1 starts from round r's re-aligned models.")
     scoring_batch_size: int = field(64, help="Batch size of implicit-reward scoring.")
 

@@ -88,7 +88,8 @@ class SIPOMethod(Method):
             extra[f"filter_round{r + 1}"] = filt
             train = c.training()
             endpoints = [ctx.stage(f"sipo-realign[{o},{tag}]", f"{STAGES}:realign_stage", {
-                **common, "objective": o, "beta": c.beta, "alpha": c.alpha, "train": train},
+                **common, "objective": o, "beta": c.beta, "alpha": c.alpha, "nll_normalization": c.nll_normalization,
+                "train": train},
                 {"pairs": filt, "base": ctx.base, "endpoint": endpoints[i]}) for i, o in enumerate(objectives)]
             for o, s in zip(objectives, endpoints):
                 extra[f"realign_{o}_round{r + 1}"] = s

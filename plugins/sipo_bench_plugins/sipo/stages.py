@@ -289,7 +289,9 @@ def realign_stage(ctx: StageContext) -> dict:
         ctx.log("no Pareto-optimal pairs survived the filter: endpoint kept as it was")
         return {"new_pairs": 0, "unchanged": True}
     metrics = train_preference_adapter(
-        ctx.out, ctx.inputs["base"], pairs, [], SIPOLoss(beta=float(cfg["beta"]), alpha=float(cfg["alpha"])),
+        ctx.out, ctx.inputs["base"], pairs, [],
+        SIPOLoss(beta=float(cfg["beta"]), alpha=float(cfg["alpha"]),
+                 nll_normalization=cfg.get("nll_normalization", "response_tokens")),
         cfg["train"], int(cfg["seed"]), progress=ctx.progress, ref_adapter_dir=ctx.inputs["endpoint"], log=ctx.log)
     return {"new_pairs": len(pairs), "unchanged": False, **metrics}
 
