@@ -156,6 +156,16 @@ class Task(abc.ABC):
         return ("Rewrite the answer following the review.\nQuestion: {prompt}\n"
                 "Answer: {response}\nReview: {review}\nRewritten answer:")
 
+    def review_prefix(self) -> str:
+        """Forced start of a review: appended to the formatted review prompt, so the model
+        continues it, and kept as the review's first words ("" = none)."""
+        return ""
+
+    def refine_stop(self) -> str | None:
+        """Reviews and rewrites are cut at the first occurrence of this text (e.g. where a
+        one-shot prompt's model starts another example); None = not cut."""
+        return None
+
     @property
     def objective_names(self) -> list[str]:
         return [o.name for o in self.objectives()]

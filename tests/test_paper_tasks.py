@@ -30,7 +30,7 @@ def _raw(path: Path) -> list[dict]:
 
 
 def _tiny_models():
-    spec = importlib.util.spec_from_file_location("sipo_test_tiny_models", FIXTURES / "tiny_models.py")
+    spec = importlib.util.spec_from_file_location("sipo_test_make_checkpoints", FIXTURES / "make_checkpoints.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -300,6 +300,46 @@ def test_helpsteer_external_test_dataset(tmp_path, tokenizer_dir):
     _, train, _, test = build(hs(tokenizer_dir, test_dataset=str(f)), tmp_path / "d")
     assert [r["prompt"] for r in test] == prompts
     assert not {r["prompt"] for r in train} & set(prompts)
+
+
+@pytest.mark.slow
+def test_helpsteer_base_stage_sfts_a_pretrained_model(tmp_path, tokenizer_dir):
+    """With `sft`, the base stage fine-tunes the pretrained `base_model` (a tiny Llama saved
+    locally, standing in for meta-llama/Llama-2-7b-hf) on HelpSteer's SFT split (every train row
+    once, test prompts held out; validation rows for evaluation), merges the LoRA and saves a
+    full model: the loss on the SFT rows went down and the weights moved."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sipo_bench_plugins.hf_generation import resolve_model_path
+
+    pretrained = _tiny_models().make_policy(tmp_path / "pretrained")
+    sft = {"epochs": 3, "learning_rate": 5e-3, "batch_size": 8, "grad_accum": 1, "max_length": 64, "lora_r": 4,
+           "lora_alpha": 8, "eval_every": 0.5}
+    t = hs(tokenizer_dir, base_model=str(pretrained), sft=sft)
+    meta, train, _, test = build(t, tmp_path / "data")
+    raw = _raw(HELPSTEER / "train.jsonl.gz")
+    held_out = {r["prompt"] for r in test}
+    sft_rows = read_jsonl(tmp_path / "data" / "sft_train.jsonl")
+    expected = list(dict.fromkeys((r["prompt"], r["response"]) for r in raw if r["prompt"] not in held_out))
+    assert [(r["prompt"], r["response"]) for r in sft_rows] == [(p, " " + x) for p, x in expected]
+    assert meta["sft_rows"] == len(expected) and meta["sft_val_rows"] == len(_raw(HELPSTEER / "validation.jsonl.gz"))
+    out = tmp_path / "base"
+    out.mkdir()
+    result = t.build_base(TaskData(tmp_path / "data"), out, 0, None)
+    assert resolve_model_path(out) == str(out) and not (out / "pointer.json").exists()
+    assert result["final_loss"] < result["initial_loss"] and result["n_rows"] == len(expected)
+    assert result["n_val_rows"] > 0 and result["best_eval_loss"] is not None
+    a = AutoModelForCausalLM.from_pretrained(pretrained).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert set(a) == set(b)  # a plain model: the LoRA is merged
+    moved = [k for k in a if not torch.equal(a[k], b[k])]
+    assert moved and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in moved)
+    # without `sft` the base stage points at base_model, as before
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    hs(tokenizer_dir, base_model=str(pretrained)).build_base(TaskData(tmp_path / "data"), plain, 0, None)
+    assert json.loads((plain / "pointer.json").read_text()) == {"model": str(pretrained)}
 
 
 def test_paper_task_plugins_register_lazily():

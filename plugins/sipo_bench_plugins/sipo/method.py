@@ -70,15 +70,17 @@ class SIPOMethod(Method):
             sample = ctx.stage(f"sipo-sample[{tag}]", f"{STAGES}:sample_stage", {
                 **common, "round": r, "sample_weights": [list(w) for w in sample_weights],
                 "candidates_per_weight": c.candidates_per_weight, "max_prompts": c.max_prompts,
-                "decoding": {**gen, "greedy": c.sample_greedy}}, {"data": ctx.data, "base": ctx.base, **ep})
+                "decoding": {**gen, "greedy": c.sample_greedy, "max_length": c.sample_max_length}},
+                {"data": ctx.data, "base": ctx.base, **ep})
             candidates = sample
             if c.refine:
                 refine_dec = {**gen, "greedy": c.refine_greedy}
                 rev = ctx.stage(f"sipo-review[{tag}]", f"{STAGES}:review_stage", {
-                    **common, "review_model": review, "decoding": refine_dec},
+                    **common, "review_model": review, "decoding": {**refine_dec, "max_length": c.review_max_length}},
                     {"candidates": sample, "base": ctx.base, "reviewer": endpoints[objectives.index(review)]})
-                rew = ctx.stage(f"sipo-rewrite[{tag}]", f"{STAGES}:rewrite_stage", {**common, "decoding": refine_dec},
-                                {"reviews": rev, "base": ctx.base, **ep})
+                rew = ctx.stage(f"sipo-rewrite[{tag}]", f"{STAGES}:rewrite_stage", {
+                    **common, "decoding": {**refine_dec, "max_length": c.rewrite_max_length}},
+                    {"reviews": rev, "base": ctx.base, **ep})
                 candidates = ctx.stage(f"sipo-combine[{tag}]", f"{STAGES}:combine_stage", {
                     **common, "beta": c.beta, "batch_size": c.scoring_batch_size}, {"rewrites": rew, "base": ctx.base, **ep})
             filt = ctx.stage(f"sipo-filter[{tag}]", f"{STAGES}:filter_stage", {
