@@ -106,6 +106,7 @@ class EvalPoint:
     seed: int
     generate: Stage
     score: Stage
+    generator: str = ""
 
 
 @dataclass
@@ -129,12 +130,17 @@ class Plan:
     methods: dict[str, MethodPlan]
 
     def stages(self) -> list[Stage]:
+        """Every stage in a topological order that runs what generation needs (training) first,
+        then the generate stages one backend after another, then the scoring: an exclusive
+        backend (a vLLM engine) starts once for all its points instead of once per point."""
         roots: list[Stage] = list(self.data.values()) + list(self.base.values())
-        roots += [p.score for p in self.reference.values()]
+        points = [*self.reference.values(), *(p for m in self.methods.values() for p in m.points)]
+        roots += [d for p in points for d in p.generate.inputs.values()]
         for m in self.methods.values():
-            roots += [p.score for p in m.points]
             for ex in m.extra.values():
                 roots += list(ex.values())
+        roots += [p.generate for p in sorted(points, key=lambda p: p.generator)]
+        roots += [p.score for p in points]
         return walk(roots)
 
 
@@ -190,18 +196,21 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     task_cfg = task.stage_config()
     decoding = to_dict(cfg.decoding)
     plan = Plan(cfg, task, grid, generator, {}, {}, {}, {})
+    spec_generator = _generator_chooser(runtime, generator, task.default_generator)
 
     def eval_point(label: str, spec: PolicySpec, w, seed: int) -> EvalPoint:
         spec = spec.normalized()
         tag = f"{label},w={fmt(w)},seed={seed}" if w is not None else f"{label},seed={seed}"
+        backend = spec_generator(spec, label)
         gen = Stage(f"generate[{tag}]", "sipo_bench.evaluation:generate_stage",
-                    {**task_cfg, "policy": spec.to_config(), "decoding": decoding, "generator": generator,
+                    {**task_cfg, "policy": spec.to_config(), "decoding": decoding, "generator": backend,
                      "seed": seed, "max_test_prompts": cfg.max_test_prompts},
-                    {**spec.stages(), "data": plan.data[seed]}, tags={"method": label, "seed": seed})
+                    {**spec.stages(), "data": plan.data[seed]},
+                    tags={"method": label, "seed": seed, "lora_rank": planned_lora_rank(spec)})
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",
                       {**task_cfg, "scorers": [list(s) for s in task.scorers()]},
                       {"generations": gen}, tags={"method": label, "seed": seed})
-        return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score)
+        return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score, backend)
 
     for seed in cfg.seeds:
         plan.data[seed] = Stage(f"data[seed={seed}]", "sipo_bench.taskstages:data_stage", {**task_cfg, "seed": seed})
@@ -234,7 +243,55 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             mp.error = f"planning failed: {type(e).__name__}: {e}".splitlines()[0]
             mp.points, mp.extra = [], {}
             runtime.log(f"method {name} failed while planning: {format_exception(e)}")
+    _add_generator_hints([*plan.reference.values(), *(p for m in plan.methods.values() for p in m.points)])
     return plan
+
+
+def _generator_chooser(runtime: Runtime, generator: str, fallback: str):
+    """spec -> the backend that evaluates it: the run's generator when it realises the spec's
+    `combine` (`Generator.combines`), else the task's default generator (e.g. MOD fusion on
+    transformers when the run's generator is vllm); a usage error when neither can."""
+    def serves(name: str, combine: str) -> bool:
+        combines = getattr(runtime.registries.generators.get(name), "combines", None)
+        return combines is None or combine in combines
+
+    def choose(spec: PolicySpec, label: str) -> str:
+        if serves(generator, spec.combine):
+            return generator
+        if fallback != generator and serves(fallback, spec.combine):
+            return fallback
+        raise ConfigError(f"`generator`: expected a backend that serves combine={spec.combine!r} (method {label}), "
+                          f"got {generator!r} (and the task's default {fallback!r} does not either)")
+
+    return choose
+
+
+def planned_lora_rank(spec: PolicySpec) -> int | None:
+    """The LoRA rank a single-model backend needs for `spec`: 0 for the base model, the adapter's
+    rank for one adapter at weight 1, else the sum of the ranks (a soup served as one merged
+    LoRA, A = cat(w_i A_i)). Adapter stages declare their rank in `tags["lora_rank"]`; None when
+    one does not (or for a fusion spec, which is not one model)."""
+    adapters = [a for a, w in spec.adapters if float(w) != 0.0]
+    if spec.combine != "soup":
+        return None
+    ranks = [a.tags.get("lora_rank") if isinstance(a, Stage) else None for a in adapters]
+    if any(r is None for r in ranks):
+        return None
+    if len(spec.adapters) == 1 and float(spec.adapters[0][1]) == 1.0:
+        return int(ranks[0])
+    return int(sum(ranks))
+
+
+def _add_generator_hints(points: list[EvalPoint]) -> None:
+    """Tell every generate stage what its backend will serve in the whole run (tags, not the key:
+    `Generator.reserve`): the largest LoRA rank of that backend's points, None if any is unknown."""
+    by_backend: dict[str, list[int | None]] = {}
+    for p in points:
+        by_backend.setdefault(p.generator, []).append(p.generate.tags.get("lora_rank"))
+    for p in points:
+        ranks = by_backend[p.generator]
+        hint = None if any(r is None for r in ranks) else max(ranks, default=0)
+        p.generate.tags = {**p.generate.tags, "generator_hints": {"max_lora_rank": hint}}
 
 
 # --- Running --------------------------------------------------------------------------------
@@ -389,7 +446,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         for p in mp.points:
             r = result(p.score)
             if r is not None:
-                entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"]})
+                entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"], "generator": p.generator})
+        entry["generators"] = sorted({p.generator for p in mp.points})
         # Mean over seeds per w, front of those means.
         by_w: dict[tuple, list[list[float]]] = {}
         for pt in entry["points"]:

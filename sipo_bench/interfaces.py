@@ -401,6 +401,11 @@ class Generator(abc.ABC):
         """Summed log-prob of each response's tokens given its prompt (response tokens only)."""
         raise NotImplementedError(f"generator {self.name!r} does not score log-probs")
 
+    def reserve(self, *, max_lora_rank: int | None = None) -> None:
+        """Called before generating with what the run's plan will ask of this backend (the
+        largest LoRA rank of the adapters and soups it will serve, None if unknown), so a
+        backend that sizes resources once, like a vLLM engine, sizes them for the whole run."""
+
     def close(self) -> None:
         """Free cached models."""
 

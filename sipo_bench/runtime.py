@@ -37,7 +37,9 @@ class Runtime:
     def generator(self, name: str) -> Generator:
         if name not in self._generators:
             self._generators[name] = self.registries.generators.get(name)()
-        return self._generators[name]
+        gen = self._generators[name]
+        self.release_device(keep=gen)
+        return gen
 
     def scorer(self, name: str, options: dict | None = None) -> Scorer:
         import json
@@ -45,7 +47,42 @@ class Runtime:
         key = name + json.dumps(options or {}, sort_keys=True)
         if key not in self._scorers:
             self._scorers[key] = self.registries.scorers.get(name)(**(options or {}))
-        return self._scorers[key]
+        scorer = self._scorers[key]
+        self.release_device(keep=scorer)
+        return scorer
+
+    def before_stage(self, stage: Any) -> None:
+        """Called before a stage runs: an exclusive backend (a vLLM engine) is closed unless the
+        stage generates with it, so training and scoring stages, which load models without the
+        runtime, never share the device with an engine that took most of it."""
+        name = stage.config.get("generator") if hasattr(stage.config, "get") else None
+        for gen in self._generators.values():
+            if getattr(gen, "exclusive_device", False) and gen.name != name:
+                gen.close()
+
+    def release_device(self, keep: Any) -> None:
+        """Device memory for `keep`, about to be used: a backend that takes most of a device
+        when it starts (`Generator.exclusive_device`, e.g. a vLLM engine) gets it free of every
+        other loaded model (transformers models, reward models: closed, they reload when next
+        used); anything else closes the exclusive backends. Alternating stages of the two kinds
+        therefore reload models (see docs/paper_reproduction.md)."""
+        exclusive = getattr(keep, "exclusive_device", False)
+        others = [x for x in (*self._generators.values(), *self._scorers.values())
+                  if x is not keep and (exclusive or getattr(x, "exclusive_device", False))]
+        if not others:
+            return
+        for x in others:
+            x.close()
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
 
     def close(self) -> None:
         for g in self._generators.values():

@@ -291,6 +291,9 @@ def execute_stage(stage: Stage, cache: Cache, runtime: Any) -> tuple[str, Any, f
             input_results={n: cache.result(d) for n, d in stage.inputs.items()},
             runtime=runtime,
         )
+        prepare = getattr(runtime, "before_stage", None)  # device memory for this stage (sipo_bench.runtime)
+        if prepare is not None:
+            prepare(stage)
         result = stage.load_fn()(ctx)
         seconds = time.time() - t0
         if result is not None:

@@ -15,7 +15,7 @@ from sipo_bench.config import ConfigError, to_dict
 from sipo_bench.interfaces import FitContext, Method, PolicyFamily, PolicySpec
 from sipo_bench.stages import Stage
 from sipo_bench.weights import simplex_grid, validate_weights
-from sipo_bench_baselines.common import CombinedFamily, task_config
+from sipo_bench_baselines.common import CombinedFamily, lora_tags, task_config
 from sipo_bench_baselines.dpo import dpo_stages
 
 from .config import SIPOConfig
@@ -27,6 +27,12 @@ def default_sample_weights(k: int) -> list[tuple[float, ...]]:
     if k == 2:
         return [(0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2)]
     return [w for w in simplex_grid(k, k + 1) if all(x > 0 for x in w)]
+
+
+def _realign_tags(endpoint: Stage, lora_r: int) -> dict:
+    """The re-aligned adapter is saved as endpoint + new delta ("cat"): their ranks add up."""
+    rank = endpoint.tags.get("lora_rank")
+    return {} if rank is None else lora_tags(rank + lora_r)
 
 
 class SIPOFamily(CombinedFamily):
@@ -92,7 +98,8 @@ class SIPOMethod(Method):
             endpoints = [ctx.stage(f"sipo-realign[{o},{tag}]", f"{STAGES}:realign_stage", {
                 **common, "objective": o, "beta": c.beta, "alpha": c.alpha, "nll_normalization": c.nll_normalization,
                 "train": train},
-                {"pairs": filt, "base": ctx.base, "endpoint": endpoints[i]}) for i, o in enumerate(objectives)]
+                {"pairs": filt, "base": ctx.base, "endpoint": endpoints[i]},
+                tags=_realign_tags(endpoints[i], c.lora_r)) for i, o in enumerate(objectives)]
             for o, s in zip(objectives, endpoints):
                 extra[f"realign_{o}_round{r + 1}"] = s
         if ctx.task.oracle:
