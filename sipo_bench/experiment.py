@@ -206,7 +206,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
                     {**task_cfg, "policy": spec.to_config(), "decoding": decoding, "generator": backend,
                      "seed": seed, "max_test_prompts": cfg.max_test_prompts},
                     {**spec.stages(), "data": plan.data[seed]},
-                    tags={"method": label, "seed": seed, "lora_rank": planned_lora_rank(spec)})
+                    tags={"method": label, "seed": seed, "spec_lora_rank": planned_lora_rank(spec)})
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",
                       {**task_cfg, "scorers": [list(s) for s in task.scorers()]},
                       {"generations": gen}, tags={"method": label, "seed": seed})
@@ -287,7 +287,7 @@ def _add_generator_hints(points: list[EvalPoint]) -> None:
     `Generator.reserve`): the largest LoRA rank of that backend's points, None if any is unknown."""
     by_backend: dict[str, list[int | None]] = {}
     for p in points:
-        by_backend.setdefault(p.generator, []).append(p.generate.tags.get("lora_rank"))
+        by_backend.setdefault(p.generator, []).append(p.generate.tags.get("spec_lora_rank"))
     for p in points:
         ranks = by_backend[p.generator]
         hint = None if any(r is None for r in ranks) else max(ranks, default=0)

@@ -374,3 +374,26 @@ def test_registered_as_generator():
     assert any(e.name == "vllm" and e.plugin == "vllm" for e in entry)
     cls = regs.generators.get("vllm")
     assert cls.combines == ("soup",) and cls.exclusive_device
+
+
+def test_plan_sends_fusion_to_transformers_and_sizes_the_engine_for_the_run():
+    """The paper preset with `generator: vllm`: MOD and SIPO's fusion points are planned on
+    transformers, everything else on vllm, and every vllm generate stage is told the largest rank
+    it will serve: a soup of two r=64 DPO adapters and SIPO's re-aligned endpoints (64 + 64) are
+    128."""
+    from sipo_bench.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.runtime import Runtime
+
+    data = load_yaml(Path(__file__).parent.parent / "presets" / "paper-beavertails.yaml")
+    plan = plan_run(make_config({**data, "generator": "vllm"}), Runtime(quiet=True))
+    for name, m in plan.methods.items():
+        for p in m.points:
+            interior = 0.0 < p.w[0] < 1.0
+            fusion = name in ("mod", "sipo") and interior
+            assert p.generator == ("transformers" if fusion else "vllm"), (name, p.w)
+            assert p.generate.config["generator"] == p.generator
+            hint = p.generate.tags["generator_hints"]["max_lora_rank"]
+            assert hint == (None if fusion else 128)
+    sipo_endpoint = plan.methods["sipo"].points[-1].generate.tags["spec_lora_rank"]
+    dpo_endpoint = plan.methods["dpo"].points[-1].generate.tags["spec_lora_rank"]
+    assert (sipo_endpoint, dpo_endpoint) == (128, 64)
