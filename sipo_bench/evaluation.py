@@ -23,6 +23,7 @@ def generate_stage(ctx: StageContext):
     policy = ResolvedPolicy.from_config(cfg["policy"], ctx.inputs)
     decoding = build(DecodingConfig, cfg["decoding"], "decoding")
     gen = ctx.runtime.generator(cfg["generator"])
+    gen.reserve(**dict(ctx.stage.tags.get("generator_hints") or {}))  # what the whole run asks (plan_run)
     with ctx.progress(len(prompts), f"generate {ctx.stage.name}") as advance:
         outs = gen.generate(policy, [task.format_prompt(p) for p in prompts], decoding,
                             seed=int(cfg["seed"]), progress=advance)

@@ -157,6 +157,7 @@ class EvalPoint:
     generate: Stage
     score: Stage
     extra: list[Stage] = dataclasses.field(default_factory=list)  # extra-score stages, one per extra scorer
+    generator: str = ""  # the backend that generates this point
 
 
 @dataclass
@@ -183,12 +184,17 @@ class Plan:
     extra_scorers: list[extra_scorers.ExtraScorer] = dataclasses.field(default_factory=list)
 
     def stages(self) -> list[Stage]:
+        """Every stage in a topological order that runs what generation needs (training) first,
+        then the generate stages one backend after another, then the scoring: an exclusive
+        backend (a vLLM engine) starts once for all its points instead of once per point."""
         roots: list[Stage] = list(self.data.values()) + list(self.base.values())
-        roots += [s for p in self.reference.values() for s in (p.score, *p.extra)]
+        points = [*self.reference.values(), *(p for m in self.methods.values() for p in m.points)]
+        roots += [d for p in points for d in p.generate.inputs.values()]
         for m in self.methods.values():
-            roots += [s for p in m.points for s in (p.score, *p.extra)]
             for ex in m.extra.values():
                 roots += list(ex.values())
+        roots += [p.generate for p in sorted(points, key=lambda p: p.generator)]
+        roots += [s for p in points for s in (p.score, *p.extra)]
         return walk(roots)
 
 
@@ -316,7 +322,9 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
 
     decoding = to_dict(cfg.decoding)
     plan = Plan(cfg, task, grid, generator, {}, {}, {}, {}, device, extras)
-    gen_res = resources(bool(getattr(generator_cls, "uses_accelerator", True)))
+    spec_generator = _generator_chooser(runtime, generator, task.default_generator)
+    gen_res = {name: resources(bool(getattr(runtime.registries.generators.get(name), "uses_accelerator", True)))
+               for name in {generator, task.default_generator}}
     score_res = resources(any(getattr(c, "uses_accelerator", False) for c in scorer_classes))
     extra_res = {e.name: resources(bool(getattr(runtime.registries.scorers.get(e.name), "uses_accelerator", False)))
                  for e in extras}
@@ -324,16 +332,18 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     def eval_point(label: str, spec: PolicySpec, w, seed: int) -> EvalPoint:
         spec = spec.normalized()
         tag = f"{label},w={fmt(w)},seed={seed}" if w is not None else f"{label},seed={seed}"
+        backend = spec_generator(spec, label)
         gen = Stage(f"generate[{tag}]", "sipo_bench.evaluation:generate_stage",
                     {**task.stage_config("generate"), "policy": spec.to_config(), "decoding": decoding,
-                     "generator": generator, "seed": seed, "max_test_prompts": cfg.max_test_prompts},
-                    {**spec.stages(), "data": plan.data[seed]}, resources=gen_res, tags={"method": label, "seed": seed})
+                     "generator": backend, "seed": seed, "max_test_prompts": cfg.max_test_prompts},
+                    {**spec.stages(), "data": plan.data[seed]}, resources=gen_res[backend],
+                    tags={"method": label, "seed": seed, "spec_lora_rank": planned_lora_rank(spec)})
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",
                       {**task.stage_config("score"), "scorers": [list(s) for s in task.scorers()]},
                       {"generations": gen}, resources=score_res, tags={"method": label, "seed": seed})
         tags = {"method": label, "seed": seed}
         extra = [extra_scorers.plan_stage(e, gen, tag, tags, extra_res[e.name]) for e in extras]
-        return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score, extra)
+        return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score, extra=extra, generator=backend)
 
     for seed in cfg.seeds:
         plan.data[seed], plan.base[seed] = plan_task_stages(task, seed, resources(task.uses_accelerator("data")),
@@ -366,6 +376,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             mp.traceback = format_exception(e)
             mp.points, mp.extra = [], {}
             runtime.log(f"method {name} failed while planning: {type(e).__name__}: {e}".splitlines()[0])
+    _add_generator_hints([*plan.reference.values(), *(p for m in plan.methods.values() for p in m.points)])
     return plan
 
 
@@ -373,6 +384,53 @@ def executor_options(cfg: RunConfig, runtime: Runtime) -> Any:
     """The executor's options, validated against the config dataclass it declares."""
     cls = runtime.registries.executors.get(cfg.executor)
     return build(cls.config_class, cfg.executor_options, "executor_options")
+
+
+def _generator_chooser(runtime: Runtime, generator: str, fallback: str):
+    """spec -> the backend that evaluates it: the run's generator when it realises the spec's
+    `combine` (`Generator.combines`), else the task's default generator (e.g. MOD fusion on
+    transformers when the run's generator is vllm); a usage error when neither can."""
+    def serves(name: str, combine: str) -> bool:
+        combines = getattr(runtime.registries.generators.get(name), "combines", None)
+        return combines is None or combine in combines
+
+    def choose(spec: PolicySpec, label: str) -> str:
+        if serves(generator, spec.combine):
+            return generator
+        if fallback != generator and serves(fallback, spec.combine):
+            return fallback
+        raise ConfigError(f"`generator`: expected a backend that serves combine={spec.combine!r} (method {label}), "
+                          f"got {generator!r} (and the task's default {fallback!r} does not either)")
+
+    return choose
+
+
+def planned_lora_rank(spec: PolicySpec) -> int | None:
+    """The LoRA rank a single-model backend needs for `spec`: 0 for the base model, the adapter's
+    rank for one adapter at weight 1, else the sum of the ranks (a soup served as one merged
+    LoRA, A = cat(w_i A_i)). Adapter stages declare their rank in `tags["lora_rank"]`; None when
+    one does not (or for a fusion spec, which is not one model)."""
+    adapters = [a for a, w in spec.adapters if float(w) != 0.0]
+    if spec.combine != "soup":
+        return None
+    ranks = [a.tags.get("lora_rank") if isinstance(a, Stage) else None for a in adapters]
+    if any(r is None for r in ranks):
+        return None
+    if len(spec.adapters) == 1 and float(spec.adapters[0][1]) == 1.0:
+        return int(ranks[0])
+    return int(sum(ranks))
+
+
+def _add_generator_hints(points: list[EvalPoint]) -> None:
+    """Tell every generate stage what its backend will serve in the whole run (tags, not the key:
+    `Generator.reserve`): the largest LoRA rank of that backend's points, None if any is unknown."""
+    by_backend: dict[str, list[int | None]] = {}
+    for p in points:
+        by_backend.setdefault(p.generator, []).append(p.generate.tags.get("spec_lora_rank"))
+    for p in points:
+        ranks = by_backend[p.generator]
+        hint = None if any(r is None for r in ranks) else max(ranks, default=0)
+        p.generate.tags = {**p.generate.tags, "generator_hints": {"max_lora_rank": hint}}
 
 
 # --- Running --------------------------------------------------------------------------------
@@ -569,7 +627,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
                 if not all(math.isfinite(x) for x in r["mean"]) and entry["status"] == "ok":
                     entry["status"] = "failed"
                     entry["error"] = f"stage {p.score.name}: non-finite mean score {r['mean']}"
-                entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"]})
+                entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"], "generator": p.generator})
+        entry["generators"] = sorted({p.generator for p in mp.points})
         if no_ref_error and entry["status"] == "ok":
             entry["status"], entry["error"] = "failed", no_ref_error
         method_indicators(entry, ref_points, floor, [(o.name, o.higher_is_better) for o in objectives], list(cfg.seeds))

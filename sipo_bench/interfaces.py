@@ -174,6 +174,16 @@ class Task(abc.ABC):
         return ("Rewrite the answer following the review.\nQuestion: {prompt}\n"
                 "Answer: {response}\nReview: {review}\nRewritten answer:")
 
+    def review_prefix(self) -> str:
+        """Forced start of a review: appended to the formatted review prompt, so the model
+        continues it, and kept as the review's first words ("" = none)."""
+        return ""
+
+    def refine_stop(self) -> str | None:
+        """Reviews and rewrites are cut at the first occurrence of this text (e.g. where a
+        one-shot prompt's model starts another example); None = not cut."""
+        return None
+
     @property
     def objective_names(self) -> list[str]:
         return [o.name for o in self.objectives()]
@@ -392,6 +402,10 @@ class DecodingConfig:
 
     greedy: bool = field(True, help="Greedy decoding (the paper's evaluation); else sampling.")
     max_new_tokens: int = field(64, help="Maximum new tokens per response.")
+    max_length: int | None = field(None, help="Cap on prompt + response tokens (the prompt counted as the model's tokenizer "
+                                              "encodes it, BOS included): a response ends after min(max_new_tokens, "
+                                              "max_length - prompt tokens) tokens. None = max_new_tokens only. The released "
+                                              "SIPO evaluation uses 512.")
     temperature: float = field(1.0, help="Sampling temperature (ignored when greedy).")
     top_p: float = field(1.0, help="Nucleus sampling mass (ignored when greedy).")
     batch_size: int = field(64, help="Prompts per generation batch.")
@@ -401,19 +415,38 @@ class DecodingConfig:
             raise ConfigError(f"`max_new_tokens`: expected >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise ConfigError(f"`batch_size`: expected >= 1, got {self.batch_size}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError(f"`max_length`: expected an integer >= 2 or null, got {self.max_length}")
         if self.temperature <= 0:
             raise ConfigError(f"`temperature`: expected > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"`top_p`: expected a probability mass in (0, 1], got {self.top_p}")
 
 
+def new_token_budget(decoding: DecodingConfig, prompt_tokens: int) -> int:
+    """How many tokens a response to a prompt of `prompt_tokens` tokens may have (0 when the
+    prompt alone reaches `decoding.max_length`)."""
+    if decoding.max_length is None:
+        return decoding.max_new_tokens
+    return max(0, min(decoding.max_new_tokens, decoding.max_length - prompt_tokens))
+
+
 class Generator(abc.ABC):
-    """A generation backend. Prompts it receives are already formatted with the template."""
+    """A generation backend. Prompts it receives are already formatted with the template.
+
+    Responses follow the response convention of `sipo_bench.responses` (one leading space)."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     #: True if generation runs a model: generate stages then ask for a GPU on a cuda run
     uses_accelerator: ClassVar[bool] = True
+    #: the `PolicySpec.combine` values this backend realises (None: any); a run whose generator
+    #: cannot serve a spec evaluates that spec on the task's default generator instead
+    combines: ClassVar[tuple[str, ...] | None] = None
+    #: True for a backend that takes most of a device's memory when it starts (a vLLM engine):
+    #: the runtime closes every other loaded model before handing it out, and closes it before
+    #: handing out anything else
+    exclusive_device: ClassVar[bool] = False
 
     @abc.abstractmethod
     def generate(self, policy: ResolvedPolicy, prompts: Sequence[str], decoding: DecodingConfig, *,
@@ -424,6 +457,11 @@ class Generator(abc.ABC):
                  batch_size: int = 64, progress: Any = None) -> list[float]:
         """Summed log-prob of each response's tokens given its prompt (response tokens only)."""
         raise NotImplementedError(f"generator {self.name!r} does not score log-probs")
+
+    def reserve(self, *, max_lora_rank: int | None = None) -> None:
+        """Called before generating with what the run's plan will ask of this backend (the
+        largest LoRA rank of the adapters and soups it will serve, None if unknown), so a
+        backend that sizes resources once, like a vLLM engine, sizes them for the whole run."""
 
     def close(self) -> None:
         """Free cached models."""

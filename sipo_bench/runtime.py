@@ -27,6 +27,16 @@ def on_release(fn: Callable[[], None]) -> Callable[[], None]:
     return fn
 
 
+def _free_memory() -> None:
+    """Collect garbage and return the GPU memory torch keeps cached (if torch uses CUDA here)."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 class Runtime:
     def __init__(self, registries: Registries | None = None, *, plugins_dir: str | Path | None = None,
                  quiet: bool = False, console: Any = None, device: str = "cpu", jobs: int = 1,
@@ -56,7 +66,9 @@ class Runtime:
     def generator(self, name: str) -> Generator:
         if name not in self._generators:
             self._generators[name] = self.registries.generators.get(name)()
-        return self._generators[name]
+        gen = self._generators[name]
+        self.release_device(keep=gen)
+        return gen
 
     def scorer(self, name: str, options: dict | None = None) -> Scorer:
         import json
@@ -64,7 +76,27 @@ class Runtime:
         key = name + json.dumps(options or {}, sort_keys=True)
         if key not in self._scorers:
             self._scorers[key] = self.registries.scorers.get(name)(**(options or {}))
-        return self._scorers[key]
+        scorer = self._scorers[key]
+        self.release_device(keep=scorer)
+        return scorer
+
+    def release_device(self, keep: Any) -> None:
+        """Device memory for `keep`, about to be used: a backend that takes most of a device
+        when it starts (`Generator.exclusive_device`, e.g. a vLLM engine) gets it free of every
+        other loaded model (transformers models, reward models: closed, they reload when next
+        used); anything else closes the exclusive backends. Alternating stages of the two kinds
+        therefore reload models (see docs/paper_reproduction.md)."""
+        exclusive = getattr(keep, "exclusive_device", False)
+        others = [x for x in (*self._generators.values(), *self._scorers.values())
+                  if x is not keep and (exclusive or getattr(x, "exclusive_device", False))]
+        if not others and not exclusive:
+            return
+        for x in others:
+            x.close()
+        if exclusive:  # models plugins keep in module-level caches too
+            for fn in list(_RELEASE_HOOKS):
+                fn()
+        _free_memory()
 
     def close(self) -> None:
         for g in self._generators.values():
@@ -80,19 +112,22 @@ class Runtime:
         self.close()
         for fn in list(_RELEASE_HOOKS):
             fn()
-        import gc
-
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
+        _free_memory()
 
     def before_stage(self, stage: Any) -> None:
         """Called by executors before running `stage` in this process. Stages of one kind in a
         row share what they loaded (the base model of every `generate` stage); before a GPU
         stage of another kind than the last GPU stage here, everything is released so that
         stage has the GPU's memory (a training stage after generation, a reward model after a
-        policy). CPU stages keep everything: memory is not the constraint there."""
+        policy). CPU stages keep everything: memory is not the constraint there.
+
+        Whatever the device, an exclusive backend (a vLLM engine) is closed unless the stage
+        generates with it, so training and scoring stages, which load models without the
+        runtime, never share the device with an engine that took most of it."""
+        name = stage.config.get("generator") if hasattr(stage.config, "get") else None
+        for gen in self._generators.values():
+            if getattr(gen, "exclusive_device", False) and gen.name != name:
+                gen.close()
         if getattr(stage.resources, "gpus", 0) <= 0:
             return
         if self._last_gpu_kind is not None and self._last_gpu_kind != stage.kind:

@@ -132,6 +132,36 @@ def test_pair_logps_sum_response_tokens_only(tiny, fused):
         assert int(lp.chosen_tokens[i]) == n_ch == len(GOOD.split()) + 1  # words + EOS, no prompt tokens
         assert int(lp.rejected_tokens[i]) == n_rj == 2
     assert float(lp.chosen[0]) != pytest.approx(float(lp.ref_chosen[0]), abs=1e-3)
+    # the padded width of the batch (chosen and rejected padded together), as the released code counts it
+    width = max(len(tok(r["prompt"] + r[k] + tok.eos_token)["input_ids"]) for r in rows for k in ("chosen", "rejected"))
+    assert lp.padded_length.tolist() == [width] * 4 and batch["input_ids"].shape[1] == width
+
+
+def test_long_pairs_dropped_instead_of_truncated(tiny):
+    """long_pairs: drop leaves out every pair whose prompt + chosen or prompt + rejected (BOS,
+    EOS included) exceeds max_length, in training and validation, and says how many."""
+    from sipo_bench_baselines.trainer import build_trainer, pair_lengths
+
+    rows = pairs(8)
+    tok = build_trainer(tiny["dir"] / "len-probe", tiny["base"], rows, [], DPOLoss(0.1), TRAIN, 0).processing_class
+    lengths = pair_lengths(tok, rows)
+    # by hand: BOS + prompt words + response words + EOS (the tiny tokenizer is word-level)
+    assert lengths == [1 + len(TEMPLATE.format(QUESTIONS[i % 8]).replace(":", " :").split()) + len(GOOD.split()) + 1
+                       for i in range(8)]
+    cap = sorted(lengths)[3]  # keeps exactly the pairs at or below the 4th shortest
+    keep = [r for r, n in zip(rows, lengths) if n <= cap]
+    assert 0 < len(keep) < len(rows)
+    train = {**TRAIN, "max_length": cap, "eval_every": 0.5, "long_pairs": "drop"}
+    t = build_trainer(tiny["dir"] / "drop", tiny["base"], rows, rows[:4], DPOLoss(0.1), train, 0)
+    assert t.dropped_long_pairs == {"train": len(rows) - len(keep), "val": sum(n > cap for n in lengths[:4])}
+    assert len(t.train_dataset) == len(keep)
+    assert [t.processing_class.decode(x["prompt_ids"]) for x in t.train_dataset] == \
+        [t.processing_class.decode(tok(r["prompt"])["input_ids"]) for r in keep]
+    # truncating (the default) keeps every pair
+    assert len(build_trainer(tiny["dir"] / "trunc", tiny["base"], rows, [], DPOLoss(0.1),
+                             {**TRAIN, "max_length": cap}, 0).train_dataset) == len(rows)
+    with pytest.raises(ValueError, match="all 8 are longer than max_length=8"):
+        build_trainer(tiny["dir"] / "none", tiny["base"], rows, [], DPOLoss(0.1), {**train, "max_length": 8}, 0)
 
 
 def test_modpo_trainer_reads_margins(tiny):

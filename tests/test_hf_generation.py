@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy  # noqa: E402
+from sipo_bench.responses import as_response  # noqa: E402
 
 from tiny_models import make_tiny_lora, make_tiny_model  # noqa: E402
 
@@ -92,20 +93,24 @@ def greedy(n=10, batch_size=64):
 
 
 def ref_decode(ref, names, weights, rule, prompt, n, alpha=None, eos=None):
-    """Greedy MOD decoding by the book: full forward of each model at every step, no cache."""
+    """Greedy MOD decoding by the book (the MOD reference code's loop): full forward of each
+    model at every step, no cache; each model's score of a candidate token is its log-prob of
+    the response so far plus the token's log-prob."""
     from sipo_bench_plugins.hf_generation import fuse_logprobs
 
     tok = ref["tok"]
     eos = eos or {tok.eos_token_id}
     ids = tok(prompt)["input_ids"]
     new = []
+    cum = torch.zeros(len(names))
     for _ in range(n):
         lps = torch.stack([torch.log_softmax(ref["logits"](m, ids + new)[-1], -1) for m in names])
-        t = int(fuse_logprobs(lps, weights, rule, alpha).argmax())
+        t = int(fuse_logprobs(lps + cum[:, None], weights, rule, alpha).argmax())
+        cum = cum + lps[:, t]
         new.append(t)
         if t in eos:
             break
-    return tok.decode(new, skip_special_tokens=True).strip()
+    return as_response(tok.decode(new, skip_special_tokens=True).strip())
 
 
 def manual_logprob(ref, name, prompt, response, eos=True):
@@ -129,14 +134,54 @@ def test_fuse_logprobs_matches_hand_computed_values():
     w = [0.25, 0.75]
     rev = [0.25 * a + 0.75 * b for a, b in zip(l1, l2)]
     fwd = [-math.log(math.exp(-a) * 0.25 + math.exp(-b) * 0.75) for a, b in zip(l1, l2)]
-    alp = [-math.log(math.exp(-0.5 * a) * 0.25 + math.exp(-0.5 * b) * 0.75) for a, b in zip(l1, l2)]
+    alp = [-math.log(math.exp(-0.5 * a) * 0.25 + math.exp(-0.5 * b) * 0.75) / 0.5 for a, b in zip(l1, l2)]
     assert fuse_logprobs(lp, w, "reverse_kl").tolist() == pytest.approx(rev, abs=1e-12)
     assert fuse_logprobs(lp, w).tolist() == pytest.approx(rev, abs=1e-12)  # default rule
     assert fuse_logprobs(lp, w, "forward_kl").tolist() == pytest.approx(fwd, abs=1e-12)
     assert fuse_logprobs(lp, w, "alpha", alpha=0.5).tolist() == pytest.approx(alp, abs=1e-12)
     assert fuse_logprobs(lp, w, "alpha", alpha=1.0).tolist() == pytest.approx(fwd, abs=1e-12)
     # the three rules disagree on this example (so each assertion above can fail)
-    assert not np.allclose(rev, fwd) and not np.allclose(fwd, alp)
+    assert not np.allclose(rev, fwd) and not np.allclose(fwd, alp) and not np.allclose(rev, alp)
+
+
+def test_alpha_rule_limits_by_hand():
+    """−(1/α)·logsumexp_i(−α ℓ_i + log w_i): α = 1 is forward KL; α → 0 tends to Σ w_i ℓ_i
+    (reverse KL) for weights summing to 1, not to a constant (the rule without its 1/α
+    factor tends to −log Σ w_i = 0 for every token: uniform)."""
+    from sipo_bench_plugins.hf_generation import fuse_logprobs
+
+    l1 = [math.log(0.7), math.log(0.2), math.log(0.1)]
+    l2 = [math.log(0.1), math.log(0.3), math.log(0.6)]
+    lp = torch.tensor([l1, l2], dtype=torch.float64)
+    w = [0.4, 0.6]
+    rev = [0.4 * a + 0.6 * b for a, b in zip(l1, l2)]
+    assert rev == pytest.approx([-1.524221, -1.366159, -1.227529], abs=1e-6)  # 0.4 ln 0.7 + 0.6 ln 0.1, ...
+    fwd = [-math.log(0.4 / 0.7 + 0.6 / 0.1), -math.log(0.4 / 0.2 + 0.6 / 0.3), -math.log(0.4 / 0.1 + 0.6 / 0.6)]
+    assert fuse_logprobs(lp, w, "alpha", alpha=1.0).tolist() == pytest.approx(fwd, abs=1e-12)
+    assert fuse_logprobs(lp, w, "forward_kl").tolist() == pytest.approx(fwd, abs=1e-12)
+    small = fuse_logprobs(lp, w, "alpha", alpha=1e-6).tolist()
+    assert small == pytest.approx(rev, abs=1e-5)
+    # greedy picks the same token either way (1/α > 0), but the distributions differ
+    assert int(np.argmax(small)) == int(np.argmax(rev)) == 2
+    without_factor = (-torch.logsumexp(-1e-6 * lp + torch.tensor(w, dtype=torch.float64).log()[:, None], 0)).tolist()
+    assert max(without_factor) - min(without_factor) < 1e-5  # uniform: why the factor matters
+
+
+def test_fusion_uses_each_models_cumulative_prefix_by_hand():
+    """fuse_step adds each model's log-prob of the response so far: with forward KL this can
+    change the chosen token; with reverse KL it cannot (a constant per row)."""
+    from sipo_bench_plugins.hf_generation.fusion import fuse_step
+
+    nxt = torch.log(torch.tensor([[0.6, 0.4], [0.2, 0.8]], dtype=torch.float64))  # model x token
+    prefix = torch.log(torch.tensor([0.05, 0.9], dtype=torch.float64))  # π_1(y_<t), π_2(y_<t)
+    w = [0.5, 0.5]
+    no_prefix = [-math.log(0.5 / 0.6 + 0.5 / 0.2), -math.log(0.5 / 0.4 + 0.5 / 0.8)]
+    with_prefix = [-math.log(0.5 / (0.05 * 0.6) + 0.5 / (0.9 * 0.2)), -math.log(0.5 / (0.05 * 0.4) + 0.5 / (0.9 * 0.8))]
+    assert fuse_step(nxt, None, w, "forward_kl").tolist() == pytest.approx(no_prefix, abs=1e-12)
+    assert fuse_step(nxt, prefix, w, "forward_kl").tolist() == pytest.approx(with_prefix, abs=1e-12)
+    assert int(np.argmax(no_prefix)) == 1 and int(np.argmax(with_prefix)) == 0  # the prefix changes the pick
+    rev = fuse_step(nxt, prefix, w, "reverse_kl")
+    assert rev.tolist() == pytest.approx((0.5 * nxt[0] + 0.5 * nxt[1]).tolist(), abs=1e-12)
 
 
 def test_fuse_logprobs_batch_shape_zero_weights_and_errors():
@@ -147,8 +192,7 @@ def test_fuse_logprobs_batch_shape_zero_weights_and_errors():
     for rule in ("reverse_kl", "forward_kl", "alpha"):
         out = fuse_logprobs(lp, [1.0, 0.0], rule, alpha=2.0)
         assert out.shape == (3, 5)
-        expected = lp[0] * (2.0 if rule == "alpha" else 1.0)
-        assert torch.allclose(out, expected.float(), atol=1e-6), rule
+        assert torch.allclose(out, lp[0].float(), atol=1e-6), rule  # one model: its own log-probs
     with pytest.raises(ValueError, match="rule"):
         fuse_logprobs(lp, [0.5, 0.5], "kl")
     with pytest.raises(ValueError, match="alpha"):
@@ -173,7 +217,7 @@ def test_greedy_generate_equals_hf_generate_per_prompt(tiny, gen, ref, adapter):
         ctx = model.disable_adapter() if adapter is None else _active(model, adapter)
         with ctx, torch.no_grad():
             out = model.generate(**x, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
-        expected.append([tok.decode(out[0, x["input_ids"].shape[1]:], skip_special_tokens=True).strip()])
+        expected.append([as_response(tok.decode(out[0, x["input_ids"].shape[1]:], skip_special_tokens=True).strip())])
     assert got == expected
     assert any(e[0] for e in expected)  # not all empty
 
@@ -255,7 +299,7 @@ def test_soup_is_the_exactly_merged_model(tiny, gen, ref, weights):
     x = tok(PROMPTS[0], return_tensors="pt")
     with torch.no_grad():
         out = merged.generate(**x, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
-    text = tok.decode(out[0, x["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    text = as_response(tok.decode(out[0, x["input_ids"].shape[1]:], skip_special_tokens=True).strip())
     assert gen.generate(pol(tiny, *weights), PROMPTS[:1], greedy(8)) == [[text]]
 
 
@@ -453,8 +497,15 @@ def test_fusion_logprobs_are_normalised_fused_scores(tiny, gen, ref):
         pi = tok(p)["input_ids"]
         ri = tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         lps = torch.stack([torch.log_softmax(ref["logits"](n, pi + ri), -1) for n in ("a1", "a2")])
-        f = torch.log_softmax(fuse_logprobs(lps, w, "forward_kl"), -1)
-        assert value == pytest.approx(sum(float(f[len(pi) + j - 1, t]) for j, t in enumerate(ri)), abs=1e-4)
+        total, cum = 0.0, torch.zeros(2)
+        for j, t in enumerate(ri):  # each model's response log-prob so far enters the rule
+            step = lps[:, len(pi) + j - 1]
+            f = torch.log_softmax(fuse_logprobs(step + cum[:, None], w, "forward_kl"), -1)
+            total += float(f[t])
+            cum = cum + step[:, t]
+        assert value == pytest.approx(total, abs=1e-4)
+        no_prefix = torch.log_softmax(fuse_logprobs(lps, w, "forward_kl"), -1)
+        assert value != pytest.approx(sum(float(no_prefix[len(pi) + j - 1, t]) for j, t in enumerate(ri)), abs=1e-4)
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -481,6 +532,28 @@ def test_pointer_base_generates_like_the_saved_model(tmp_path, tiny, gen):
     via_pointer = ResolvedPolicy(tmp_path, ((tiny["a1"], 1.0),), "soup", {})
     assert gen.generate(via_pointer, PROMPTS[:2], greedy(6)) == gen.generate(pol(tiny, ("a1", 1.0)), PROMPTS[:2],
                                                                              greedy(6))
+
+
+@pytest.mark.parametrize("combine", ["soup", "fusion"])
+def test_max_length_caps_prompt_plus_response_per_row(tiny, gen, ref, combine):
+    """`DecodingConfig.max_length` caps prompt + response tokens of each row (as the released
+    evaluation's `generate(max_length=512)` does for one prompt at a time), not the padded
+    batch: a long and a short prompt batched together each get their own budget."""
+    tok = ref["tok"]
+    lengths = [len(tok(p)["input_ids"]) for p in PROMPTS]
+    cap = max(lengths) + 2  # the longest prompt may add 2 tokens, the shortest many more
+    adapters = (("a1", 0.4), ("a2", 0.6)) if combine == "fusion" else (("a1", 1.0),)
+    policy = pol(tiny, *adapters, combine=combine)
+    free = gen.generate(policy, PROMPTS, greedy(12))
+    capped = gen.generate(policy, PROMPTS, DecodingConfig(greedy=True, max_new_tokens=12, max_length=cap))
+    one_by_one = [gen.generate(policy, [p], DecodingConfig(greedy=True, max_new_tokens=12, max_length=cap))[0]
+                  for p in PROMPTS]
+    assert capped == one_by_one
+    # each row = that prompt decoded alone with max_new_tokens = min(12, cap - its length)
+    assert capped == [gen.generate(policy, [p], greedy(min(12, cap - n)))[0] for p, n in zip(PROMPTS, lengths)]
+    assert capped != free
+    # a prompt that alone reaches the cap gets an empty response
+    assert gen.generate(policy, PROMPTS[:1], DecodingConfig(greedy=True, max_new_tokens=5, max_length=lengths[0])) == [[""]]
 
 
 def test_progress_and_bad_inputs(tiny, gen):

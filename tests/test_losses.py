@@ -109,6 +109,24 @@ def test_sipo_dpo_plus_length_normalised_nll_by_hand():
     close(sipo_loss(CH, RJ, RCH, RRJ, BETA, tokens, 0.0), [nls(0.2), nls(-0.1)])
 
 
+def test_sipo_nll_normalised_by_padded_length_as_released_by_hand():
+    """The released IterativeDPOTrainer divides log π(y*) by the padded width of the batch
+    (prompt + response + padding): with widths 40 and 40 (one batch), NLL = 10/40 and 5/40,
+    where the response-token normalisation gives 10/5 and 5/2."""
+    logps = PairLogps(CH, RJ, RCH, RRJ, torch.tensor([5, 2]), torch.tensor([3, 3]), torch.tensor([40, 40]))
+    ours = SIPOLoss(BETA, 0.1)(logps, {})
+    released = SIPOLoss(BETA, 0.1, "padded_length")(logps, {})
+    close(ours, [nls(0.2) + 0.1 * 10 / 5, nls(-0.1) + 0.1 * 5 / 2])
+    close(released, [nls(0.2) + 0.1 * 10 / 40, nls(-0.1) + 0.1 * 5 / 40])
+    # the same α weighs the NLL 8x and 20x less here: "α = 0.1" is not one setting across the two
+    assert build_loss({"type": "sipo", "beta": 0.1, "alpha": 0.1, "nll_normalization": "padded_length"}) == \
+        SIPOLoss(0.1, 0.1, "padded_length")
+    with pytest.raises(ValueError, match="`nll_normalization`"):
+        SIPOLoss(BETA, 0.1, "prompt")
+    with pytest.raises(ValueError, match="padded_length"):
+        SIPOLoss(BETA, 0.1, "padded_length")(PairLogps(CH, RJ, RCH, RRJ, torch.tensor([5, 2])), {})
+
+
 def test_loss_objects_read_their_columns():
     logps = PairLogps(CH, RJ, RCH, RRJ, torch.tensor([5, 2]), torch.tensor([3, 3]))
     close(DPOLoss(BETA)(logps, {}), [nls(0.2), nls(-0.1)])

@@ -30,7 +30,7 @@ def _raw(path: Path) -> list[dict]:
 
 
 def _tiny_models():
-    spec = importlib.util.spec_from_file_location("sipo_test_tiny_models", FIXTURES / "tiny_models.py")
+    spec = importlib.util.spec_from_file_location("sipo_test_make_checkpoints", FIXTURES / "make_checkpoints.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -302,6 +302,46 @@ def test_helpsteer_external_test_dataset(tmp_path, tokenizer_dir):
     assert not {r["prompt"] for r in train} & set(prompts)
 
 
+@pytest.mark.slow
+def test_helpsteer_base_stage_sfts_a_pretrained_model(tmp_path, tokenizer_dir):
+    """With `sft`, the base stage fine-tunes the pretrained `base_model` (a tiny Llama saved
+    locally, standing in for meta-llama/Llama-2-7b-hf) on HelpSteer's SFT split (every train row
+    once, test prompts held out; validation rows for evaluation), merges the LoRA and saves a
+    full model: the loss on the SFT rows went down and the weights moved."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sipo_bench_plugins.hf_generation import resolve_model_path
+
+    pretrained = _tiny_models().make_policy(tmp_path / "pretrained")
+    sft = {"epochs": 3, "learning_rate": 5e-3, "batch_size": 8, "grad_accum": 1, "max_length": 64, "lora_r": 4,
+           "lora_alpha": 8, "eval_every": 0.5}
+    t = hs(tokenizer_dir, base_model=str(pretrained), sft=sft)
+    meta, train, _, test = build(t, tmp_path / "data")
+    raw = _raw(HELPSTEER / "train.jsonl.gz")
+    held_out = {r["prompt"] for r in test}
+    sft_rows = read_jsonl(tmp_path / "data" / "sft_train.jsonl")
+    expected = list(dict.fromkeys((r["prompt"], r["response"]) for r in raw if r["prompt"] not in held_out))
+    assert [(r["prompt"], r["response"]) for r in sft_rows] == [(p, " " + x) for p, x in expected]
+    assert meta["sft_rows"] == len(expected) and meta["sft_val_rows"] == len(_raw(HELPSTEER / "validation.jsonl.gz"))
+    out = tmp_path / "base"
+    out.mkdir()
+    result = t.build_base(TaskData(tmp_path / "data"), out, 0, None)
+    assert resolve_model_path(out) == str(out) and not (out / "pointer.json").exists()
+    assert result["final_loss"] < result["initial_loss"] and result["n_rows"] == len(expected)
+    assert result["n_val_rows"] > 0 and result["best_eval_loss"] is not None
+    a = AutoModelForCausalLM.from_pretrained(pretrained).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert set(a) == set(b)  # a plain model: the LoRA is merged
+    moved = [k for k in a if not torch.equal(a[k], b[k])]
+    assert moved and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in moved)
+    # without `sft` the base stage points at base_model, as before
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    hs(tokenizer_dir, base_model=str(pretrained)).build_base(TaskData(tmp_path / "data"), plain, 0, None)
+    assert json.loads((plain / "pointer.json").read_text()) == {"model": str(pretrained)}
+
+
 def test_paper_task_plugins_register_lazily():
     import subprocess
 
@@ -317,12 +357,15 @@ def test_paper_task_plugins_register_lazily():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("generator", ["transformers", "vllm"])
 @pytest.mark.parametrize("name", ["smoke-beavertails", "smoke-helpsteer"])
-def test_smoke_preset_runs_end_to_end(name, tmp_path):
-    """presets/smoke-*.yaml filled with tiny stand-ins: data -> base pointer -> DPO -> soups ->
-    generate (transformers backend) -> score (this repo's reward-model scorers) -> summary. The
-    base policy's mean scores in summary.json are recomputed here from its generations with
-    freshly built scorers."""
+def test_smoke_preset_runs_end_to_end(name, generator, tmp_path, monkeypatch):
+    """presets/smoke-*.yaml on the conformance fixtures (reward models in the hub's layouts, the
+    SentencePiece-style tokenizer): data -> base (pointer, or SFT of the pretrained stand-in for
+    HelpSteer) -> DPO -> soups, MOD -> generate -> score (this repo's reward-model scorers) ->
+    summary; with `generator: vllm` on the fake vLLM engine (tests/fake_vllm.py), which serves the
+    single models and soups while MOD's fusion points go to transformers, as summary.json says.
+    The base policy's mean scores are recomputed here from its generations with fresh scorers."""
     import numpy as np
 
     from sipo_bench.experiment import execute, load_yaml, make_config, plan_run
@@ -332,14 +375,33 @@ def test_smoke_preset_runs_end_to_end(name, tmp_path):
     tm = _tiny_models()
     paths = tm.build_stand_ins(tmp_path / "models")
     config_path = tm.write_smoke_configs(tmp_path, paths)[name]
-    cfg = make_config(load_yaml(config_path))
+    data = load_yaml(config_path)
+    data["methods"] = ["dpo-soups", "mod"]
+    if generator == "vllm":
+        sys.path.insert(0, str(Path(__file__).parent))
+        import fake_vllm
+
+        engine = fake_vllm.install(monkeypatch)
+        monkeypatch.setenv("SIPO_BENCH_VLLM_MAX_LORA_RANK", "1")  # the plan, not the floor, sizes the engine
+        data["generator"] = "vllm"
+        data["jobs"] = 1  # the fake engine lives in this process (monkeypatched), not in spawned workers
+    cfg = make_config(data)
     summary, out = execute(cfg, Runtime(quiet=True))
     assert summary["task"] == cfg.task
     assert all(m["status"] == "ok" for m in summary["methods"].values()), summary["methods"]
     directions = {o["name"]: o["higher_is_better"] for o in summary["objectives"]}
     assert directions == ({"helpfulness": True, "harmlessness": False} if cfg.task == "beavertails"
                           else {"correctness": True, "verbosity": True})
-    assert len(summary["methods"]["dpo-soups"]["points"]) == 3
+    soups, mod = summary["methods"]["dpo-soups"], summary["methods"]["mod"]
+    assert len(soups["points"]) == 3 and len(mod["points"]) == 3
+    if generator == "vllm":
+        assert [p["generator"] for p in soups["points"]] == ["vllm"] * 3
+        assert [p["generator"] for p in mod["points"]] == ["vllm", "transformers", "vllm"]  # fusion in the middle
+        assert mod["generators"] == ["transformers", "vllm"]
+        # one engine for the whole run, sized by the plan for the largest soup (two rank-4 adapters)
+        assert [e["max_lora_rank"] for e in engine.started] == [8]
+    else:
+        assert {p["generator"] for p in soups["points"] + mod["points"]} == {"transformers"}
     base_scores = summary["base_policy"]["scores"]["0"]
     assert summary["ref_point"] == base_scores
 
@@ -349,13 +411,19 @@ def test_smoke_preset_runs_end_to_end(name, tmp_path):
     gens = read_jsonl(cache.path(plan.reference[0].generate) / "generations.jsonl")
     test = read_jsonl(TaskData(cache.path(plan.data[0])).test)
     assert [g["prompt"] for g in gens] == [t["prompt"] for t in test]
+    assert all(g["response"].startswith(" ") or g["response"] == "" for g in gens)
     prompts, responses = [g["prompt"] for g in gens], [g["response"] for g in gens]
     t = plan.task
     recomputed = {}
     for scorer_name, options in t.scorers():
         recomputed.update(rt.registries.scorers.get(scorer_name)(**options).score(prompts, responses))
     assert [float(np.mean(recomputed[o])) for o in t.objective_names] == pytest.approx(base_scores, abs=1e-5)
-    assert json.loads((cache.path(plan.base[0]) / "pointer.json").read_text()) == {"model": str(paths["policy"])}
+    base_dir = cache.path(plan.base[0])
+    if cfg.task == "beavertails":
+        assert json.loads((base_dir / "pointer.json").read_text()) == {"model": str(paths["policy"])}
+    else:  # fine-tuned from the pretrained stand-in in the base stage
+        assert (base_dir / "config.json").is_file() and not (base_dir / "pointer.json").exists()
+        assert summary["task_base"]["0"]["sft_from"] == str(paths["policy"])
 
 
 # --- paper presets ---------------------------------------------------------------------------
@@ -374,15 +442,16 @@ def test_paper_presets_validate_with_the_paper_settings(preset, capsys):
     plan = plan_run(cfg, Runtime(quiet=True))
     assert set(plan.methods) == {"dpo", "dpo-soups", "mod", "modpo", "dpo-lw", "sipo"}
     assert [round(w[0], 6) for w in plan.grid] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    assert cfg.decoding.greedy and cfg.decoding.max_new_tokens == 512
+    assert cfg.decoding.greedy and (cfg.decoding.max_new_tokens, cfg.decoding.max_length) == (512, 512)
     for m in ("dpo", "modpo", "dpo-lw", "sipo"):
         c = plan.methods[m].config
         assert (c["lora_r"], c["lora_alpha"], c["lora_dropout"], c["beta"], c["max_length"]) == (64, 1.0, 0.0, 0.1, 512)
         assert sorted(c["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
-        assert (c["epochs"], c["eval_every"], c["load_best"]) == (3.0, 0.25, True)
+        assert (c["epochs"], c["eval_every"], c["load_best"], c["long_pairs"]) == (3.0, 0.25, True, "drop")
         assert c["learning_rate"] == (5e-6 if m == "sipo" else 5e-4)
     sipo = plan.methods["sipo"].config
-    assert sipo["alpha"] == 0.1 and sipo["base"] == "mod"
+    assert sipo["alpha"] == 0.1 and sipo["base"] == "mod" and sipo["nll_normalization"] == "padded_length"
+    assert sipo["sample_max_length"] == 512
     assert [w[0] for w in sipo["sample_weights"]] == [0.2, 0.4, 0.6, 0.8]
     t = plan.task.config
     if preset == "paper-beavertails":
@@ -391,3 +460,7 @@ def test_paper_presets_validate_with_the_paper_settings(preset, capsys):
     else:
         assert (t.objectives, t.conflict_fraction, t.max_length) == (["correctness", "verbosity"], 0.6, 512)
         assert [s for s, _ in plan.task.scorers()] == ["dpa-rm"]
+        # runs as shipped: the base stage fine-tunes the public Llama-2-7b with the paper's recipe
+        assert t.base_model == "meta-llama/Llama-2-7b-hf" and t.sft is not None
+        assert (t.sft.lora_r, t.sft.lora_alpha, t.sft.learning_rate, t.sft.epochs, t.sft.max_length) == (16, 32.0, 1e-4, 3.0, 512)
+        assert (sipo["review_max_length"], sipo["rewrite_max_length"]) == (1200, 1600)

@@ -17,6 +17,12 @@ def task_config(ctx: FitContext) -> dict:
     return ctx.task.stage_config("method")
 
 
+def lora_tags(rank: int) -> dict:
+    """Tags of a stage that saves a LoRA adapter of this rank (not part of its key): the run
+    plan sizes single-model backends (a vLLM engine's max_lora_rank) from them."""
+    return {"lora_rank": int(rank)}
+
+
 class VertexFamily(PolicyFamily):
     """One adapter per objective, answering only the simplex vertices (per-objective DPO)."""
 

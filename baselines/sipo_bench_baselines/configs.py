@@ -53,7 +53,10 @@ class PreferenceTrainingConfig(LoRATrainingConfig):
     epochs: float = field(3.0, help="Epochs over the training pairs.")
     batch_size: int = field(1, help="Pairs per device batch.")
     grad_accum: int = field(2, help="Gradient accumulation steps.")
-    max_length: int = field(512, help="Maximum tokens of prompt + response (longer sequences are cut at the end).")
+    max_length: int = field(512, help="Maximum tokens of prompt + response (BOS and EOS included); see long_pairs.")
+    long_pairs: Literal["truncate", "drop"] = field(
+        "truncate", help="A pair with a sequence over max_length: 'truncate' cuts it at the end (trl's default); "
+                         "'drop' leaves the pair out of training and validation (the released SIPO code's filter).")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
         "cosine", help="Learning-rate schedule (transformers `lr_scheduler_type`).")
     warmup_ratio: float = field(0.0, help="Share of the steps spent warming up the learning rate.")
@@ -75,6 +78,38 @@ class PreferenceTrainingConfig(LoRATrainingConfig):
         """The options a training stage needs (everything except β, which goes to the loss)."""
         d = to_dict(self)
         return {f.name: d[f.name] for f in dataclasses.fields(PreferenceTrainingConfig) if f.name != "beta"}
+
+
+@dataclass
+class SFTConfig(LoRATrainingConfig):
+    """Supervised fine-tuning of a pretrained causal LM into a task's base policy: a LoRA on the
+    task's SFT rows (loss on the response tokens only), merged into the weights. Defaults: the
+    recipe of the released SIPO / modpo `scripts/sft` (LoRA r=16, alpha=32, dropout 0.05 on
+    q/k/v/o; lr 1e-4, cosine, weight decay 0.05, 3 epochs, max length 512, per-device batch 4 x
+    grad-accum 2 (on 8 GPUs there), best checkpoint on validation every quarter epoch)."""
+
+    lora_r: int = field(16, help="LoRA rank.")
+    lora_alpha: float = field(32.0, help="LoRA alpha (scaling = alpha / r).")
+    lora_dropout: float = field(0.05, help="LoRA dropout.")
+    learning_rate: float = field(1e-4, help="Peak AdamW learning rate.")
+    epochs: float = field(3.0, help="Epochs over the SFT rows.")
+    batch_size: int = field(4, help="Rows per device batch.")
+    grad_accum: int = field(2, help="Gradient accumulation steps.")
+    max_length: int = field(512, help="Maximum tokens of prompt + response (longer rows are cut at the end).")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field("cosine", help="Learning-rate schedule.")
+    warmup_ratio: float = field(0.0, help="Share of the steps spent warming up the learning rate.")
+    weight_decay: float = field(0.05, help="AdamW weight decay.")
+    eval_every: float = field(0.25, help="Evaluate on the validation rows every this fraction of an epoch (0: never).")
+    load_best: bool = field(True, help="Keep the checkpoint with the lowest validation loss (needs eval_every > 0).")
+    max_rows: int | None = field(None, help="Cap on SFT rows (smoke runs); None = all.")
+
+    def __post_init__(self) -> None:
+        _check_lora(self)
+        check(self.epochs > 0, "epochs", "a number > 0", self.epochs)
+        check(self.max_length >= 8, "max_length", "an integer >= 8", self.max_length)
+        check(0.0 <= self.eval_every <= 1.0, "eval_every", "a fraction of an epoch in [0, 1]", self.eval_every)
+        if self.max_rows is not None:
+            check(self.max_rows >= 1, "max_rows", "an integer >= 1 or null", self.max_rows)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sipo_bench.interfaces import FitContext, Method, PolicyFamily
 from sipo_bench.stages import Stage
 
-from .common import STAGES, VertexFamily, task_config
+from .common import STAGES, VertexFamily, lora_tags, task_config
 from .configs import DPOConfig
 
 
@@ -23,7 +23,7 @@ def dpo_stages(ctx: FitContext) -> dict[str, Stage]:
     cfg: DPOConfig = ctx.method_config("dpo")
     common = {**task_config(ctx), "seed": ctx.seed, "beta": cfg.beta, "train": cfg.training()}
     return {o.name: ctx.stage(f"dpo[{o.name},seed={ctx.seed}]", f"{STAGES}:dpo_stage", {**common, "objective": o.name},
-                              {"data": ctx.data, "base": ctx.base})
+                              {"data": ctx.data, "base": ctx.base}, tags=lora_tags(cfg.lora_r))
             for o in ctx.objectives}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sipo_bench.interfaces import FitContext, Method, PolicyFamily
 from sipo_bench.weights import fmt, is_vertex
 
-from .common import STAGES, PerWeightFamily, task_config
+from .common import STAGES, PerWeightFamily, lora_tags, task_config
 from .configs import DPOLWConfig
 from .dpo import dpo_stages
 
@@ -30,6 +30,6 @@ class DPOLWMethod(Method):
             config = {**task_config(ctx), "seed": ctx.seed, "w": list(w), "objectives": names, "beta": c.beta,
                       "train": c.training()}
             return ctx.stage(f"dpo-lw[w={fmt(w)},seed={ctx.seed}]", f"{STAGES}:dpo_lw_stage", config,
-                             {"data": ctx.data, "base": ctx.base})
+                             {"data": ctx.data, "base": ctx.base}, tags=lora_tags(c.lora_r))
 
         return PerWeightFamily(ctx.base, plan)

@@ -9,7 +9,8 @@ Notation: h(y) = β·(log π(y|x) − log π_ref(y|x)), σ the logistic function
 - :func:`dpo_loss`     L = −log σ(h(y_w) − h(y_l))
 - :func:`modpo_loss`   L = −log σ((1/w_1)·[h(y_w) − h(y_l) − Σ_{j≥2} w_j (r_j(y_w) − r_j(y_l))])
 - :func:`dpo_lw_loss`  L = Σ_i w_i · DPO_i, each pair oriented by objective i's own label
-- :func:`sipo_loss`    L = DPO + α·NLL, NLL = −log π(y*|x) / |y*| (response tokens only)
+- :func:`sipo_loss`    L = DPO + α·NLL, NLL = −log π(y*|x) / n, with n = |y*| (response tokens, ours)
+                       or the padded length of the batch's sequences (the released code's)
 
 The loss *objects* at the bottom (:class:`DPOLoss` ...) bind the hyper-parameters, name the
 dataset columns they read (`columns`) and are what :class:`~sipo_bench_baselines.trainer.
@@ -32,7 +33,9 @@ class PairLogps:
     """Per-pair summed response log-probs of the policy and the reference, shape `(B,)`.
 
     `chosen_tokens` / `rejected_tokens` count the response tokens each sum runs over (the
-    prompt is never counted)."""
+    prompt is never counted); `padded_length` is, per pair, the width of the padded batch the
+    pair was scored in (prompt + response + padding, every chosen and rejected sequence of the
+    batch padded to one length, as trl's and the released SIPO collators do)."""
 
     chosen: Tensor
     rejected: Tensor
@@ -40,6 +43,7 @@ class PairLogps:
     ref_rejected: Tensor
     chosen_tokens: Tensor | None = None
     rejected_tokens: Tensor | None = None
+    padded_length: Tensor | None = None
 
 
 # --- The formulas ---------------------------------------------------------------------------
@@ -90,15 +94,23 @@ def dpo_lw_loss(chosen: Tensor, rejected: Tensor, ref_chosen: Tensor, ref_reject
 
 
 def response_nll(chosen: Tensor, chosen_tokens: Tensor) -> Tensor:
-    """−log π(y*|x) / |y*|: the summed response log-prob normalised by the number of response
-    tokens of that sequence (prompt tokens are neither summed nor counted)."""
+    """−log π(y*|x) / n: the summed response log-prob (response tokens only) divided by
+    `chosen_tokens` = n per pair (the number of response tokens, or another normaliser)."""
     return -chosen / chosen_tokens.clamp(min=1).to(chosen.dtype)
 
 
 def sipo_loss(chosen: Tensor, rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor, beta: float,
               chosen_tokens: Tensor, alpha: float) -> Tensor:
-    """Per-pair SIPO re-alignment loss DPO + α·NLL on the chosen (Pareto-optimal) response y*."""
+    """Per-pair SIPO re-alignment loss DPO + α·NLL on the chosen (Pareto-optimal) response y*,
+    the NLL divided by `chosen_tokens` (see :class:`SIPOLoss` for the two normalisations)."""
     return dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta) + alpha * response_nll(chosen, chosen_tokens)
+
+
+#: how SIPO's NLL term is normalised: by the chosen response's tokens (ours), or by the padded
+#: length of the batch (the released `IterativeDPOTrainer`: `(input_ids != -100).sum(1)` over
+#: the padded chosen input ids, i.e. prompt + response + padding, so α = 0.1 there weighs the
+#: NLL less than α = 0.1 here, and the weight varies with prompt length and batch padding)
+NLL_NORMALIZATIONS = ("response_tokens", "padded_length")
 
 
 # --- Loss objects the trainer calls ---------------------------------------------------------
@@ -157,16 +169,25 @@ class DPOLWLoss(PreferenceLoss):
 
 @dataclass
 class SIPOLoss(PreferenceLoss):
-    """DPO + α·NLL over the chosen response's tokens (needs `PairLogps.chosen_tokens`)."""
+    """DPO + α·NLL on the chosen response. `nll_normalization`: "response_tokens" divides the
+    NLL by the chosen response's token count (`PairLogps.chosen_tokens`); "padded_length" by the
+    padded batch width (`PairLogps.padded_length`), as the released code does."""
 
     beta: float = 0.1
     alpha: float = 0.1
+    nll_normalization: str = "response_tokens"
+
+    def __post_init__(self) -> None:
+        if self.nll_normalization not in NLL_NORMALIZATIONS:
+            raise ValueError(f"`nll_normalization`: expected one of {list(NLL_NORMALIZATIONS)}, "
+                             f"got {self.nll_normalization!r}")
 
     def __call__(self, logps: PairLogps, extras: Mapping[str, Tensor]) -> Tensor:
-        if logps.chosen_tokens is None:
-            raise ValueError("SIPO loss needs the number of response tokens of the chosen responses")
-        return sipo_loss(logps.chosen, logps.rejected, logps.ref_chosen, logps.ref_rejected, self.beta,
-                         logps.chosen_tokens, self.alpha)
+        n = logps.chosen_tokens if self.nll_normalization == "response_tokens" else logps.padded_length
+        if n is None:
+            raise ValueError(f"SIPO loss ({self.nll_normalization}) needs PairLogps."
+                             f"{'chosen_tokens' if self.nll_normalization == 'response_tokens' else 'padded_length'}")
+        return sipo_loss(logps.chosen, logps.rejected, logps.ref_chosen, logps.ref_rejected, self.beta, n, self.alpha)
 
 
 def build_loss(spec: Mapping) -> PreferenceLoss:

@@ -22,7 +22,7 @@ from sipo_bench.config import ConfigError
 from sipo_bench.interfaces import FitContext, Method, PolicyFamily
 from sipo_bench.weights import fmt, is_vertex
 
-from .common import STAGES, PerWeightFamily, task_config
+from .common import STAGES, PerWeightFamily, lora_tags, task_config
 from .configs import MODPOConfig
 from .dpo import dpo_stages
 
@@ -61,6 +61,7 @@ class MODPOMethod(Method):
                       "beta": c.beta, "margin_beta": dpo_cfg.beta, "margin_batch_size": c.margin_batch_size,
                       "train": c.training()}
             inputs = {"data": ctx.data, "base": ctx.base, **{f"margin{j}": dpo[n] for j, (n, _) in enumerate(others)}}
-            return ctx.stage(f"modpo[w={fmt(w)},seed={ctx.seed}]", f"{STAGES}:modpo_stage", config, inputs)
+            return ctx.stage(f"modpo[w={fmt(w)},seed={ctx.seed}]", f"{STAGES}:modpo_stage", config, inputs,
+                             tags=lora_tags(c.lora_r))
 
         return PerWeightFamily(ctx.base, plan)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sipo_bench.config import to_dict
 from sipo_bench.interfaces import FitContext, Method, PolicyFamily
 
-from .common import STAGES, CombinedFamily, task_config
+from .common import STAGES, CombinedFamily, lora_tags, task_config
 from .configs import RewardedSoupsConfig
 
 
@@ -22,6 +22,6 @@ class RewardedSoupsMethod(Method):
         stages = [ctx.stage(f"rl[{o.name},seed={ctx.seed}]", f"{STAGES}:rl_stage",
                             {**task_config(ctx), "seed": ctx.seed, "objective": o.name,
                              "higher_is_better": o.higher_is_better, "scorers": scorers, "rl": rl},
-                            {"data": ctx.data, "base": ctx.base})
+                            {"data": ctx.data, "base": ctx.base}, tags=lora_tags(self.config.lora_r))
                   for o in ctx.objectives]
         return CombinedFamily(ctx.base, stages, "soup")

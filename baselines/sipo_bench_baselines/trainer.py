@@ -110,7 +110,8 @@ class PreferenceTrainer(DPOTrainer):
         ch, rj = logps.chunk(2)
         rch, rrj = ref_logps.chunk(2)
         nch, nrj = ntok.chunk(2)
-        return PairLogps(ch, rj, rch, rrj, nch, nrj)
+        width = torch.full_like(nch, inputs["input_ids"].shape[1])  # chosen and rejected are padded together
+        return PairLogps(ch, rj, rch, rrj, nch, nrj, width)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
@@ -216,6 +217,21 @@ def divergence_knobs(train: Mapping[str, Any], loss: PreferenceLoss) -> dict[str
     if getattr(loss, "alpha", None):
         knobs["alpha"] = loss.alpha
     return knobs
+def pair_lengths(tok: Any, rows: Sequence[Mapping[str, str]]) -> list[int]:
+    """Per pair, the longer of its two sequences in tokens as trl tokenises them: BOS + prompt +
+    response + EOS (the response text followed by `eos_token`, as `encode_pairs` does)."""
+    if not rows:
+        return []
+    eos = tok.eos_token or ""
+    ids = tok([r["prompt"] + r[k] + eos for r in rows for k in ("chosen", "rejected")])["input_ids"]
+    return [max(len(ids[2 * i]), len(ids[2 * i + 1])) for i in range(len(rows))]
+
+
+def drop_long_pairs(tok: Any, rows: list[dict], max_length: int) -> tuple[list[dict], int]:
+    """The released code's `filter_too_long`: a pair whose prompt + chosen or prompt + rejected
+    exceeds `max_length` tokens is dropped (not truncated). Returns (kept rows, number dropped)."""
+    kept = [r for r, n in zip(rows, pair_lengths(tok, rows)) if n <= max_length]
+    return kept, len(rows) - len(kept)
 
 
 def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_rows: list[dict],
@@ -234,6 +250,13 @@ def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_r
     disable_progress_bar()  # stage progress goes through ctx.progress
     set_seed(seed)
     model, tok = load_base(base_dir, torch.bfloat16 if train.get("bf16") else torch.float32)
+    dropped = {"train": 0, "val": 0}
+    if train.get("long_pairs", "truncate") == "drop":
+        train_rows, dropped["train"] = drop_long_pairs(tok, train_rows, int(train["max_length"]))
+        val_rows, dropped["val"] = drop_long_pairs(tok, val_rows, int(train["max_length"]))
+        if not train_rows:
+            raise ValueError(f"no training pairs left: all {dropped['train']} are longer than max_length="
+                             f"{train['max_length']} tokens (long_pairs: drop)")
     if ref_adapter_dir is not None:
         model = merge_adapter_into(model, ref_adapter_dir)
     steps_per_epoch = _steps_per_epoch(len(train_rows), train)
@@ -260,6 +283,7 @@ def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_r
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(val_rows) if use_eval else None, callbacks=[guard, *callbacks])
     trainer.remove_callback(PrinterCallback)  # logs stay in trainer.state.log_history
+    trainer.dropped_long_pairs = dropped
     return trainer
 
 
@@ -325,10 +349,11 @@ def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[d
         "first_step_loss": step_losses[0] if step_losses else None,
         "last_step_loss": step_losses[-1] if step_losses else None,
         "steps": int(result.global_step), "epochs": float(train["epochs"]),
-        "n_train_pairs": len(train_rows), "n_val_pairs": len(val_rows) if use_eval else 0,
+        "n_train_pairs": len(trainer.train_dataset), "n_val_pairs": len(trainer.eval_dataset) if use_eval else 0,
+        "dropped_long_pairs": trainer.dropped_long_pairs,
         "best_eval_loss": trainer.state.best_metric if use_eval else None,
         "seconds": round(time.time() - t0, 3),
     }
     if log:
-        log(f"{len(train_rows)} pairs, {metrics['steps']} steps, loss {initial:.4f} -> {final:.4f} in {metrics['seconds']:.1f}s")
+        log(f"{metrics['n_train_pairs']} pairs, {metrics['steps']} steps, loss {initial:.4f} -> {final:.4f} in {metrics['seconds']:.1f}s")
     return metrics

@@ -5,7 +5,10 @@ Conventions (see docs/generation.md):
 
 - Generation: prompts are already formatted; the tokenizer adds its special tokens (bos);
   batches are left-padded; the returned text is the decoded continuation with special tokens
-  skipped, `.strip()`-ed.
+  skipped, in the response convention (`sipo_bench.responses.as_response`: one leading space),
+  so that prompt + response re-encodes to the tokens the model generated. A response has at
+  most `new_token_budget(decoding, prompt tokens)` tokens (`DecodingConfig.max_length` caps
+  prompt + response per row, not per padded batch).
 - Log-probs follow trl 1.16's `DPOTrainer` (non-conversational data): tokenize `prompt` and
   `prompt + response + eos_token` (special tokens added, i.e. bos); the response tokens are
   those after the longest common prefix of the two; the eos token is one of them and counts
@@ -31,10 +34,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from sipo_bench.interfaces import DecodingConfig, Generator, ResolvedPolicy
+from sipo_bench.interfaces import DecodingConfig, Generator, ResolvedPolicy, new_token_budget
+from sipo_bench.responses import as_response
 
 from . import resolve_model_path
-from .fusion import check_rule, fuse_logprobs
+from .fusion import check_rule, fuse_step
 
 GROUP_MODES = ("grouped", "peft", "sequential")
 BASE = None  # an adapter slot that means "the base model, adapters disabled"
@@ -410,7 +414,7 @@ class HFGenerator(Generator):
         with self.cache.lock:
             if policy.combine == "soup":
                 name = self.cache.soup(b, policy.adapters)
-                run = lambda ids, mask, n, s: self._generate_single(b, name, ids, mask, decoding, n, s)  # noqa: E731
+                run = lambda ids, mask, n, s, steps: self._generate_single(b, name, ids, mask, decoding, n, s, steps)  # noqa: E731
             elif policy.combine == "fusion":
                 adapters = [(a, float(w)) for a, w in policy.adapters if float(w) != 0.0]
                 rule = policy.options.get("rule", "reverse_kl")
@@ -420,8 +424,8 @@ class HFGenerator(Generator):
                     raise ValueError("fusion policy with no adapter of nonzero weight")
                 slots = self._slots(b, [a for a, _ in adapters])
                 weights = [w for _, w in adapters]
-                run = lambda ids, mask, n, s: self._generate_fused(b, slots, weights, rule, alpha, ids, mask,  # noqa: E731
-                                                                   decoding, n, s)
+                run = lambda ids, mask, n, s, steps: self._generate_fused(b, slots, weights, rule, alpha,  # noqa: E731
+                                                                          ids, mask, decoding, n, s, steps)
             else:
                 raise ValueError(f"policy `combine`: expected 'soup' or 'fusion', got {policy.combine!r}")
             return self._generate_batches(b, prompts, decoding, num_return_sequences, seed, progress, run)
@@ -436,10 +440,17 @@ class HFGenerator(Generator):
         for bi, idx in enumerate(_batches(order, per_batch)):
             width = max(len(enc[i]) for i in idx)
             pad = tok.pad_token_id
-            ids = torch.tensor([[pad] * (width - len(enc[i])) + enc[i] for i in idx], device=b.device)
-            mask = torch.tensor([[0] * (width - len(enc[i])) + [1] * len(enc[i]) for i in idx], device=b.device)
-            new = run(ids, mask, rows_per_prompt, _batch_seed(seed, bi))  # (len(idx) * rows, T_new)
-            texts = [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+            budgets = [new_token_budget(decoding, len(enc[i])) for i in idx for _ in range(rows_per_prompt)]
+            if max(budgets) == 0:
+                texts = [""] * len(budgets)
+            else:
+                ids = torch.tensor([[pad] * (width - len(enc[i])) + enc[i] for i in idx], device=b.device)
+                mask = torch.tensor([[0] * (width - len(enc[i])) + [1] * len(enc[i]) for i in idx], device=b.device)
+                steps = torch.tensor(budgets, device=b.device)
+                new = run(ids, mask, rows_per_prompt, _batch_seed(seed, bi), steps)  # (len(idx) * rows, T_new)
+                # a row's tokens past its own budget are dropped: the tokens before do not depend on them
+                texts = [as_response(tok.decode(row[:n], skip_special_tokens=True).strip())
+                         for row, n in zip(new.tolist(), budgets)]
             for j, i in enumerate(idx):
                 got = texts[j * rows_per_prompt : (j + 1) * rows_per_prompt]
                 out[i] = got * n_ret if rows_per_prompt == 1 and n_ret > 1 else got
@@ -463,8 +474,9 @@ class HFGenerator(Generator):
         )
 
     @torch.inference_mode()
-    def _generate_single(self, b: _Base, name, ids, mask, decoding, n, seed) -> torch.Tensor:
+    def _generate_single(self, b: _Base, name, ids, mask, decoding, n, seed, steps) -> torch.Tensor:
         cfg = self._generation_config(b, decoding, n)
+        cfg.max_new_tokens = int(steps.max())
         devices = [b.device] if b.device.type == "cuda" else []
         with use_adapter(b, name) as model, torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
@@ -490,23 +502,28 @@ class HFGenerator(Generator):
         return out.logits[:, -1], cache if cache is not None else getattr(out, "past_key_values", None)
 
     @torch.inference_mode()
-    def _generate_fused(self, b: _Base, slots, weights, rule, alpha, ids, mask, decoding, n, seed) -> torch.Tensor:
+    def _generate_fused(self, b: _Base, slots, weights, rule, alpha, ids, mask, decoding, n, seed, steps) -> torch.Tensor:
         """MOD decoding: k = len(slots) models, one KV cache over k stacked copies of the
-        batch (grouped/peft modes) or k caches (sequential mode). Rows that finished are
-        dropped from the batch (and the caches) once they are an eighth of it."""
+        batch (grouped/peft modes) or k caches (sequential mode). Each model's cumulative
+        log-prob of the response so far enters the fusion rule (`fuse_step`). Rows that
+        finished (eos, or their own token budget `steps`) are dropped from the batch (and the
+        caches) once they are an eighth of it."""
         if n > 1:
             ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
         k, rows, dev = len(slots), ids.shape[0], ids.device
         gen = torch.Generator(device=dev).manual_seed(seed)
         eos = torch.tensor(b.eos_ids, device=dev)
         pad = b.tokenizer.pad_token_id
-        out = torch.full((rows, decoding.max_new_tokens), pad, dtype=ids.dtype, device=dev)
+        max_steps = int(steps.max())
+        out = torch.full((rows, max_steps), pad, dtype=ids.dtype, device=dev)
         n_steps = 0
         active = torch.arange(rows, device=dev)  # original row of each row in the batch
         done = torch.zeros(rows, dtype=torch.bool, device=dev)  # finished, not yet dropped
+        budget = steps.clone()  # tokens each row may still generate
+        prefix = torch.zeros(k, rows, dtype=torch.float32, device=dev)  # Σ log π_i(y_<t | x) per model
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         seq = self.group_mode == "sequential"
-        new_cache = self._cache_factory(b, ids.shape[1] + decoding.max_new_tokens)
+        new_cache = self._cache_factory(b, ids.shape[1] + max_steps)
         with contextlib.ExitStack() as stack:
             if seq:
                 caches: list[Any] = [new_cache() for _ in slots]
@@ -538,14 +555,17 @@ class HFGenerator(Generator):
                     return mask[idx], pos[idx]
 
             logits = step_logits(ids, mask, pos)
-            for step in range(decoding.max_new_tokens):
-                f = fuse_logprobs(torch.log_softmax(logits.float(), -1), weights, rule, alpha)
+            for step in range(max_steps):
+                lp = torch.log_softmax(logits.float(), -1)  # (k, rows, V)
+                f = fuse_step(lp, prefix, weights, rule, alpha)
                 nxt = f.argmax(-1) if decoding.greedy else _sample(f, decoding.temperature, decoding.top_p, gen)
                 nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
                 out[active, step] = nxt
                 n_steps = step + 1
-                done = done | torch.isin(nxt, eos)
-                if step == decoding.max_new_tokens - 1:
+                prefix = prefix + lp.gather(-1, nxt.view(1, -1, 1).expand(k, -1, 1)).squeeze(-1)
+                budget = budget - 1
+                done = done | torch.isin(nxt, eos) | (budget <= 0)
+                if step == max_steps - 1:
                     break
                 n_done = int(done.sum())
                 if n_done == len(done):
@@ -554,6 +574,7 @@ class HFGenerator(Generator):
                     keep = (~done).nonzero().flatten()
                     mask, pos = select(keep, mask, pos)
                     active, nxt, done = active[keep], nxt[keep], done[keep]
+                    budget, prefix = budget[keep], prefix[:, keep]
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
                 pos = pos[:, -1:] + 1
                 logits = step_logits(nxt[:, None], mask, pos)
@@ -576,7 +597,8 @@ class HFGenerator(Generator):
                 rule, alpha = policy.options.get("rule", "reverse_kl"), policy.options.get("alpha")
                 check_rule(rule, alpha)
                 slots = self._slots(b, [a for a, _ in adapters])
-                fuse = lambda lp: torch.log_softmax(fuse_logprobs(lp, [w for _, w in adapters], rule, alpha), -1)  # noqa: E731
+                fuse = lambda lp, prefix: torch.log_softmax(  # noqa: E731
+                    fuse_step(lp, prefix, [w for _, w in adapters], rule, alpha), -1)
                 return self._sequence_logprobs(b, slots, prompts, responses, batch_size, progress, add_eos,
                                                fuse=fuse)[0].tolist()
             raise ValueError(f"policy `combine`: expected 'soup' or 'fusion', got {policy.combine!r}")
@@ -603,7 +625,8 @@ class HFGenerator(Generator):
     def _sequence_logprobs(self, b: _Base, slots: list[str | None], prompts, responses, batch_size, progress,
                            add_eos, fuse: Callable | None = None) -> np.ndarray:
         """Log-probs under each slot; with `fuse`, one row: the sequence log-prob under
-        fuse(per-slot log-softmax) (a (k, ..., V) -> (..., V) log-distribution)."""
+        fuse(per-slot log-softmax, per-slot cumulative response log-prob) (a (k, ..., V),
+        (k, ...) -> (..., V) log-distribution)."""
         if batch_size < 1:
             raise ValueError(f"`batch_size`: expected >= 1, got {batch_size}")
         pairs = encode_pairs(b.tokenizer, prompts, responses, add_eos)
@@ -643,7 +666,10 @@ class HFGenerator(Generator):
         if fuse is None:
             sums = torch.stack([self._token_logprobs(per_slot[s][:, :-1], labels, score) for s in slots])
         else:
-            f = fuse(torch.stack([torch.log_softmax(per_slot[s][:, :-1].float(), -1) for s in slots]))
+            lp = torch.stack([torch.log_softmax(per_slot[s][:, :-1].float(), -1) for s in slots])  # (k, rows, K-1, V)
+            picked = lp.gather(-1, labels[None, ..., None].expand(len(slots), -1, -1, 1)).squeeze(-1) * score
+            prefix = picked.cumsum(-1) - picked  # each model's log-prob of the response before each column
+            f = fuse(lp, prefix)
             sums = (f.gather(-1, labels[..., None]).squeeze(-1) * score).sum(-1)[None]
         return sums.double().cpu().numpy()
 

@@ -1,13 +1,23 @@
 """MOD's fusion rules (Shi et al. 2024, "Decoding-time language model alignment with multiple
-objectives") as a pure function of per-model next-token log-probabilities.
+objectives") as pure functions of per-model log-probabilities.
 
-With log-probs ℓ_i = log π_i(·) of k models and preference weights w:
+The rules act on each model's log-probability of the *whole* continuation so far, as the MOD
+reference code (srzer/MOD, `FusionModel.greedy_search`) does: for a candidate next token v after
+the response prefix y_<t,
+
+    ℓ_i(v) = log π_i(y_<t | x) + log π_i(v | x, y_<t)     (cumulative prefix + next token)
+
+and with preference weights w:
 
 - `reverse_kl`: f = Σ_i w_i ℓ_i
 - `forward_kl`: f = −logsumexp_i(−ℓ_i + log w_i)
-- `alpha`:      f = −logsumexp_i(−α ℓ_i + log w_i)   (α = 1 is `forward_kl`)
+- `alpha`:      f = −(1/α)·logsumexp_i(−α ℓ_i + log w_i)   (α = 1 is `forward_kl`; α → 0 tends to
+  `reverse_kl` when Σ w_i = 1)
 
-Decoding then takes argmax f (greedy) or samples from softmax(f / temperature).
+Decoding takes argmax f (greedy) or samples from softmax(f / temperature); the fused
+log-probability of a response sums log softmax(f)[y_t] over its tokens, with the same prefixes,
+so sampling and scoring describe one distribution. For `reverse_kl` the prefix adds the same
+constant to every v and cancels in the argmax and the softmax: it is left out.
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ def check_rule(rule: str, alpha: float | None) -> None:
 
 def fuse_logprobs(logps: torch.Tensor, w: Sequence[float] | torch.Tensor, rule: str = "reverse_kl",
                   alpha: float | None = None) -> torch.Tensor:
-    """Fused next-token scores from `logps` of shape (k, ..., V) and weights `w` (length k).
+    """Fused scores from `logps` of shape (k, ..., V) (each model's log-probability of the
+    continuation ending in each token v) and weights `w` (length k).
 
     Models with weight 0 are dropped (so a zero-weight model can never contribute, even with
     log-prob −inf). Negative weights are allowed for `reverse_kl` only (log w_i is undefined
@@ -51,8 +62,16 @@ def fuse_logprobs(logps: torch.Tensor, w: Sequence[float] | torch.Tensor, rule: 
     lp = lp.to(work)
     wk = w[keep].to(device=lp.device, dtype=work).view(-1, *([1] * (lp.ndim - 1)))
     if rule == "reverse_kl":
-        out = (wk * lp).sum(0)
-    else:
-        a = 1.0 if rule == "forward_kl" else float(alpha)
-        out = -torch.logsumexp(-a * lp + wk.log(), dim=0)
-    return out
+        return (wk * lp).sum(0)
+    a = 1.0 if rule == "forward_kl" else float(alpha)
+    return -torch.logsumexp(-a * lp + wk.log(), dim=0) / a
+
+
+def fuse_step(next_logps: torch.Tensor, prefix: torch.Tensor | None, w: Sequence[float] | torch.Tensor,
+              rule: str = "reverse_kl", alpha: float | None = None) -> torch.Tensor:
+    """One decoding step: `next_logps` (k, ..., V) are log π_i(v | x, y_<t), `prefix` (k, ...) the
+    models' cumulative log π_i(y_<t | x) of the response so far (None or zeros at the first
+    token). Returns f over v, shape (..., V) (see the module docstring)."""
+    if prefix is None or rule == "reverse_kl":  # a per-row constant: cancels (module docstring)
+        return fuse_logprobs(next_logps, w, rule, alpha)
+    return fuse_logprobs(next_logps + prefix.to(next_logps.dtype).unsqueeze(-1), w, rule, alpha)

@@ -21,10 +21,11 @@ from typing import Any
 
 from sipo_bench.config import check, field
 from sipo_bench.interfaces import Objective, Task, TaskConfig, TaskData
+from sipo_bench.responses import as_response
 from sipo_bench.stages import write_jsonl
 
 from .common import (check_fraction, check_source, conflict_subset, load_split, require_columns,
-                     with_leading_space, write_pointer)
+                     write_pointer)
 from .objectives import OBJECTIVES
 
 COLUMNS = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe",
@@ -79,7 +80,7 @@ def pair_row(ex: dict) -> dict:
             raise ValueError(f"`{name}`: expected 0 or 1, got {v!r} (prompt {ex['prompt'][:60]!r})")
     return {
         "prompt": ex["prompt"],
-        "responses": [with_leading_space(ex["response_0"]), with_leading_space(ex["response_1"])],
+        "responses": [as_response(ex["response_0"]), as_response(ex["response_1"])],
         "labels": {"helpfulness": int(better), "harmlessness": int(safer)},
         "conflict": better != safer,
         "safe": [bool(ex["is_response_0_safe"]), bool(ex["is_response_1_safe"])],
@@ -90,6 +91,7 @@ class BeaverTailsTask(Task):
     name = "beavertails"
     description = "PKU-SafeRLHF-10K: helpfulness (beaver reward, higher better) vs harmlessness (beaver cost, lower better)."
     config_class = BeaverTailsConfig
+    version = "2"  # responses in the one response convention (sipo_bench.responses)
     config: BeaverTailsConfig
 
     def objectives(self) -> list[Objective]:

@@ -92,10 +92,6 @@ def require_columns(ds: Any, columns: Sequence[str], field: str, source: str) ->
                           f"missing {missing} (has {ds.column_names})")
 
 
-def with_leading_space(text: str) -> str:
-    """Responses are stored as the text after `ASSISTANT:`; by convention they start with a
-    space (see docs/architecture.md). Text that already starts with one is left alone."""
-    return text if text.startswith(" ") else " " + text
 
 
 def conflict_subset(conflicting: list, non_conflicting: list, fraction: float,

@@ -32,14 +32,18 @@ from typing import Any
 
 from sipo_bench.config import ConfigError, check, field
 from sipo_bench.interfaces import Objective, Task, TaskConfig, TaskData
-from sipo_bench.stages import write_jsonl
+from sipo_bench.responses import as_response
+from sipo_bench.stages import read_jsonl, write_jsonl
+from sipo_bench_baselines.configs import SFTConfig
 
 from .common import (check_fraction, check_source, conflict_subset, load_split, require_columns,
-                     with_leading_space, write_pointer)
+                     write_pointer)
+from . import refine_prompts
 from .objectives import HELPSTEER_ATTRIBUTES, OBJECTIVES
 
 COLUMNS = ("prompt", "response") + HELPSTEER_ATTRIBUTES
 CONFLICT_PAIR = ("correctness", "verbosity")
+SFT_TRAIN, SFT_VAL = "sft_train.jsonl", "sft_val.jsonl"
 PAPER_FRACTIONS = (0.0, 0.2, 0.3, 0.6, 0.9)
 
 
@@ -62,8 +66,12 @@ class HelpSteerConfig(TaskConfig):
     max_length: int | None = field(512, help="Drop pairs whose prompt + either response exceeds this many tokens; None = keep all.")
     tokenizer: str | None = field(None, help="Tokenizer of the length filter; None = the base model's.")
     base_model: str | None = field(
-        None, help="Base (SFT) policy, hub id or local path (pointer.json). The paper uses a Llama-2-7b SFT trained "
-                   "on HelpSteer with the modpo recipe, which is not published: set it.")
+        None, help="Hub id or local path. Without `sft`: the base (SFT) policy itself (pointer.json). With `sft`: the "
+                   "pretrained model the base stage fine-tunes on HelpSteer (the paper: meta-llama/Llama-2-7b-hf).")
+    sft: SFTConfig | None = field(
+        None, help="Supervised fine-tuning of `base_model` on the SFT rows (every train-split prompt/response pair, the "
+                   "test prompts held out; validation rows for evaluation) in the base stage, as the paper's modpo "
+                   "recipe; {} takes its defaults. null = use `base_model` as the SFT policy.")
     reward_model: str = field("RLHFlow/RewardModel-Mistral-7B-for-DPA-v1", help="dpa-rm scorer: hub id or local path.")
     scorer_batch_size: int = field(8, help="Texts per reward-model forward pass.")
 
@@ -121,6 +129,7 @@ class HelpSteerTask(Task):
     name = "helpsteer"
     description = "nvidia/HelpSteer pairs: correctness vs verbosity (both higher-better) by default; dpa-rm scorer."
     config_class = HelpSteerConfig
+    version = "2"  # response convention; released review/rewrite prompts
     config: HelpSteerConfig
 
     def objectives(self) -> list[Objective]:
@@ -188,6 +197,13 @@ class HelpSteerTask(Task):
         write_jsonl(out / "train.jsonl", [self._row(p) for p in train])
         write_jsonl(out / "val.jsonl", [self._row(p) for p in val])
         write_jsonl(out / "test.jsonl", [{"prompt": p} for p in test_prompts])
+        if c.sft is not None:  # the SFT split: every row of the split once, test prompts held out
+            sft_train = [r for r in dict.fromkeys((r["prompt"], r["response"]) for r in splits["train"])
+                         if r[0] not in held_out]
+            sft_val = list(dict.fromkeys((r["prompt"], r["response"]) for r in splits["validation"]))
+            write_jsonl(out / SFT_TRAIN, [{"prompt": p, "response": as_response(r)} for p, r in sft_train])
+            write_jsonl(out / SFT_VAL, [{"prompt": p, "response": as_response(r)} for p, r in sft_val])
+            meta.update({"sft_rows": len(sft_train), "sft_val_rows": len(sft_val)})
         conf = [_conflicts(p) for p in train]
         known = [x for x in conf if x is not None]
         meta.update({
@@ -202,28 +218,56 @@ class HelpSteerTask(Task):
     def _row(self, p: dict) -> dict:
         labels = {o: p["all_labels"][o] for o in self.config.objectives}
         known = [v for v in labels.values() if v is not None]
-        return {"prompt": p["prompt"], "responses": [with_leading_space(r) for r in p["raw"]],
+        return {"prompt": p["prompt"], "responses": [as_response(r) for r in p["raw"]],
                 "labels": labels, "conflict": len(set(known)) > 1, "scores": p["scores"]}
 
     def build_base(self, data: TaskData, out: Path, seed: int, ctx: Any) -> dict:
-        if self.config.base_model is None:
-            raise ConfigError("`task_options.base_model`: expected the hub id or path of the SFT policy (the paper's "
-                              "is a Llama-2-7b SFT on HelpSteer, not published), got None")
-        return write_pointer(out, self.config.base_model)
+        c = self.config
+        if c.base_model is None:
+            raise ConfigError("`task_options.base_model`: expected the hub id or path of the SFT policy, or of the "
+                              "pretrained model to fine-tune with `sft` (the paper: meta-llama/Llama-2-7b-hf), got None")
+        if c.sft is None:
+            return write_pointer(out, c.base_model)
+        from sipo_bench.config import to_dict
+        from sipo_bench_baselines.sft import train_sft_model
+
+        from .common import resolve_model_ref
+
+        def rows(name: str) -> list[dict]:
+            return [{"prompt": self.format_prompt(r["prompt"]), "completion": r["response"]}
+                    for r in read_jsonl(data.dir / name)]
+
+        return train_sft_model(out, resolve_model_ref(c.base_model), rows(SFT_TRAIN), rows(SFT_VAL), to_dict(c.sft), seed,
+                               progress=getattr(ctx, "progress", None), log=getattr(ctx, "log", None))
+
+    # SIPO's review / rewrite prompts: the released ones (refine_prompts.py, one-shot
+    # demonstrations included) for the paper's objectives correctness and verbosity; for any
+    # other objectives the same instructions and forced review start without a demonstration
+    # (the released demonstrations are about correctness and verbosity).
+
+    def _released_prompts(self) -> bool:
+        return set(self.config.objectives) == set(CONFLICT_PAIR)
 
     def review_template(self) -> str:
-        # Instruction wording of the released SIPO review prompt (HelpSteer); the released code also
-        # puts a one-shot example in front, which is not reproduced here.
-        names = " and ".join(self._adjectives())
+        if self._released_prompts():
+            return refine_prompts.REVIEW_TEMPLATE
         return ("Question: {prompt}\nResponse: {response}\n"
-                f"Generate three suggestions on how to make the response more {names}.")
+                f"Generate three suggestions on how to make the response more {self._adjectives()}.")
+
+    def review_prefix(self) -> str:
+        return refine_prompts.REVIEW_PREFIX if self._released_prompts() else f"The response can be more {self._adjectives()} by\n"
 
     def rewrite_template(self) -> str:
+        if self._released_prompts():
+            return refine_prompts.REWRITE_TEMPLATE
         nouns = " and ".join(self.config.objectives)
         return ("Question: {prompt}\nResponse: {response}\nReview: {review}\n"
                 f"Revise the 'Response' based on the 'Review' to improve its {nouns}.")
 
-    def _adjectives(self) -> list[str]:
+    def refine_stop(self) -> str:
+        return refine_prompts.STOP
+
+    def _adjectives(self) -> str:
         adj = {"helpfulness": "helpful", "correctness": "correct", "coherence": "coherent",
                "complexity": "complex", "verbosity": "verbose"}
-        return [adj[o] for o in self.config.objectives]
+        return " and ".join(adj[o] for o in self.config.objectives)

@@ -14,6 +14,7 @@ Example (YAML, a task's scorer options or a third-party task):
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Sequence
 
@@ -24,7 +25,9 @@ from sipo_bench.config import ConfigError, build, check, field
 from sipo_bench.interfaces import Scorer
 
 from .beaver import CONVERSATION
-from .loading import (Loaded, batched, cached_load, check_template, ensure_pad_token, fill, leading_space,
+from sipo_bench.responses import as_response
+
+from .loading import (Loaded, batched, cached_load, check_loaded_weights, check_template, ensure_pad_token, fill,
                       model_ref, pick_device, pick_dtype)
 
 #: The rating prompt of the DPA reward model, as its model card and the released SIPO
@@ -54,10 +57,12 @@ class ClassifierOptions:
     model: str = field("", help="Hub id or local path of an AutoModelForSequenceClassification reward model.")
     objectives: dict[str, HeadSpec] = field({}, help="objective name -> {head, shift, scale, higher_is_better}.")
     template: str = field(CONVERSATION, help="Input text with {prompt} and {response}.")
-    response_leading_space: bool = field(False, help="Give every response exactly one leading space if it has none.")
+    response_leading_space: bool = field(False, help="Put every response in the response convention (one leading space) "
+                                                     "before filling the template; false inserts it stripped.")
     batch_size: int = field(8, help="Texts per forward pass (sorted by length to limit padding).")
     max_length: int | None = field(None, help="Truncate inputs to this many tokens; None = no truncation.")
-    trust_remote_code: bool = field(False, help="Passed to from_pretrained.")
+    trust_remote_code: bool = field(False, help="Load the model's own code (its config's auto_map) as from_pretrained(trust_remote_code=True).")
+    config_overrides: dict = field({}, help="Config attributes set before the weights load, e.g. {sliding_window: 4096}.")
     device: str | None = field(None, help="torch device; None = the run's device (`device:` of the run config).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = the run device's inference dtype: bf16 on a GPU, fp32 on a CPU.")
 
@@ -68,9 +73,23 @@ class ClassifierOptions:
         check_template(self.template)
 
 
-def load_classifier(path: str, device: str, dtype: Any, trust_remote_code: bool) -> Loaded:
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    model.to(device).eval()
+def load_classifier(path: str, device: str, dtype: Any, trust_remote_code: bool,
+                    config_overrides: dict | None = None) -> Loaded:
+    """The model through `AutoModelForSequenceClassification` (its own code when
+    `trust_remote_code`), config attributes overridden first; every weight of the checkpoint
+    must land in the model and every weight of the model must come from the checkpoint (a head
+    loaded under another name would otherwise stay randomly initialised without an error)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        path, config=config, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True)
+    check_loaded_weights(f"reward model ({type(model).__name__})", path, info,
+                         expected="the checkpoint's own architecture"
+                         + ("" if trust_remote_code else "; if its config has an auto_map, set trust_remote_code"))
+    model.to(device).eval().requires_grad_(False)
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False  # one forward pass: no KV cache
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -101,7 +120,7 @@ class HFClassifierScorer(Scorer):
         return {o: h.higher_is_better for o, h in self.cfg.objectives.items()}
 
     def texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
-        fix = leading_space if self.cfg.response_leading_space else (lambda r: r)
+        fix = as_response if self.cfg.response_leading_space else str.strip
         return [fill(self.cfg.template, p, fix(r)) for p, r in zip(prompts, responses)]
 
     def load(self) -> Loaded:
@@ -110,14 +129,20 @@ class HFClassifierScorer(Scorer):
             device = pick_device(c.device)
             dtype = pick_dtype(c.dtype, device)
             path = model_ref(c.model)
-            self._loaded = cached_load(("seq-cls", path, device, str(dtype), c.trust_remote_code),
-                                       lambda: load_classifier(path, device, dtype, c.trust_remote_code))
-            n = self._loaded.info["num_labels"]
+            overrides = dict(c.config_overrides)
+            loaded = cached_load(("seq-cls", path, device, str(dtype), c.trust_remote_code,
+                                  json.dumps(overrides, sort_keys=True)),
+                                 lambda: load_classifier(path, device, dtype, c.trust_remote_code, overrides))
+            n = loaded.info["num_labels"]
             bad = {o: h.head for o, h in c.objectives.items() if h.head >= n}
             if bad:
                 raise ConfigError(f"`scorer {self.name}.objectives`: expected head indices < {n} "
                                   f"(the model's num_labels), got {bad}")
+            self._loaded = loaded
         return self._loaded
+
+    def close(self) -> None:
+        self._loaded = None  # the per-process cache frees the model once no scorer holds it
 
     def raw_logits(self, texts: Sequence[str], progress: Any = None) -> list[list[float]]:
         """One row of output logits per text (fp32), batched."""
@@ -150,12 +175,18 @@ class DPAOptions:
     objectives: list[str] = field(list(DPA_HEADS), help="Which of the five HelpSteer attributes to report.")
     batch_size: int = field(8, help="Texts per forward pass.")
     max_length: int | None = field(None, help="Truncate inputs to this many tokens; None = no truncation.")
+    trust_remote_code: bool = field(True, help="Load the model's custom code (its auto_map: MistralForAttributePrediction), "
+                                               "as its model card and the released SIPO evaluation do.")
+    sliding_window: int | None = field(4096, help="config.sliding_window set before loading, as the released SIPO "
+                                                  "evaluation does (None leaves the checkpoint's value).")
     device: str | None = field(None, help="torch device; None = the run's device (`device:` of the run config).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field("auto", help="auto = the run device's inference dtype: bf16 on a GPU, fp32 on a CPU.")
 
     def __post_init__(self) -> None:
         for i, o in enumerate(self.objectives):
             check(o in DPA_HEADS, f"objectives[{i}]", "one of " + ", ".join(DPA_HEADS), o)
+        if self.sliding_window is not None:
+            check(self.sliding_window >= 1, "sliding_window", "an integer >= 1 or null", self.sliding_window)
 
 
 class DPARewardScorer(HFClassifierScorer):
@@ -173,4 +204,6 @@ class DPARewardScorer(HFClassifierScorer):
         return {"model": d.model, "template": DPA_TEMPLATE, "response_leading_space": True,
                 "objectives": {o: {"head": DPA_HEADS.index(o), "shift": 10.0, "scale": 20.0, "higher_is_better": True}
                                for o in d.objectives},
-                "batch_size": d.batch_size, "max_length": d.max_length, "device": d.device, "dtype": d.dtype}
+                "batch_size": d.batch_size, "max_length": d.max_length, "device": d.device, "dtype": d.dtype,
+                "trust_remote_code": d.trust_remote_code,
+                "config_overrides": {} if d.sliding_window is None else {"sliding_window": d.sliding_window}}

@@ -94,12 +94,6 @@ def fill(template: str, prompt: str, response: str) -> str:
     return template.replace("{prompt}", prompt).replace("{response}", response)
 
 
-def leading_space(response: str) -> str:
-    """Generated responses are the text after `ASSISTANT:`; the released SIPO evaluation scores
-    the decoded full text, where one space separates `ASSISTANT:` from the response."""
-    return response if response[:1].isspace() else " " + response
-
-
 def last_token_index(attention_mask: Any) -> Any:
     """Index of the last non-padding position of each row (any padding side)."""
     import torch
@@ -122,3 +116,33 @@ def batched(texts: Sequence[str], batch_size: int, run: Callable[[list[str]], An
         if progress:
             progress(len(idx))
     return out
+
+
+def check_loaded_weights(what: str, path: str, info: dict, *, allowed_missing: Sequence[str] = (),
+                         allowed_unexpected: Sequence[str] = (), expected: str = "") -> None:
+    """Fail loudly when a checkpoint does not fit the model it was loaded into.
+
+    `info` is `from_pretrained(..., output_loading_info=True)`'s: any missing weight (left at its
+    random initialisation), unexpected weight (in the file, used by nothing) or shape mismatch is
+    an error naming the keys, except keys matching the regexes in `allowed_missing` /
+    `allowed_unexpected` (which the caller handles, e.g. a head bias safe-rlhf zero-fills)."""
+    import re
+
+    def bad(keys: Any, allowed: Sequence[str]) -> list[str]:
+        return sorted(str(k) for k in (keys or []) if not any(re.search(p, str(k)) for p in allowed))
+
+    def show(keys: list[str]) -> str:
+        return ", ".join(keys[:4]) + (f" ... ({len(keys)} in all)" if len(keys) > 4 else "")
+
+    missing = bad(info.get("missing_keys"), allowed_missing)
+    unexpected = bad(info.get("unexpected_keys"), allowed_unexpected)
+    mismatched = sorted(str(m[0] if isinstance(m, (tuple, list)) else m) for m in info.get("mismatched_keys") or [])
+    parts = []
+    if missing:
+        parts.append(f"weights missing from the checkpoint (left random): {show(missing)}")
+    if unexpected:
+        parts.append(f"weights in the checkpoint the model does not use: {show(unexpected)}")
+    if mismatched:
+        parts.append(f"weights of the wrong shape: {show(mismatched)}")
+    if parts:
+        raise RuntimeError(f"{what} {path}: " + "; ".join(parts) + (f" (expected {expected})" if expected else ""))

@@ -23,6 +23,9 @@ class SIPOConfig(PreferenceTrainingConfig):
     temperature: float = field(1.0, help="Sampling temperature of candidates, reviews and rewrites.")
     top_p: float = field(1.0, help="Nucleus mass for sampling.")
     max_new_tokens: int = field(64, help="Maximum new tokens of a candidate, review or rewrite.")
+    sample_max_length: int | None = field(None, help="Cap on prompt + candidate tokens (released: 512); None = max_new_tokens only.")
+    review_max_length: int | None = field(None, help="Cap on review prompt + review tokens (released HelpSteer: 1200).")
+    rewrite_max_length: int | None = field(None, help="Cap on rewrite prompt + rewrite tokens (released HelpSteer: 1600).")
     generation_batch_size: int = field(64, help="Prompts per generation batch.")
     refine: bool = field(True, help="Run review + rewrite + combine (SIPO steps 3-5); false samples only.")
     refine_greedy: bool = field(False, help="Decode reviews and rewrites greedily.")
@@ -30,6 +33,9 @@ class SIPOConfig(PreferenceTrainingConfig):
     filter_scorers: Literal["objectives", "objectives+soups"] = field(
         "objectives", help="Filter rewards: the per-objective implicit rewards, or also the soups at the sample weights (released code).")
     alpha: float = field(0.1, help="Weight α of the NLL term of the re-alignment loss DPO + α·NLL.")
+    nll_normalization: Literal["response_tokens", "padded_length"] = field(
+        "response_tokens", help="NLL = −log π(y*|x) / n with n = the response's tokens (ours) or the padded length of the "
+                                "batch's prompt + response sequences (the released code; its α = 0.1 weighs the NLL less).")
     rounds: int = field(1, help="Self-improvement rounds; round r+1 starts from round r's re-aligned models.")
     scoring_batch_size: int = field(64, help="Batch size of implicit-reward scoring.")
 
@@ -43,6 +49,10 @@ class SIPOConfig(PreferenceTrainingConfig):
         check(self.max_new_tokens >= 1, "max_new_tokens", "an integer >= 1", self.max_new_tokens)
         check(self.generation_batch_size >= 1, "generation_batch_size", "an integer >= 1", self.generation_batch_size)
         check(self.scoring_batch_size >= 1, "scoring_batch_size", "an integer >= 1", self.scoring_batch_size)
+        for name in ("sample_max_length", "review_max_length", "rewrite_max_length"):
+            value = getattr(self, name)
+            if value is not None:
+                check(value >= 2, name, "an integer >= 2 or null", value)
         if self.max_prompts is not None:
             check(self.max_prompts >= 1, "max_prompts", "an integer >= 1 or null", self.max_prompts)
         if self.sample_weights is not None:

@@ -15,7 +15,7 @@ from sipo_bench.config import ConfigError, to_dict
 from sipo_bench.interfaces import FitContext, Method, PolicyFamily, PolicySpec
 from sipo_bench.stages import Stage
 from sipo_bench.weights import simplex_grid, validate_weights
-from sipo_bench_baselines.common import CombinedFamily, task_config
+from sipo_bench_baselines.common import CombinedFamily, lora_tags, task_config
 from sipo_bench_baselines.dpo import dpo_stages
 
 from .config import SIPOConfig
@@ -27,6 +27,12 @@ def default_sample_weights(k: int) -> list[tuple[float, ...]]:
     if k == 2:
         return [(0.2, 0.8), (0.4, 0.6), (0.6, 0.4), (0.8, 0.2)]
     return [w for w in simplex_grid(k, k + 1) if all(x > 0 for x in w)]
+
+
+def _realign_tags(endpoint: Stage, lora_r: int) -> dict:
+    """The re-aligned adapter is saved as endpoint + new delta ("cat"): their ranks add up."""
+    rank = endpoint.tags.get("lora_rank")
+    return {} if rank is None else lora_tags(rank + lora_r)
 
 
 class SIPOFamily(CombinedFamily):
@@ -70,15 +76,17 @@ class SIPOMethod(Method):
             sample = ctx.stage(f"sipo-sample[{tag}]", f"{STAGES}:sample_stage", {
                 **common, "round": r, "sample_weights": [list(w) for w in sample_weights],
                 "candidates_per_weight": c.candidates_per_weight, "max_prompts": c.max_prompts,
-                "decoding": {**gen, "greedy": c.sample_greedy}}, {"data": ctx.data, "base": ctx.base, **ep})
+                "decoding": {**gen, "greedy": c.sample_greedy, "max_length": c.sample_max_length}},
+                {"data": ctx.data, "base": ctx.base, **ep})
             candidates = sample
             if c.refine:
                 refine_dec = {**gen, "greedy": c.refine_greedy}
                 rev = ctx.stage(f"sipo-review[{tag}]", f"{STAGES}:review_stage", {
-                    **common, "review_model": review, "decoding": refine_dec},
+                    **common, "review_model": review, "decoding": {**refine_dec, "max_length": c.review_max_length}},
                     {"candidates": sample, "base": ctx.base, "reviewer": endpoints[objectives.index(review)]})
-                rew = ctx.stage(f"sipo-rewrite[{tag}]", f"{STAGES}:rewrite_stage", {**common, "decoding": refine_dec},
-                                {"reviews": rev, "base": ctx.base, **ep})
+                rew = ctx.stage(f"sipo-rewrite[{tag}]", f"{STAGES}:rewrite_stage", {
+                    **common, "decoding": {**refine_dec, "max_length": c.rewrite_max_length}},
+                    {"reviews": rev, "base": ctx.base, **ep})
                 candidates = ctx.stage(f"sipo-combine[{tag}]", f"{STAGES}:combine_stage", {
                     **common, "beta": c.beta, "batch_size": c.scoring_batch_size}, {"rewrites": rew, "base": ctx.base, **ep})
             filt = ctx.stage(f"sipo-filter[{tag}]", f"{STAGES}:filter_stage", {
@@ -88,8 +96,10 @@ class SIPOMethod(Method):
             extra[f"filter_round{r + 1}"] = filt
             train = c.training()
             endpoints = [ctx.stage(f"sipo-realign[{o},{tag}]", f"{STAGES}:realign_stage", {
-                **common, "objective": o, "beta": c.beta, "alpha": c.alpha, "train": train},
-                {"pairs": filt, "base": ctx.base, "endpoint": endpoints[i]}) for i, o in enumerate(objectives)]
+                **common, "objective": o, "beta": c.beta, "alpha": c.alpha, "nll_normalization": c.nll_normalization,
+                "train": train},
+                {"pairs": filt, "base": ctx.base, "endpoint": endpoints[i]},
+                tags=_realign_tags(endpoints[i], c.lora_r)) for i, o in enumerate(objectives)]
             for o, s in zip(objectives, endpoints):
                 extra[f"realign_{o}_round{r + 1}"] = s
         if ctx.task.oracle:

@@ -15,6 +15,7 @@ import numpy as np
 
 from sipo_bench.evaluation import score_texts, test_prompts
 from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy, TaskData
+from sipo_bench.responses import as_response, response_body
 from sipo_bench.stages import StageContext, read_jsonl, write_jsonl
 
 from .selection import best_per_prompt, dominates_both, is_conflicting, keep_rewrite, precision_recall, true_dominance
@@ -38,9 +39,15 @@ def _policy(ctx: StageContext, w: Sequence[float]) -> ResolvedPolicy:
 
 
 def _decoding(cfg: dict) -> DecodingConfig:
+    max_length = cfg.get("max_length")
     return DecodingConfig(greedy=bool(cfg["greedy"]), max_new_tokens=int(cfg["max_new_tokens"]),
                           temperature=float(cfg["temperature"]), top_p=float(cfg["top_p"]),
-                          batch_size=int(cfg["batch_size"]))
+                          batch_size=int(cfg["batch_size"]), max_length=None if max_length is None else int(max_length))
+
+
+def _cut(text: str, stop: str | None) -> str:
+    """A review or rewrite up to the task's stop text (released: "Question:"), stripped."""
+    return (text.split(stop)[0] if stop else text).strip()
 
 
 def _generate_by_weight(ctx: StageContext, rows: list[dict], prompt_of, seed: int, desc: str) -> list[str]:
@@ -86,8 +93,8 @@ def sample_stage(ctx: StageContext) -> dict:
                                  seed=int(cfg["seed"]) * 7919 + 101 * int(cfg["round"]) + j, progress=advance)
             for pid, (r, cands) in enumerate(zip(conflicting, texts)):
                 for c in cands:
-                    out.append({"pid": pid, "prompt": r["prompt"], "responses": r["responses"], "labels": r["labels"],
-                                "w": list(w), "candidate": c})
+                    out.append({"pid": pid, "prompt": r["prompt"], "responses": [as_response(x) for x in r["responses"]],
+                                "labels": r["labels"], "w": list(w), "candidate": as_response(c)})
     write_jsonl(ctx.out / "candidates.jsonl", out)
     return {"conflicting_prompts": len(conflicting), "candidates": len(out)}
 
@@ -96,20 +103,24 @@ def sample_stage(ctx: StageContext) -> dict:
 
 
 def review_stage(ctx: StageContext) -> dict:
-    """The review model writes suggestions for every candidate (task's one-shot template)."""
+    """The review model writes suggestions for every candidate: the task's (one-shot) review
+    prompt with the candidate inserted as stored (response convention, as the released code
+    inserts the decoded text after `ASSISTANT:`), the task's forced review start appended (the
+    model continues it) and kept as the review's first words; the review is cut at the task's
+    stop text."""
     cfg, task = ctx.config, _task(ctx)
     rows = read_jsonl(ctx.inputs["candidates"] / "candidates.jsonl")
     if not rows:
         write_jsonl(ctx.out / "reviews.jsonl", [])
         return {"reviews": 0}
-    template = task.review_template()
-    prompts = [task.format_prompt(template.format(prompt=r["prompt"], response=r["candidate"])) for r in rows]
+    template, prefix, stop = task.review_template(), task.review_prefix(), task.refine_stop()
+    prompts = [task.format_prompt(template.format(prompt=r["prompt"], response=r["candidate"])) + prefix for r in rows]
     reviewer = ResolvedPolicy(ctx.inputs["base"], ((ctx.inputs["reviewer"], 1.0),), "soup", {})
     with ctx.progress(len(rows), "sipo review") as advance:
         texts = ctx.runtime.generator(BACKEND).generate(reviewer, prompts, _decoding(cfg["decoding"]),
                                                         seed=int(cfg["seed"]) * 7919 + 7, progress=advance)
     for r, t in zip(rows, texts):
-        r["review"] = t[0]
+        r["review"] = _cut(prefix + response_body(t[0]), stop)
     write_jsonl(ctx.out / "reviews.jsonl", rows)
     return {"reviews": len(rows)}
 
@@ -124,12 +135,13 @@ def rewrite_stage(ctx: StageContext) -> dict:
     if not rows:
         write_jsonl(ctx.out / "rewrites.jsonl", [])
         return {"rewrites": 0}
-    template = task.rewrite_template()
+    template, stop = task.rewrite_template(), task.refine_stop()
     texts = _generate_by_weight(
-        ctx, rows, lambda r: task.format_prompt(template.format(prompt=r["prompt"], response=r["candidate"], review=r["review"])),
+        ctx, rows, lambda r: task.format_prompt(template.format(prompt=r["prompt"], response=r["candidate"],
+                                                                review=r["review"])),
         int(ctx.config["seed"]) + 13, "sipo rewrite")
     for r, t in zip(rows, texts):
-        r["rewrite"] = t
+        r["rewrite"] = as_response(_cut(t, stop))
     write_jsonl(ctx.out / "rewrites.jsonl", rows)
     return {"rewrites": len(rows)}
 
@@ -217,8 +229,9 @@ def filter_stage(ctx: StageContext) -> dict:
         r = rows[i]
         selected.append({"prompt": r["prompt"], "w": r["w"], "response": finals[i], "responses": r["responses"],
                          "rewards": cand[i].tolist(), "rewards_original": [r0[i].tolist(), r1[i].tolist()]})
-        for other in r["responses"]:
-            pairs.append({"prompt": task.format_prompt(r["prompt"]), "chosen": finals[i], "rejected": other})
+        for other in r["responses"]:  # y* and y_w / y_l in one response convention (sipo_bench.responses)
+            pairs.append({"prompt": task.format_prompt(r["prompt"]), "chosen": as_response(finals[i]),
+                          "rejected": as_response(other)})
     write_jsonl(ctx.out / "selected.jsonl", selected)
     write_jsonl(ctx.out / "pairs.jsonl", pairs)
     result: dict[str, Any] = {
@@ -289,7 +302,9 @@ def realign_stage(ctx: StageContext) -> dict:
         ctx.log("no Pareto-optimal pairs survived the filter: endpoint kept as it was")
         return {"new_pairs": 0, "unchanged": True}
     metrics = train_preference_adapter(
-        ctx.out, ctx.inputs["base"], pairs, [], SIPOLoss(beta=float(cfg["beta"]), alpha=float(cfg["alpha"])),
+        ctx.out, ctx.inputs["base"], pairs, [],
+        SIPOLoss(beta=float(cfg["beta"]), alpha=float(cfg["alpha"]),
+                 nll_normalization=cfg.get("nll_normalization", "response_tokens")),
         cfg["train"], int(cfg["seed"]), progress=ctx.progress, ref_adapter_dir=ctx.inputs["endpoint"], log=ctx.log)
     return {"new_pairs": len(pairs), "unchanged": False, **metrics}
 

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 from sipo_bench.errors import SipoBenchError
 from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
 
-#: LoRA ranks vLLM accepts as `max_lora_rank`
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+#: LoRA ranks vLLM accepts as `max_lora_rank` (vllm 0.33 `vllm.config.lora.MaxLoRARanks`)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class UnsupportedPolicy(SipoBenchError):
@@ -61,14 +61,17 @@ def plan_policy(policy: ResolvedPolicy) -> VLLMPlan:
     return VLLMPlan(model, tok, merge=adapters)
 
 
-def sampling_kwargs(decoding: DecodingConfig, num_return_sequences: int, seed: int) -> dict:
+def sampling_kwargs(decoding: DecodingConfig, num_return_sequences: int, seed: int, max_tokens: int | None = None) -> dict:
     """Keyword arguments of `vllm.SamplingParams`. Greedy decoding is temperature 0 with one
-    sequence (n identical greedy copies are replicated by the caller, see `copies`)."""
+    sequence (n identical greedy copies are replicated by the caller, see `copies`).
+    `max_tokens` defaults to `decoding.max_new_tokens` (a prompt's own budget under
+    `decoding.max_length` is passed by the caller)."""
+    max_tokens = decoding.max_new_tokens if max_tokens is None else max_tokens
     if decoding.greedy:
-        return {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_tokens": decoding.max_new_tokens,
+        return {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_tokens": max_tokens,
                 "seed": seed, "skip_special_tokens": True}
     return {"n": num_return_sequences, "temperature": decoding.temperature, "top_p": decoding.top_p,
-            "max_tokens": decoding.max_new_tokens, "seed": seed, "skip_special_tokens": True}
+            "max_tokens": max_tokens, "seed": seed, "skip_special_tokens": True}
 
 
 def copies(decoding: DecodingConfig, num_return_sequences: int) -> int:
@@ -114,11 +117,15 @@ def soup_key(merge: Sequence[tuple[str, float]]) -> str:
 ENV_PREFIX = "SIPO_BENCH_VLLM_"
 
 
-def engine_kwargs(model: str, tokenizer: str, lora_rank: int, env: Mapping[str, str] | None = None) -> dict:
+def engine_kwargs(model: str, tokenizer: str, lora_rank: int, env: Mapping[str, str] | None = None,
+                  planned_rank: int | None = None) -> dict:
     """Keyword arguments of `vllm.LLM`. Engine settings come from the environment, since a
     generator is built without options: SIPO_BENCH_VLLM_GPU_MEMORY_UTILIZATION (default 0.85),
     SIPO_BENCH_VLLM_TENSOR_PARALLEL_SIZE (1), SIPO_BENCH_VLLM_MAX_MODEL_LEN (unset: the model's),
-    SIPO_BENCH_VLLM_DTYPE (auto), SIPO_BENCH_VLLM_MAX_LORA_RANK (a floor, default 64)."""
+    SIPO_BENCH_VLLM_DTYPE (auto), SIPO_BENCH_VLLM_MAX_LORA_RANK (a floor, default 64).
+    `max_lora_rank` holds the largest of `lora_rank` (this request), `planned_rank` (the largest
+    adapter or soup the run will serve, known from its plan) and the floor, so one engine serves
+    the whole run."""
     env = os.environ if env is None else env
 
     def get(name: str, default: str | None) -> str | None:
@@ -127,7 +134,7 @@ def engine_kwargs(model: str, tokenizer: str, lora_rank: int, env: Mapping[str, 
     floor = int(get("MAX_LORA_RANK", "64"))
     kw: dict[str, Any] = {
         "model": model, "tokenizer": tokenizer, "enable_lora": True, "max_loras": 1,
-        "max_lora_rank": max_lora_rank(max(lora_rank, floor)),
+        "max_lora_rank": max_lora_rank(max(lora_rank, floor, planned_rank or 0)),
         "gpu_memory_utilization": float(get("GPU_MEMORY_UTILIZATION", "0.85")),
         "tensor_parallel_size": int(get("TENSOR_PARALLEL_SIZE", "1")),
         "dtype": get("DTYPE", "auto"),
