@@ -115,6 +115,8 @@ class MethodPlan:
     points: list[EvalPoint]
     extra: dict[int, dict[str, Stage]]  # seed -> stages whose results go to the summary
     error: str | None = None
+    trained_on: str | None = None  # Method.trained_on(task)
+    variant: str | None = None  # Method.variant()
 
 
 @dataclass
@@ -215,6 +217,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         plan.methods[name] = mp
         try:
             method = cls(configs[name])
+            mp.trained_on, mp.variant = method.trained_on(task), method.variant()
             for seed in cfg.seeds:
                 fctx = FitContext(task=task, seed=seed, data=plan.data[seed], base=plan.base[seed],
                                   weights=list(grid), runtime=runtime, method_name=name, method_configs=config_of)
@@ -375,7 +378,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
 
     methods: dict[str, Any] = {}
     for name, mp in plan.methods.items():
-        entry: dict[str, Any] = {"status": "ok", "error": mp.error, "config": mp.config, "points": [],
+        entry: dict[str, Any] = {"status": "ok", "error": mp.error, "trained_on": mp.trained_on,
+                                 "variant": mp.variant, "config": mp.config, "points": [],
                                  "front": [], "hypervolume": None, "hypervolume_floor": None, "igd_plus": None}
         failed = [(p, outcomes.get(s.key)) for p in mp.points for s in (p.generate, p.score)]
         failed = [(p, o) for p, o in failed if o is None or o.status in ("failed", "skipped")]
