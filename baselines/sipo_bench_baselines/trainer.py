@@ -308,7 +308,8 @@ def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[d
         "best_eval_loss": trainer.state.best_metric if use_eval else None,
         "initial_val_loss": initial_val, "final_val_loss": final_val,
         "best_eval_step": min(evals, key=lambda e: e[1])[0] if evals and trainer.args.load_best_model_at_end else None,
-        # the validation curve: (optimizer step, mean loss on the validation pairs)
+        # the curves: (optimizer step, logged training loss) and (step, mean validation loss)
+        "train_curve": [[int(h["step"]), float(h["loss"])] for h in trainer.state.log_history if "loss" in h],
         "eval_curve": [list(e) for e in evals] if evals else None,
         "seconds": round(time.time() - t0, 3),
     }
