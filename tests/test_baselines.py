@@ -228,7 +228,7 @@ def test_rewarded_soups_learns_its_reward_models_from_the_pairs_by_default():
         assert rm.inputs["data"] is ctx.data and rm.config["seed"] == 0
     assert [a.key for a, _ in fam.policy((0.5, 0.5)).adapters] == [extra["rl_a"].key, extra["rl_b"].key]
     assert method.trained_on(ctx.task) == "learned RM (from pair labels)"
-    assert method.variant() == "RLOO vs learned RM: 2 prompts x 4 samples x 1 epoch(s) of steps"
+    assert method.variant() == "RLOO vs learned RM: 2 prompts x 4 samples per step, 1 epoch(s) over the training prompts"
     # the reward model's key holds only its own options; the RL stage's only the RL options
     def keys(options):
         f = fit("rewarded-soups", fit_ctx(("a", "b"), options={"rewarded-soups": options})).extra_stages()

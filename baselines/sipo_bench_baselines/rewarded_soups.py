@@ -44,6 +44,8 @@ class RewardedSoupsMethod(Method):
 
     def variant(self) -> str | None:
         b = self.config.budget()
-        steps = f"{b['steps']} steps" if b["steps"] else f"{self.config.epochs:g} epoch(s) of steps"
-        return (f"RLOO vs {'learned RM' if self.config.reward_source == 'learned' else 'judge'}: "
-                f"{b['prompts_per_step']} prompts x {b['samples_per_prompt']} samples x {steps}")
+        head = (f"RLOO vs {'learned RM' if self.config.reward_source == 'learned' else 'judge'}: "
+                f"{b['prompts_per_step']} prompts x {b['samples_per_prompt']} samples")
+        if b["steps"]:
+            return f"{head} x {b['steps']} steps"
+        return f"{head} per step, {self.config.epochs:g} epoch(s) over the training prompts"
