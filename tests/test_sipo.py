@@ -113,6 +113,7 @@ def test_realignment_reference_is_the_merged_dpo_model(tmp_path, cache_dir):
                                         "lr_scheduler", "warmup_ratio", "weight_decay", "lora_r", "lora_alpha",
                                         "lora_dropout", "target_modules", "eval_every", "load_best",
                                         "gradient_checkpointing", "bf16", "max_pairs")}
+    train_opts.update(eval_every=0, load_best=False)  # the loss at step 0 needs no validation pairs
     trainer = build_trainer(tmp_path / "t", base_dir, pairs, [], SIPOLoss(beta=0.1, alpha=alpha), train_opts, 0,
                             ref_adapter_dir=dpo_dir)
     initial = mean_loss(trainer, trainer.train_dataset)
