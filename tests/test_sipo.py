@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 
 pytestmark = pytest.mark.slow
 
-SMALL = {"max_prompts": 24, "max_new_tokens": 40}
+SMALL = {"max_prompts": 24, "max_new_tokens": 40, "realign_epochs": 2}  # a short re-alignment keeps tests fast
 
 
 def run(tmp_path, cache_dir, *, task="synthetic-hh", methods="sipo", sipo=None, weights=2):
