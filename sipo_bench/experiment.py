@@ -168,6 +168,8 @@ class MethodPlan:
     extra: dict[int, dict[str, Stage]]  # seed -> stages whose results go to the summary
     error: str | None = None
     traceback: str | None = None  # of a failure while planning, for OUT/logs/failures/
+    trained_on: str | None = None  # Method.trained_on(task)
+    variant: str | None = None  # Method.variant()
 
 
 @dataclass
@@ -256,17 +258,22 @@ class FamilyPlanner:
         self.methods: dict[str, Any] = {}
         self.active: list[str] = []
 
+    def method(self, name: str) -> Any:
+        """The run's instance of method `name` (made once, with the run's config for it)."""
+        if name not in self.methods:
+            self.methods[name] = self.runtime.registries.methods.get(name)(self.config_of(name))
+        return self.methods[name]
+
     def __call__(self, name: str, seed: int) -> Any:
         if (name, seed) in self.families:
             return self.families[(name, seed)]
         if name in self.active:
             chain = " -> ".join([*self.active[self.active.index(name):], name])
             raise RuntimeError(f"methods need each other's families in a cycle: {chain}")
-        if name not in self.methods:
-            self.methods[name] = self.runtime.registries.methods.get(name)(self.config_of(name))
+        method = self.method(name)
         self.active.append(name)
         try:
-            family = self.methods[name].fit(self.make_ctx(name, seed))
+            family = method.fit(self.make_ctx(name, seed))
         finally:
             self.active.pop()
         self.families[(name, seed)] = family
@@ -358,6 +365,8 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         mp = MethodPlan(name, to_dict(configs[name]), [], {})
         plan.methods[name] = mp
         try:
+            method = families.method(name)
+            mp.trained_on, mp.variant = method.trained_on(task), method.variant()
             for seed in cfg.seeds:
                 family = families(name, seed)
                 mp.extra[seed] = dict(family.extra_stages())
@@ -610,7 +619,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
 
     methods: dict[str, Any] = {}
     for name, mp in plan.methods.items():
-        entry: dict[str, Any] = {"status": "ok", "error": mp.error, "config": mp.config, "points": [],
+        entry: dict[str, Any] = {"status": "ok", "error": mp.error, "trained_on": mp.trained_on,
+                                 "variant": mp.variant, "config": mp.config, "points": [],
                                  "front": [], "hypervolume": None, "hypervolume_floor": None, "igd_plus": None}
         failed = [(p, outcomes.get(s.key)) for p in mp.points for s in (p.generate, p.score, *p.extra)]
         failed = [(p, o) for p, o in failed if o is None or o.status in ("failed", "skipped")]

@@ -337,6 +337,20 @@ class Method(abc.ABC):
         Do no heavy work here: create stages with `ctx.stage(...)` and refer to them in the
         family's `PolicySpec`s; the executor runs them, cached and resumable."""
 
+    def trained_on(self, task: Task) -> str:
+        """What training signal this method (with its config) sees on `task`, in a few words
+        (stored as `trained_on` in the method's entry of summary.json): "pair labels" for
+        methods that learn from the task's preference pairs only; say so when a method sees
+        anything else (a reward model learned from the pairs, the evaluation judge itself,
+        self-generated data)."""
+        return "pair labels"
+
+    def variant(self) -> str | None:
+        """A short text of the options that make this run of the method a variant worth naming
+        in a table (e.g. SIPO's decoding, filter, rounds, α and re-alignment budget), stored as
+        `variant` in summary.json; None when there is nothing to say."""
+        return None
+
 
 @dataclass
 class FitContext:

@@ -74,6 +74,7 @@ def fit(method, ctx):
     (DPOConfig, "target_modules", []), (DPOConfig, "max_pairs", 0), (MODPOConfig, "margin_batch_size", 0),
     (MODConfig, "alpha", 0.0), (RewardedSoupsConfig, "num_generations", 1), (RewardedSoupsConfig, "batch_size", 6),
     (RewardedSoupsConfig, "kl_beta", -0.1), (RewardedSoupsConfig, "max_new_tokens", 0),
+    (RewardedSoupsConfig, "rm_max_length", 4), (RewardedSoupsConfig, "rm_lora_alpha", 0.0),
 ])
 def test_bad_config_values_name_the_field(cls, field, value):
     with pytest.raises(ConfigError) as e:
@@ -81,6 +82,12 @@ def test_bad_config_values_name_the_field(cls, field, value):
     msg = str(e.value)
     assert f"`{field}`" in msg or f"`method_options.x.{field}`" in msg or f".{field}`" in msg, msg
     assert "\n" not in msg
+
+
+def test_load_best_needs_evaluation():
+    with pytest.raises(ConfigError, match=r"`load_best`: expected false when eval_every is 0 .*got True"):
+        build(DPOConfig, {"eval_every": 0}, "method_options.dpo")
+    assert not build(DPOConfig, {"eval_every": 0, "load_best": False}).load_best
 
 
 def test_config_types_and_rules_are_checked():
@@ -207,6 +214,55 @@ def test_rewarded_soups_one_rl_stage_per_objective():
     spec = fit("rewarded-soups", ctx).policy((0.5, 0.25, 0.25))
     assert spec.combine == "soup" and [a.config["objective"] for a, _ in spec.adapters] == ["a", "b", "c"]
     assert all(a.kind == "rl" and a.config["scorers"] == [["oracle", {"x": 1}]] for a, _ in spec.adapters)
+
+
+def test_rewarded_soups_learns_its_reward_models_from_the_pairs_by_default():
+    ctx = fit_ctx(("a", "b"))
+    method = RewardedSoupsMethod(ctx.method_config("rewarded-soups"))
+    fam = method.fit(ctx)
+    extra = fam.extra_stages()
+    for o in ("a", "b"):
+        rl, rm = extra[f"rl_{o}"], extra[f"reward_model_{o}"]
+        assert rl.config["reward_source"] == "learned" and rl.inputs["reward_model"] is rm
+        assert rm.kind == "reward-model" and rm.config["objective"] == o and set(rm.inputs) == {"data", "base"}
+        assert rm.inputs["data"] is ctx.data and rm.config["seed"] == 0
+    assert [a.key for a, _ in fam.policy((0.5, 0.5)).adapters] == [extra["rl_a"].key, extra["rl_b"].key]
+    assert method.trained_on(ctx.task) == "learned RM (from pair labels)"
+    assert method.variant() == "RLOO vs learned RM: 2 prompts x 4 samples per step, 1 epoch(s) over the training prompts"
+    # the reward model's key holds only its own options; the RL stage's only the RL options
+    def keys(options):
+        f = fit("rewarded-soups", fit_ctx(("a", "b"), options={"rewarded-soups": options})).extra_stages()
+        return f["reward_model_a"].key, f["rl_a"].key
+    rm0, rl0 = keys({})
+    rm1, rl1 = keys({"learning_rate": 1e-3})
+    assert rm1 == rm0 and rl1 != rl0
+    rm2, rl2 = keys({"rm_epochs": 2})
+    assert rm2 != rm0 and rl2 != rl0  # a new reward model is new RL work
+    assert "rm_epochs" not in fit("rewarded-soups", fit_ctx()).extra_stages()["rl_helpful"].config["rl"]
+
+
+def test_rewarded_soups_against_the_judge_only_when_asked():
+    ctx = fit_ctx(options={"rewarded-soups": {"reward_source": "judge", "max_steps": 16, "batch_size": 32}})
+    method = RewardedSoupsMethod(ctx.method_config("rewarded-soups"))
+    extra = method.fit(ctx).extra_stages()
+    assert set(extra) == {"rl_helpful", "rl_harmless"}
+    assert all("reward_model" not in s.inputs and s.config["reward_source"] == "judge" for s in extra.values())
+    assert method.trained_on(ctx.task) == "evaluation judge"
+    assert method.variant() == "RLOO vs judge: 8 prompts x 4 samples x 16 steps"
+    assert ctx.method_config("rewarded-soups").budget() == {"prompts_per_step": 8, "samples_per_prompt": 4,
+                                                            "steps": 16, "rollouts": 512}
+    with pytest.raises(ConfigError, match=r"`method_options.x.reward_source`: expected one of 'learned', 'judge'"):
+        build(RewardedSoupsConfig, {"reward_source": "oracle"}, "method_options.x")
+    for f in ("rm_learning_rate", "rm_epochs", "rm_batch_size", "rm_lora_r", "rm_max_pairs"):
+        with pytest.raises(ConfigError, match=f"`{f}`"):
+            build(RewardedSoupsConfig, {f: 0}, "method_options.x")
+
+
+def test_pair_methods_say_they_were_trained_on_pair_labels():
+    ctx = fit_ctx()
+    for name in ("dpo", "dpo-soups", "mod", "modpo", "dpo-lw"):
+        m = METHODS[name](ctx.method_config(name))
+        assert m.trained_on(ctx.task) == "pair labels" and m.variant() is None, name
 
 
 # --- pairs ----------------------------------------------------------------------------------

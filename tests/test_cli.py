@@ -206,6 +206,7 @@ def test_run_and_validate_ok(tmp_path, capsys):
     assert s["weights"] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
     assert s["ref_point"] == [0.5, 0.5] and "base policy" in s["ref_point_source"]
     m = s["methods"]["dummy"]
+    assert m["trained_on"] == "pair labels" and m["variant"] is None  # Method's defaults
     assert len(m["points"]) == 6 and {p["seed"] for p in m["points"]} == {0, 1}
     # endpoint adapters: strength 0.9 of the preferred letter; mid-point mixes them
     by_w = {tuple(p["w"]): p["scores"] for p in m["mean_points"]}

@@ -450,6 +450,8 @@ def test_paper_presets_validate_with_the_paper_settings(preset, capsys):
         assert (c["epochs"], c["eval_every"], c["load_best"], c["long_pairs"]) == (3.0, 0.25, True, "drop")
         assert c["learning_rate"] == (5e-6 if m == "sipo" else 5e-4)
     sipo = plan.methods["sipo"].config
+    assert (sipo["realign_learning_rate"], sipo["realign_epochs"]) == (5e-6, 3.0)  # released re-alignment
+    assert (sipo["sample_greedy"], sipo["filter_scorers"]) == (True, "objectives+soups")
     assert sipo["alpha"] == 0.1 and sipo["base"] == "mod" and sipo["nll_normalization"] == "padded_length"
     assert sipo["sample_max_length"] == 512
     assert [w[0] for w in sipo["sample_weights"]] == [0.2, 0.4, 0.6, 0.8]

@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 
 pytestmark = pytest.mark.slow
 
-SMALL = {"max_prompts": 24, "max_new_tokens": 40}
+SMALL = {"max_prompts": 24, "max_new_tokens": 40, "realign_epochs": 2}  # a short re-alignment keeps tests fast
 
 
 def run(tmp_path, cache_dir, *, task="synthetic-hh", methods="sipo", sipo=None, weights=2):
@@ -113,6 +113,7 @@ def test_realignment_reference_is_the_merged_dpo_model(tmp_path, cache_dir):
                                         "lr_scheduler", "warmup_ratio", "weight_decay", "lora_r", "lora_alpha",
                                         "lora_dropout", "target_modules", "eval_every", "load_best",
                                         "gradient_checkpointing", "bf16", "max_pairs")}
+    train_opts.update(eval_every=0, load_best=False)  # the loss at step 0 needs no validation pairs
     trainer = build_trainer(tmp_path / "t", base_dir, pairs, [], SIPOLoss(beta=0.1, alpha=alpha), train_opts, 0,
                             ref_adapter_dir=dpo_dir)
     initial = mean_loss(trainer, trainer.train_dataset)
@@ -146,3 +147,25 @@ def test_sipo_without_conflicting_pairs_keeps_its_endpoints(tmp_path, cache_dir)
     assert extra["filter_round1"]["candidates"] == 0 and extra["filter_round1"]["new_pairs"] == 0
     assert extra["realign_helpful_round1"] == {"new_pairs": 0, "unchanged": True}
     assert s["methods"]["sipo"]["points"] == s["methods"]["mod"]["points"]
+
+
+def test_realignment_keeps_the_best_checkpoint_on_the_objectives_validation_pairs(tmp_path, cache_dir):
+    """Re-alignment is validated as the released code does it: the SIPO loss on the objective's
+    original validation pairs (its DPO pairs of val.jsonl) every `eval_every` of an epoch, and
+    with `load_best` the best checkpoint is the one saved. (Before, no validation pairs reached
+    the trainer and both options were silently dropped.)"""
+    summary, _, _ = run(tmp_path, cache_dir, sipo={
+        "refine": False, "max_prompts": 128, "realign_epochs": 6, "realign_learning_rate": 1e-2,
+        "eval_every": 0.5, "load_best": True})
+    extra = summary["methods"]["sipo"]["extra"]["0"]
+    assert extra["filter_round1"]["new_pairs"] > 0
+    results = [extra[f"realign_{o}_round1"] for o in ("helpful", "harmless")]
+    for r in results:
+        assert r["n_val_pairs"] == 128  # synthetic pairs are labelled by every objective: none dropped as ties
+        losses = [loss for _, loss in r["eval_curve"]]
+        assert len(losses) >= 6 and r["best_eval_loss"] == pytest.approx(min(losses))
+        assert r["best_eval_step"] == r["eval_curve"][losses.index(min(losses))][0]
+        # the model saved is the best checkpoint, not the last one
+        assert r["final_val_loss"] == pytest.approx(r["best_eval_loss"], rel=1e-4)
+    # the setting acts: for at least one objective the best checkpoint is not the last
+    assert any(r["best_eval_step"] != r["eval_curve"][-1][0] for r in results)

@@ -28,5 +28,5 @@ def sipo_bench_register_methods() -> list:
         Lazy("modpo", "sipo_bench_baselines.modpo:MODPOMethod", "MODPO: one model per weight, other objectives' rewards as margins."),
         Lazy("dpo-lw", "sipo_bench_baselines.dpo_lw:DPOLWMethod", "DPO loss weighting: one model per weight, L = Σ w_i DPO_i."),
         Lazy("rewarded-soups", "sipo_bench_baselines.rewarded_soups:RewardedSoupsMethod",
-             "RLOO per objective against its scorer, then LoRA weight interpolation."),
+             "RLOO per objective against a reward model learned from the pairs, then LoRA weight interpolation."),
     ]

@@ -35,10 +35,16 @@ class VertexFamily(PolicyFamily):
 
 
 class CombinedFamily(PolicyFamily):
-    """Σ_i w_i over per-objective adapters: a weight soup ("soup") or MOD decoding ("fusion")."""
+    """Σ_i w_i over per-objective adapters: a weight soup ("soup") or MOD decoding ("fusion").
+    `extra`: stages whose results go to summary.json (e.g. reward-model accuracy)."""
 
-    def __init__(self, base: Any, adapters: Sequence[Any], combine: str = "soup", options: dict | None = None):
+    def __init__(self, base: Any, adapters: Sequence[Any], combine: str = "soup", options: dict | None = None,
+                 extra: dict | None = None):
         self.base, self.adapters, self.combine, self.options = base, list(adapters), combine, dict(options or {})
+        self._extra = dict(extra or {})
+
+    def extra_stages(self) -> dict:
+        return dict(self._extra)
 
     def policy(self, w: Sequence[float]) -> PolicySpec:
         if len(w) != len(self.adapters):

@@ -70,6 +70,8 @@ class PreferenceTrainingConfig(LoRATrainingConfig):
         check(self.epochs > 0, "epochs", "a number > 0", self.epochs)
         check(self.max_length >= 8, "max_length", "an integer >= 8", self.max_length)
         check(0.0 <= self.eval_every <= 1.0, "eval_every", "a fraction of an epoch in [0, 1]", self.eval_every)
+        check(not self.load_best or self.eval_every > 0, "load_best",
+              "false when eval_every is 0 (there is no validation checkpoint to keep)", self.load_best)
         if self.max_pairs is not None:
             check(self.max_pairs >= 1, "max_pairs", "an integer >= 1 or null", self.max_pairs)
         _check_lora(self)
@@ -152,8 +154,26 @@ class MODConfig(MethodConfig):
 
 @dataclass
 class RewardedSoupsConfig(LoRATrainingConfig):
-    """RLOO fine-tuning of one LoRA per objective against that objective's scorer, then a soup."""
+    """RLOO fine-tuning of one LoRA per objective against a reward for that objective, then a
+    soup. The reward is a Bradley-Terry reward model learned from the task's training pairs
+    (`reward_source: learned`, the `reward-model[objective]` stage, `rm_*` options) or, only
+    when asked, the task's evaluation scorer itself (`judge`, flagged in the results).
 
+    The RL budget is prompts per step x samples per prompt x steps rollouts:
+    (batch_size x grad_accum / num_generations) x num_generations x max_steps."""
+
+    reward_source: Literal["learned", "judge"] = field(
+        "learned", help="Reward of the RL stage: `learned` = a reward model trained on the task's training pairs "
+                        "(what every other method sees: pair labels); `judge` = the task's evaluation scorer itself "
+                        "(an oracle on synthetic tasks: a signal no other method gets; flagged as `trained_on`).")
+    rm_learning_rate: float = field(5e-4, help="Learned reward model: peak AdamW learning rate (the first-round DPO LoRA's).")
+    rm_epochs: float = field(1.0, help="Learned reward model: epochs over the objective's training pairs.")
+    rm_batch_size: int = field(8, help="Learned reward model: pairs per batch.")
+    rm_max_length: int = field(512, help="Learned reward model: pairs with prompt + response over this many tokens "
+                                         "are dropped (trl RewardTrainer).")
+    rm_max_pairs: int | None = field(None, help="Learned reward model: cap on training pairs; None = all.")
+    rm_lora_r: int = field(64, help="Learned reward model: LoRA rank (the score head is trained in full).")
+    rm_lora_alpha: float = field(1.0, help="Learned reward model: LoRA alpha.")
     learning_rate: float = field(1e-5, help="Peak AdamW learning rate.")
     epochs: float = field(1.0, help="Epochs over the training prompts.")
     max_steps: int | None = field(None, help="Stop after this many optimiser steps (overrides epochs).")
@@ -182,3 +202,31 @@ class RewardedSoupsConfig(LoRATrainingConfig):
         check(self.kl_beta >= 0, "kl_beta", "a number >= 0", self.kl_beta)
         if self.max_prompts is not None:
             check(self.max_prompts >= 1, "max_prompts", "an integer >= 1 or null", self.max_prompts)
+        check(self.rm_learning_rate > 0, "rm_learning_rate", "a number > 0", self.rm_learning_rate)
+        check(self.rm_epochs > 0, "rm_epochs", "a number > 0", self.rm_epochs)
+        check(self.rm_batch_size >= 1, "rm_batch_size", "an integer >= 1", self.rm_batch_size)
+        check(self.rm_max_length >= 8, "rm_max_length", "an integer >= 8", self.rm_max_length)
+        check(self.rm_lora_r >= 1, "rm_lora_r", "an integer >= 1", self.rm_lora_r)
+        check(self.rm_lora_alpha > 0, "rm_lora_alpha", "a number > 0", self.rm_lora_alpha)
+        if self.rm_max_pairs is not None:
+            check(self.rm_max_pairs >= 1, "rm_max_pairs", "an integer >= 1 or null", self.rm_max_pairs)
+
+    def reward_model(self) -> dict:
+        """The options of the learned reward model's stage (its cache key holds only these)."""
+        return {"learning_rate": self.rm_learning_rate, "epochs": self.rm_epochs, "batch_size": self.rm_batch_size,
+                "max_length": self.rm_max_length, "max_pairs": self.rm_max_pairs, "lora_r": self.rm_lora_r,
+                "lora_alpha": self.rm_lora_alpha, "lora_dropout": self.lora_dropout,
+                "target_modules": list(self.target_modules), "gradient_checkpointing": self.gradient_checkpointing,
+                "bf16": self.bf16}
+
+    def rl(self) -> dict:
+        """The options of the RL stage (everything but the reward model's)."""
+        return {k: v for k, v in to_dict(self).items() if not k.startswith("rm_") and k != "reward_source"}
+
+    def budget(self) -> dict:
+        """The RL budget per objective: prompts per step x samples per prompt x steps (None
+        steps: set by `epochs` and the number of training prompts, known when the stage runs)."""
+        prompts = self.batch_size * self.grad_accum // self.num_generations
+        steps = self.max_steps
+        return {"prompts_per_step": prompts, "samples_per_prompt": self.num_generations, "steps": steps,
+                "rollouts": prompts * self.num_generations * steps if steps else None}

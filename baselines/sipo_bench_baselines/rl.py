@@ -36,7 +36,8 @@ def train_rloo_adapter(out: Path, base_dir: Path | str, prompts: Sequence[str], 
                        log: Callable[[str], None] | None = None) -> dict:
     """Train a LoRA adapter with RLOO to maximise `reward(raw_prompts, responses)` (negated for
     a lower-is-better objective) and save it at the root of `out`. Returns metrics: mean reward
-    of the first and last steps' rollouts, steps, seconds."""
+    of the first and last steps' rollouts, the budget (prompts per step x samples per prompt x
+    steps = rollouts), seconds."""
     from datasets import Dataset
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -90,6 +91,9 @@ def train_rloo_adapter(out: Path, base_dir: Path | str, prompts: Sequence[str], 
     k = max(1, len(rewards) // 4)
     metrics = {
         "algorithm": "rloo", "steps": int(result.global_step), "n_prompts": len(prompts),
+        # the budget: prompts per step x samples per prompt x steps = rollouts
+        "prompts_per_step": batch * accum // gens, "samples_per_prompt": gens,
+        "rollouts": int(result.global_step) * batch * accum,
         "first_reward": sign * rewards[0] if rewards else None, "last_reward": sign * rewards[-1] if rewards else None,
         "early_mean_reward": sign * sum(rewards[:k]) / k if rewards else None,
         "late_mean_reward": sign * sum(rewards[-k:]) / k if rewards else None,

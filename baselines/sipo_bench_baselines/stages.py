@@ -138,21 +138,52 @@ def dpo_lw_stage(ctx: StageContext) -> dict:
 
 
 def rl_stage(ctx: StageContext) -> dict:
-    """config: task, task_options, seed, objective, higher_is_better, scorers, rl; inputs: data, base.
-    The reward is the score of the first of the task's scorers that covers the objective."""
+    """config: task, task_options, seed, objective, higher_is_better, scorers, reward_source, rl;
+    inputs: data, base, and with reward_source `learned` the objective's `reward_model` stage.
+
+    `learned`: the reward is the learned reward model's standardised score (it ranks by the
+    objective's pair labels, so higher is always better). `judge`: the score of the first of
+    the task's scorers that covers the objective, in its own direction. On oracle tasks the
+    judge's mean score of the rollouts is also recorded with a learned reward (diagnostic only:
+    it never reaches the gradient)."""
     from .rl import train_rloo_adapter
 
     cfg, task = ctx.config, _task(ctx)
-    objective = cfg["objective"]
+    objective, source = cfg["objective"], cfg["reward_source"]
     rows = _rows(ctx.inputs["data"], "train")
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))  # distinct, in file order
-    scorer = next((s for s in (ctx.runtime.scorer(n, o) for n, o in cfg["scorers"]) if objective in s.objectives()), None)
-    if scorer is None:
-        raise RuntimeError(f"no scorer of task {cfg['task']!r} covers objective {objective!r}")
+    judge = None
+    if source == "judge" or task.oracle:
+        judge = next((s for s in (ctx.runtime.scorer(n, o) for n, o in cfg["scorers"]) if objective in s.objectives()),
+                     None)
+        if judge is None:
+            raise RuntimeError(f"no scorer of task {cfg['task']!r} covers objective {objective!r}")
 
-    def reward(raw_prompts: list[str], responses: list[str]) -> list[float]:
-        return [float(x) for x in scorer.score(raw_prompts, responses)[objective]]
+    def judge_scores(raw_prompts: list[str], responses: list[str]) -> list[float]:
+        return [float(x) for x in judge.score(raw_prompts, responses)[objective]]
 
-    return {"objective": objective, **train_rloo_adapter(
-        ctx.out, ctx.inputs["base"], prompts, task.format_prompt, reward, cfg["rl"], int(cfg["seed"]),
-        higher_is_better=bool(cfg["higher_is_better"]), progress=ctx.progress, log=ctx.log)}
+    observed: list[float] = []
+    if source == "learned":
+        from .reward_model import LearnedRewardModel
+
+        rm = LearnedRewardModel(ctx.inputs["base"], ctx.inputs["reward_model"])
+        higher_is_better = True
+
+        def reward(raw_prompts: list[str], responses: list[str]) -> list[float]:
+            if judge is not None:  # what the rollouts truly score: recorded, not trained on
+                observed.append(sum(judge_scores(raw_prompts, responses)) / max(1, len(responses)))
+            return rm.rewards([task.format_prompt(p) for p in raw_prompts], responses)
+    elif source == "judge":
+        reward, higher_is_better = judge_scores, bool(cfg["higher_is_better"])
+    else:
+        raise ValueError(f"`reward_source`: expected 'learned' or 'judge', got {source!r}")
+
+    metrics = train_rloo_adapter(ctx.out, ctx.inputs["base"], prompts, task.format_prompt, reward, cfg["rl"],
+                                 int(cfg["seed"]), higher_is_better=higher_is_better, progress=ctx.progress,
+                                 log=ctx.log)
+    out = {"objective": objective, "reward_source": source, **metrics}
+    if observed:
+        k = max(1, len(observed) // 4)
+        out["judge_early_mean"] = sum(observed[:k]) / k
+        out["judge_late_mean"] = sum(observed[-k:]) / k
+    return out

@@ -247,6 +247,9 @@ def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_r
 
     if not train_rows:
         raise ValueError("no training pairs (every pair was a tie for this objective?)")
+    if float(train.get("eval_every") or 0) > 0 and not val_rows:  # a setting that cannot act is an error
+        raise ValueError(f"`eval_every`: expected validation pairs to evaluate on, got none "
+                         f"(eval_every is {train['eval_every']}; set eval_every: 0 and load_best: false)")
     disable_progress_bar()  # stage progress goes through ctx.progress
     set_seed(seed)
     model, tok = load_base(base_dir, torch.bfloat16 if train.get("bf16") else torch.float32)
@@ -260,7 +263,7 @@ def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_r
     if ref_adapter_dir is not None:
         model = merge_adapter_into(model, ref_adapter_dir)
     steps_per_epoch = _steps_per_epoch(len(train_rows), train)
-    use_eval = bool(val_rows) and float(train.get("eval_every") or 0) > 0
+    use_eval = float(train.get("eval_every") or 0) > 0
     eval_steps = max(1, round(steps_per_epoch * float(train["eval_every"]))) if use_eval else None
     args = DPOConfig(
         output_dir=str(Path(out) / "_trainer"), seed=seed, data_seed=seed, beta=float(loss.beta),
@@ -320,7 +323,10 @@ def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[d
     is base + that adapter and the saved adapter is their sum (see module docstring).
 
     Returns metrics: mean loss on (up to `probe_pairs`) training pairs before and after
-    training (`initial_loss`, `final_loss`), first/last logged step loss, steps, seconds, counts.
+    training (`initial_loss`, `final_loss`), first/last logged step loss, steps, seconds, counts;
+    with validation (`eval_every` > 0, which needs `val_rows`): the mean validation loss before
+    training and of the saved model (`initial_val_loss`, `final_val_loss`: with `load_best` the
+    best checkpoint's), the best eval loss and its step, and the curve of eval losses per step.
     """
     t0 = time.time()
     out = Path(out)
@@ -335,15 +341,18 @@ def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[d
                                 ref_adapter_dir=ref_adapter_dir, callbacks=callbacks)
         probe = trainer.train_dataset.select(range(min(probe_pairs, len(trainer.train_dataset))))
         initial = mean_loss(trainer, probe)
+        use_eval = trainer.args.eval_strategy != "no"
+        initial_val = mean_loss(trainer, trainer.eval_dataset) if use_eval else None
         result = trainer.train()
         final = mean_loss(trainer, probe)
     guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, DivergenceGuard))
     check_finite_parameters(trainer.model, knobs=guard.knobs, what=guard.what)  # the model about to be saved
     check_finite_loss(final, knobs=guard.knobs, what=guard.what, name="the final loss on training pairs")
+    final_val = mean_loss(trainer, trainer.eval_dataset) if use_eval else None  # of the model saved
     save_adapter(trainer, out, ref_adapter_dir)
     shutil.rmtree(out / "_trainer", ignore_errors=True)
-    use_eval = trainer.args.eval_strategy != "no"
     step_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    evals = [(int(h["step"]), float(h["eval_loss"])) for h in trainer.state.log_history if "eval_loss" in h]
     metrics = {
         "initial_loss": initial, "final_loss": final,
         "first_step_loss": step_losses[0] if step_losses else None,
@@ -352,6 +361,11 @@ def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[d
         "n_train_pairs": len(trainer.train_dataset), "n_val_pairs": len(trainer.eval_dataset) if use_eval else 0,
         "dropped_long_pairs": trainer.dropped_long_pairs,
         "best_eval_loss": trainer.state.best_metric if use_eval else None,
+        "initial_val_loss": initial_val, "final_val_loss": final_val,
+        "best_eval_step": min(evals, key=lambda e: e[1])[0] if evals and trainer.args.load_best_model_at_end else None,
+        # the curves: (optimizer step, logged training loss) and (step, mean validation loss)
+        "train_curve": [[int(h["step"]), float(h["loss"])] for h in trainer.state.log_history if "loss" in h],
+        "eval_curve": [list(e) for e in evals] if evals else None,
         "seconds": round(time.time() - t0, 3),
     }
     if log:

@@ -9,10 +9,8 @@ plus sipo-endpoints (oracle diagnostics: how the endpoints moved).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-from sipo_bench.config import ConfigError, to_dict
-from sipo_bench.interfaces import FitContext, Method, PolicyFamily, PolicySpec
+from sipo_bench.config import ConfigError
+from sipo_bench.interfaces import FitContext, Method, PolicyFamily, Task
 from sipo_bench.stages import Stage
 from sipo_bench.weights import simplex_grid, validate_weights
 from sipo_bench_baselines.common import CombinedFamily, lora_tags, task_config
@@ -33,15 +31,6 @@ def _realign_tags(endpoint: Stage, lora_r: int) -> dict:
     """The re-aligned adapter is saved as endpoint + new delta ("cat"): their ranks add up."""
     rank = endpoint.tags.get("lora_rank")
     return {} if rank is None else lora_tags(rank + lora_r)
-
-
-class SIPOFamily(CombinedFamily):
-    def __init__(self, base: Any, adapters: Sequence[Any], combine: str, options: dict, extra: dict[str, Stage]):
-        super().__init__(base, adapters, combine, options)
-        self._extra = extra
-
-    def extra_stages(self) -> dict[str, Stage]:
-        return dict(self._extra)
 
 
 class SIPOMethod(Method):
@@ -95,10 +84,11 @@ class SIPOMethod(Method):
                 {"candidates": candidates, "base": ctx.base, **ep})
             extra[f"filter_round{r + 1}"] = filt
             train = c.training()
+            # `data`: the objective's original validation pairs (eval_every / load_best, as released)
             endpoints = [ctx.stage(f"sipo-realign[{o},{tag}]", f"{STAGES}:realign_stage", {
                 **common, "objective": o, "beta": c.beta, "alpha": c.alpha, "nll_normalization": c.nll_normalization,
                 "train": train},
-                {"pairs": filt, "base": ctx.base, "endpoint": endpoints[i]},
+                {"pairs": filt, "base": ctx.base, "endpoint": endpoints[i], "data": ctx.data},
                 tags=_realign_tags(endpoints[i], c.lora_r)) for i, o in enumerate(objectives)]
             for o, s in zip(objectives, endpoints):
                 extra[f"realign_{o}_round{r + 1}"] = s
@@ -107,4 +97,12 @@ class SIPOMethod(Method):
                 **common, "decoding": {**gen, "greedy": True}},
                 {"data": ctx.data, "base": ctx.base, **{f"before{i}": dpo[o] for i, o in enumerate(objectives)},
                  **{f"after{i}": s for i, s in enumerate(endpoints)}})
-        return SIPOFamily(ctx.base, endpoints, combine, options, extra)
+        return CombinedFamily(ctx.base, endpoints, combine, options, extra=extra)
+
+    def trained_on(self, task: Task) -> str:
+        if self.config.refine:
+            return "pair labels + self-generated pairs (review/rewrite skill from the SFT corpus)"
+        return "pair labels + self-generated pairs"
+
+    def variant(self) -> str | None:
+        return self.config.variant()

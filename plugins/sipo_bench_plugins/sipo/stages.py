@@ -288,11 +288,22 @@ def _oracle(ctx: StageContext, task: Any, rows: list[dict], finals: list[str], m
 
 def realign_stage(ctx: StageContext) -> dict:
     """Merge the endpoint into the base (the new reference), train a fresh LoRA on the new
-    pairs with DPO + α·NLL, and save the endpoint + new delta as one adapter."""
+    pairs with DPO + α·NLL, and save the endpoint + new delta as one adapter. With
+    `eval_every` > 0 the same loss is measured on the objective's original validation pairs
+    (the DPO pairs of val.jsonl) and, with `load_best`, the best checkpoint is kept, as the
+    released `Iterative_DPO.py` does; no validation pairs then is an error, not a no-op."""
     from sipo_bench_baselines.losses import SIPOLoss
+    from sipo_bench_baselines.stages import dpo_pairs
     from sipo_bench_baselines.trainer import train_preference_adapter
 
     cfg = ctx.config
+    val: list[dict] = []
+    if float(cfg["train"].get("eval_every") or 0) > 0:
+        vfile = TaskData(ctx.inputs["data"]).val
+        val = dpo_pairs(read_jsonl(vfile) if vfile.is_file() else [], cfg["objective"], _task(ctx).format_prompt)
+        if not val:
+            raise ValueError(f"`eval_every`: expected validation pairs of objective {cfg['objective']!r} to evaluate "
+                             f"the re-alignment on, got none in val.jsonl (set eval_every: 0 and load_best: false)")
     pairs = read_jsonl(ctx.inputs["pairs"] / "pairs.jsonl")
     if not pairs:
         # nothing survived the filter: the endpoint is unchanged (said in the result)
@@ -302,7 +313,7 @@ def realign_stage(ctx: StageContext) -> dict:
         ctx.log("no Pareto-optimal pairs survived the filter: endpoint kept as it was")
         return {"new_pairs": 0, "unchanged": True}
     metrics = train_preference_adapter(
-        ctx.out, ctx.inputs["base"], pairs, [],
+        ctx.out, ctx.inputs["base"], pairs, val,
         SIPOLoss(beta=float(cfg["beta"]), alpha=float(cfg["alpha"]),
                  nll_normalization=cfg.get("nll_normalization", "response_tokens")),
         cfg["train"], int(cfg["seed"]), progress=ctx.progress, ref_adapter_dir=ctx.inputs["endpoint"], log=ctx.log)
