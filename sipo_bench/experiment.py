@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, pareto
+from . import __version__, pareto, stats
 from .config import ConfigError, build, check, field, to_dict
 from .errors import UsageError
 from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
 from .runtime import Runtime
 from .stages import Cache, Stage, StageLog, default_cache_dir, walk, write_json
+from .variants import check_compare_to, compare_pairs, parse_label
 from .weights import fmt, simplex_grid, validate_weights
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: intervals name their method and level (`interval`), `comparisons`, evaluation noise
 DEFAULT_TASK = "synthetic-hh"
 
 
@@ -39,7 +40,8 @@ class RunConfig:
 
     task: str = field(DEFAULT_TASK, help="Task plugin name (`sipo-bench ls tasks`).")
     task_options: dict = field({}, help="Options of the task's config dataclass.")
-    methods: list = field(["all"], help="Method plugin names, or ['all'] for every compatible one.")
+    methods: list = field(["all"], help="Method labels: plugin names, variants `name@field=value,field=value` "
+                                        "(e.g. sipo@refine=false), or 'all' for every compatible method.")
     method_options: dict = field({}, help="Per-method config overrides: {method: {field: value}}.")
     seeds: list = field([0], help="Seeds; everything seed-dependent is repeated per seed.")
     weights: Any = field(4, help="Simplex partitions (int, das-dennis) or an explicit list of weight vectors.")
@@ -54,12 +56,22 @@ class RunConfig:
     no_cache: bool = field(False, help="Recompute every stage of this run.")
     plugins_dir: str | None = field(None, help="Directory of extra plugin *.py files.")
     quiet: bool = field(False, help="Plain log lines instead of progress bars.")
+    compare_to: Any = field(None, help="Paired comparisons: a baseline label or a list of them (every other method "
+                                       "vs each), or a mapping {method: baseline or [baselines]}.")
+    sweep: dict = field({}, help="Sweep: {option path: [values]}, e.g. {task_options.conflict_fraction: [0.0, 0.6]}; "
+                                 "one run per combination, shared stages run once (sipo_bench.sweep).")
+    eval_noise_replicates: int = field(500, help="Prompt-bootstrap replicates of HV's evaluation-noise SE per method "
+                                                 "and seed; 0 = do not measure.")
     cpu_threads: int | None = field(1, help="torch intra-op threads for stages run in this process (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "at least one method name", self.methods)
         for i, m in enumerate(self.methods):
             check(isinstance(m, str) and bool(m), f"methods[{i}]", "a method name", m)
+            parse_label(m, f"methods[{i}]")
+        check_compare_to(self.compare_to)
+        check(isinstance(self.eval_noise_replicates, int) and (self.eval_noise_replicates == 0 or self.eval_noise_replicates >= 2),
+              "eval_noise_replicates", "0 or an integer >= 2", self.eval_noise_replicates)
         check(len(self.seeds) > 0, "seeds", "at least one integer seed", self.seeds)
         for i, s in enumerate(self.seeds):
             check(isinstance(s, int) and not isinstance(s, bool), f"seeds[{i}]", "an integer", s)
@@ -115,6 +127,7 @@ class MethodPlan:
     points: list[EvalPoint]
     extra: dict[int, dict[str, Stage]]  # seed -> stages whose results go to the summary
     error: str | None = None
+    noise: dict[int, Stage] = dataclasses.field(default_factory=dict)  # seed -> HV evaluation-noise stage
 
 
 @dataclass
@@ -127,6 +140,7 @@ class Plan:
     base: dict[int, Stage]
     reference: dict[int, EvalPoint]
     methods: dict[str, MethodPlan]
+    compare: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (method, baseline) pairs
 
     def stages(self) -> list[Stage]:
         roots: list[Stage] = list(self.data.values()) + list(self.base.values())
@@ -135,19 +149,25 @@ class Plan:
             roots += [p.score for p in m.points]
             for ex in m.extra.values():
                 roots += list(ex.values())
+            roots += list(m.noise.values())
         return walk(roots)
 
 
 def resolve_methods(cfg: RunConfig, runtime: Runtime, task: Task) -> list[str]:
+    """The run's method labels: 'all' expands to every compatible registered method; a variant
+    `name@...` needs a registered `name`."""
     reg = runtime.registries.methods
-    if cfg.methods == ["all"]:
-        names = [n for n in reg.names() if _compatible(reg.get(n), task)]
-        if not names:
-            raise UsageError(f"`methods`: no registered method runs on task {task.name!r}")
-        return names
-    for n in cfg.methods:
-        reg.get(n)  # unknown -> "Did you mean"
-    return list(dict.fromkeys(cfg.methods))
+    labels: list[str] = []
+    for label in cfg.methods:
+        if label == "all":
+            names = [n for n in reg.names() if _compatible(reg.get(n), task)]
+            if not names:
+                raise UsageError(f"`methods`: no registered method runs on task {task.name!r}")
+            labels += names
+        else:
+            reg.get(parse_label(label)[0])  # unknown -> "Did you mean"
+            labels.append(label)
+    return list(dict.fromkeys(labels))
 
 
 def _compatible(cls: Any, task: Task) -> bool:
@@ -180,16 +200,26 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             from .errors import did_you_mean
 
             raise ConfigError(f"`method_options.{extra}`: " + did_you_mean("method", extra, runtime.registries.methods.names()))
-    configs = {n: method_config(runtime.registries.methods.get(n), task, cfg.method_options.get(n, {}), n) for n in names}
+    configs: dict[str, Any] = {}
 
     def config_of(name: str) -> Any:
         if name not in configs:
             configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name)
         return configs[name]
 
+    labels = {}  # label -> (method name, config)
+    for label in names:
+        name, overrides = parse_label(label)
+        config_of(name)  # method_options errors first, named `method_options.<name>`
+        where = f"methods[{cfg.methods.index(label)}]" if overrides else f"method_options.{name}"
+        labels[label] = (name, method_config(runtime.registries.methods.get(name), task,
+                                             {**cfg.method_options.get(name, {}), **overrides}, where)
+                         if overrides else config_of(name))
+    compare = compare_pairs(cfg.compare_to, names)
+
     task_cfg = task.stage_config()
     decoding = to_dict(cfg.decoding)
-    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {})
+    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {}, compare)
 
     def eval_point(label: str, spec: PolicySpec, w, seed: int) -> EvalPoint:
         spec = spec.normalized()
@@ -200,7 +230,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
                     {**spec.stages(), "data": plan.data[seed]}, tags={"method": label, "seed": seed})
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",
                       {**task_cfg, "scorers": [list(s) for s in task.scorers()]},
-                      {"generations": gen}, tags={"method": label, "seed": seed})
+                      {"generations": gen}, tags={"method": label, "seed": seed}, version="2")
         return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score)
 
     for seed in cfg.seeds:
@@ -209,31 +239,40 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
                                 {"data": plan.data[seed]})
         plan.reference[seed] = eval_point("base", PolicySpec(plan.base[seed]), None, seed)
 
-    for name in names:
+    for label, (name, config) in labels.items():
         cls = runtime.registries.methods.get(name)
-        mp = MethodPlan(name, to_dict(configs[name]), [], {})
-        plan.methods[name] = mp
+        mp = MethodPlan(label, to_dict(config), [], {})
+        plan.methods[label] = mp
         try:
-            method = cls(configs[name])
+            method = cls(config)
             for seed in cfg.seeds:
                 fctx = FitContext(task=task, seed=seed, data=plan.data[seed], base=plan.base[seed],
-                                  weights=list(grid), runtime=runtime, method_name=name, method_configs=config_of)
+                                  weights=list(grid), runtime=runtime, method_name=label, method_configs=config_of)
                 family = method.fit(fctx)
                 mp.extra[seed] = dict(family.extra_stages())
                 for w in grid:
                     spec = family.policy(w)
                     if spec is not None:
-                        mp.points.append(eval_point(name, spec, w, seed))
+                        mp.points.append(eval_point(label, spec, w, seed))
             if not mp.points:
-                raise RuntimeError(f"method {name!r} gave no policy for any weight of the grid")
+                raise RuntimeError(f"method {label!r} gave no policy for any weight of the grid")
+            if cfg.eval_noise_replicates:
+                from .evaluation import noise_stage
+
+                fixed_ref = cfg.ref_point if cfg.ref_point is not None else task.reference_point()
+                for seed in cfg.seeds:
+                    pts = [p.score for p in mp.points if p.seed == seed]
+                    if pts:
+                        mp.noise[seed] = noise_stage(label, seed, pts, plan.reference[seed].score, fixed_ref, task,
+                                                     cfg.eval_noise_replicates)
         except UsageError:
             raise
         except Exception as e:  # a broken method must not stop the others
             from .stages import format_exception
 
             mp.error = f"planning failed: {type(e).__name__}: {e}".splitlines()[0]
-            mp.points, mp.extra = [], {}
-            runtime.log(f"method {name} failed while planning: {format_exception(e)}")
+            mp.points, mp.extra, mp.noise = [], {}, {}
+            runtime.log(f"method {label} failed while planning: {format_exception(e)}")
     return plan
 
 
@@ -379,8 +418,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
                                  "front": [], "hypervolume": None, "hypervolume_floor": None, "igd_plus": None}
         failed = [(p, outcomes.get(s.key)) for p in mp.points for s in (p.generate, p.score)]
         failed = [(p, o) for p, o in failed if o is None or o.status in ("failed", "skipped")]
-        upstream = [s for s in walk([p.score for p in mp.points] + [x for ex in mp.extra.values() for x in ex.values()])
-                    if outcomes.get(s.key) is not None and outcomes[s.key].status == "failed"]
+        own = [p.score for p in mp.points] + [x for ex in mp.extra.values() for x in ex.values()] + list(mp.noise.values())
+        upstream = [s for s in walk(own) if outcomes.get(s.key) is not None and outcomes[s.key].status == "failed"]
         if mp.error or failed or upstream:
             entry["status"] = "failed"
             if not entry["error"]:
@@ -389,7 +428,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         for p in mp.points:
             r = result(p.score)
             if r is not None:
-                entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"]})
+                entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"], "se": r.get("se"),
+                                        "n_prompts": r.get("n")})
         # Mean over seeds per w, front of those means.
         by_w: dict[tuple, list[list[float]]] = {}
         for pt in entry["points"]:
@@ -399,17 +439,23 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         if mean_points and entry["status"] == "ok":
             arr = np.array([m["scores"] for m in mean_points])
             entry["front"] = [mean_points[i] for i in pareto.pareto_front(arr, maximize)]
-            entry["hypervolume"] = _hv_stats(entry["points"], ref_points, maximize, cfg.seeds)
+            noise = {seed: result(st) for seed, st in mp.noise.items()}
+            eval_se = {key: {seed: (r[key] or {}).get("se") for seed, r in noise.items() if r} if noise else None
+                       for key in stats.HV_KEYS}
+            entry["hypervolume"] = stats.hv_stats(entry["points"], ref_points, maximize, cfg.seeds,
+                                                  eval_se["hypervolume"])
             if floor is not None:
-                entry["hypervolume_floor"] = _hv_stats(entry["points"], {s: floor for s in cfg.seeds}, maximize, cfg.seeds)
+                entry["hypervolume_floor"] = stats.hv_stats(entry["points"], {s: floor for s in cfg.seeds}, maximize,
+                                                            cfg.seeds, eval_se["hypervolume_floor"])
         entry["best"] = ({o.name: (max if o.higher_is_better else min)(m["scores"][i] for m in mean_points)
                           for i, o in enumerate(objectives)} if mean_points else {})
-        entry["stage_seconds"] = _seconds_by_kind([p.score for p in mp.points] + [x for ex in mp.extra.values() for x in ex.values()], outcomes)
+        entry["stage_seconds"] = _seconds_by_kind(own, outcomes)
         entry["seconds"] = round(sum(entry["stage_seconds"].values()), 3)
         entry["extra"] = {str(seed): {n: result(st) for n, st in ex.items()} for seed, ex in mp.extra.items() if ex}
         methods[name] = entry
 
-    union_front = _igd_plus_all(methods, maximize)
+    union_front = stats.union_front_igd_plus(methods, maximize)
+    stats.comparisons(methods, plan.compare)
 
     stages = plan.stages()
     counts: dict[str, int] = {}
@@ -429,6 +475,10 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "floor": floor,
         "floor_source": f"task {task.name}" if floor is not None else None,
         "union_front": union_front,
+        "compare_to": [list(p) for p in plan.compare],
+        "evaluation": {"test_prompts": {str(s): (result(ep.score) or {}).get("n") for s, ep in plan.reference.items()},
+                       "samples_per_prompt": cfg.decoding.samples_per_prompt,
+                       "noise_replicates": cfg.eval_noise_replicates},
         "base_policy": {"scores": {str(s): v for s, v in base_scores.items()}},
         "task_data": {str(s): v for s, v in data_meta.items()},
         "task_base": {str(s): v for s, v in base_meta.items()},
@@ -467,34 +517,3 @@ def comparable(summary: dict) -> dict:
         return x
 
     return strip(s)
-
-
-def _igd_plus_all(methods: dict[str, dict], maximize: list[bool]) -> list[list[float]]:
-    """Set each method's `igd_plus` against the union front (the non-dominated subset of every
-    method's mean front, failed methods excluded, exact duplicates once) and return it."""
-    union = [list(x) for x in dict.fromkeys(tuple(f["scores"]) for entry in methods.values() for f in entry["front"])]
-    if not union:
-        return []
-    union_front = [union[i] for i in pareto.pareto_front(union, maximize)]
-    for entry in methods.values():
-        entry["igd_plus"] = (pareto.igd_plus([f["scores"] for f in entry["front"]], union_front, maximize)
-                             if entry["front"] else None)
-    return union_front
-
-
-def _hv_stats(points: list[dict], ref_points: dict, maximize: list[bool], seeds: list[int]) -> dict | None:
-    """HV of each seed's points against that seed's reference point; mean, sample std and the
-    95% percentile-bootstrap interval over seeds (None with one seed)."""
-    per_seed = {}
-    for seed in seeds:
-        ref = ref_points.get(seed)
-        pts = [p["scores"] for p in points if p["seed"] == seed]
-        if ref is None or not pts:
-            continue
-        per_seed[str(seed)] = pareto.hypervolume(pts, ref, maximize)
-    if not per_seed:
-        return None
-    vals = list(per_seed.values())
-    ci = pareto.bootstrap_ci(vals)
-    return {"mean": float(np.mean(vals)), "per_seed": per_seed, "ci95": list(ci) if ci else None,
-            "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
