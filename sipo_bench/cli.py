@@ -15,6 +15,12 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _labels(value: str) -> list[str]:
+    from .variants import split_labels
+
+    return split_labels(value)
+
+
 def _seeds(value: str) -> list[int]:
     try:
         return [int(v) for v in _csv(value)]
@@ -34,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="Train every method, sweep weights, score, report.")
     r.add_argument("--task", help="Task name (default: synthetic-hh, the embedded default task).")
-    r.add_argument("--methods", type=_csv, help="Comma-separated method names, or 'all'.")
+    r.add_argument("--methods", type=_labels, help="Comma-separated method labels (names or variants "
+                   "name@field=value,field=value), or 'all'.")
+    r.add_argument("--compare-to", type=_labels, metavar="B[,B]", help="Baselines for paired comparisons "
+                   "(every other method vs each), e.g. mod,dpo-soups.")
     r.add_argument("--seeds", type=_seeds, help="Comma-separated seeds, e.g. 0,1,2.")
     r.add_argument("--weights", type=int, metavar="P", help="Simplex partitions of the weight grid (k=2: P+1 points).")
     r.add_argument("--config", help="YAML file with RunConfig fields; flags override it.")
@@ -87,7 +96,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         "task": args.task, "methods": args.methods, "seeds": args.seeds, "weights": args.weights,
         "out": args.out, "executor": args.executor, "plugins_dir": args.plugins_dir,
         "cache_dir": args.cache_dir, "no_cache": args.no_cache, "quiet": args.quiet,
-        "max_test_prompts": args.max_test_prompts,
+        "max_test_prompts": args.max_test_prompts, "compare_to": args.compare_to,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.max_examples is not None:

@@ -176,9 +176,11 @@ def _compatible(cls: Any, task: Task) -> bool:
     return task.model_based or not cls.needs_model
 
 
-def method_config(cls: Any, task: Task, overrides: dict, name: str) -> Any:
+def method_config(cls: Any, task: Task, overrides: dict, name: str, where: str | None = None) -> Any:
+    """Method `name`'s config: the task's defaults for it, then `overrides`; errors name `where`
+    (default `method_options.<name>`)."""
     merged = {**task.method_defaults(name), **overrides}
-    return build(cls.config_class, merged, f"method_options.{name}")
+    return build(cls.config_class, merged, where or f"method_options.{name}")
 
 
 def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
@@ -213,7 +215,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         config_of(name)  # method_options errors first, named `method_options.<name>`
         where = f"methods[{cfg.methods.index(label)}]" if overrides else f"method_options.{name}"
         labels[label] = (name, method_config(runtime.registries.methods.get(name), task,
-                                             {**cfg.method_options.get(name, {}), **overrides}, where)
+                                             {**cfg.method_options.get(name, {}), **overrides}, name, where)
                          if overrides else config_of(name))
     compare = compare_pairs(cfg.compare_to, names)
 
