@@ -114,6 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _run_config(args)
     runtime = Runtime(plugins_dir=cfg.plugins_dir, quiet=cfg.quiet)
     summary, out = execute(cfg, runtime)
+    if summary.get("kind") == "sweep":
+        return _show_sweep(out, cfg.quiet)
     failed = {n: m["error"] for n, m in summary["methods"].items() if m["status"] != "ok"}
     if cfg.quiet:
         from .report import table_md
@@ -129,6 +131,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"sipo-bench: method {n!r} failed: {e} (tracebacks in {out}/logs/failures/)", file=sys.stderr)
         return 1
     return 0
+
+
+def _show_sweep(out: Path, quiet: bool) -> int:
+    """Print a sweep's multi-run tables; exit 1 when a method failed at any point."""
+    from .sweep import failures, load_sweep, sweep_console, sweep_md
+
+    index, summaries = load_sweep(out)
+    if quiet:
+        print(sweep_md(index, summaries))
+    else:
+        from rich.console import Console
+
+        Console().print(sweep_console(index, summaries))
+    print(f"results: {out}/sweep.json (one run per point: {out}/<point>/summary.json)", file=sys.stderr)
+    failed = failures(index, summaries)
+    for label, n, e in failed:
+        print(f"sipo-bench: sweep point {label}: method {n!r} failed: {e} (tracebacks in {out}/logs/failures/)",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -170,21 +191,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.plugins_dir:
         data["plugins_dir"] = args.plugins_dir
     cfg = make_config(data)
-    plan = plan_run(cfg, Runtime(plugins_dir=cfg.plugins_dir, quiet=True))
-    bad = {n: m.error for n, m in plan.methods.items() if m.error}
+    from .stages import walk
+    from .sweep import plan_sweep
+
+    runtime = Runtime(plugins_dir=cfg.plugins_dir, quiet=True)
+    points = plan_sweep(cfg, runtime, plan_run)
+    plans = [p.plan for p in points] or [plan_run(cfg, runtime)]
+    bad = [(f"sweep point {p.label}: " if points else "", n, m.error)
+           for p, plan in zip(points or [None], plans) for n, m in plan.methods.items() if m.error]
     if bad:
-        for n, e in bad.items():
-            print(f"sipo-bench: method {n!r}: {e}", file=sys.stderr)
+        for where, n, e in bad:
+            print(f"sipo-bench: {where}method {n!r}: {e}", file=sys.stderr)
         return 2
-    n = len(plan.stages())
+    plan = plans[0]
+    n = len(walk([s for p in plans for s in p.stages()]))
+    sweep = f", {len(points)} sweep points" if points else ""
     print(f"ok: task {plan.task.name}, methods {', '.join(plan.methods)}, {len(plan.grid)} weights, "
-          f"{len(cfg.seeds)} seed(s), {n} stages")
+          f"{len(cfg.seeds)} seed(s){sweep}, {n} stages")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import load_summaries, merge, render_files, console_table
 
+    from .sweep import is_sweep_dir, render_sweep
+
+    sweeps = [d for d in args.dirs if is_sweep_dir(Path(d))]
+    if sweeps:
+        if len(args.dirs) > 1 or args.out:
+            raise UsageError(f"`{sweeps[0]}`: a sweep directory is re-rendered on its own (one DIR, no --out), "
+                             f"got {len(args.dirs)} DIR(s){' and --out' if args.out else ''}")
+        from .sweep import load_sweep
+
+        index, _ = load_sweep(Path(sweeps[0]))
+        for p in index["points"]:
+            render_files(load_summaries([Path(sweeps[0]) / p["dir"]])[0], Path(sweeps[0]) / p["dir"])
+        render_sweep(Path(sweeps[0]))
+        return _show_sweep(Path(sweeps[0]), quiet=False) and 0
     if len(args.dirs) > 1 and not args.out:
         raise UsageError("`--out`: expected a directory for the merged report when several DIRs are given, got nothing")
     summaries = load_summaries([Path(d) for d in args.dirs])

@@ -70,6 +70,9 @@ class RunConfig:
             check(isinstance(m, str) and bool(m), f"methods[{i}]", "a method name", m)
             parse_label(m, f"methods[{i}]")
         check_compare_to(self.compare_to)
+        from .sweep import check_sweep
+
+        check_sweep(self.sweep)
         check(isinstance(self.eval_noise_replicates, int) and (self.eval_noise_replicates == 0 or self.eval_noise_replicates >= 2),
               "eval_noise_replicates", "0 or an integer >= 2", self.eval_noise_replicates)
         check(len(self.seeds) > 0, "seeds", "at least one integer seed", self.seeds)
@@ -299,10 +302,16 @@ def check_out_dir(out: Path) -> None:
 
 def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]:
     """Plan, run and summarise. Returns (summary, out dir). Raises UsageError before writing
-    anything for bad input; stage failures are recorded in the summary instead."""
+    anything for bad input; stage failures are recorded in the summary instead. A config with
+    a `sweep` plans every sweep point, runs the union of their stages once and returns the
+    sweep summary (`sipo_bench.sweep`)."""
+    from . import sweep as sweeps
+
     t0 = time.time()
     runtime = runtime or Runtime(plugins_dir=cfg.plugins_dir, quiet=cfg.quiet)
-    plan = plan_run(cfg, runtime)
+    points = sweeps.plan_sweep(cfg, runtime, plan_run)  # [] without a sweep
+    plans = [p.plan for p in points] or [plan_run(cfg, runtime)]
+    plan = plans[0]
     out = Path(cfg.out) if cfg.out else default_out(cfg.task)
     check_out_dir(out)
     cache = Cache(cfg.cache_dir or default_cache_dir())
@@ -311,7 +320,7 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     except OSError as e:
         raise UsageError(f"`--cache-dir`: expected a writable directory, got {str(cache.root)!r} ({e.strerror})") from None
     cache.gc_tmp()
-    stages = plan.stages()
+    stages = walk([s for p in plans for s in p.stages()])
     if cfg.no_cache:
         for s in stages:
             cache.invalidate(s)
@@ -322,7 +331,8 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     run_id = uuid.uuid4().hex[:12]
     log = StageLog(out / "logs" / "stages.jsonl", run_id)
     runtime.log(f"run {run_id}: task {plan.task.name}, {len(plan.methods)} method(s), {len(cfg.seeds)} seed(s), "
-                f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root})")
+                f"{len(plan.grid)} weights{f', {len(plans)} sweep points' if points else ''}, {len(stages)} stages "
+                f"(cache {cache.root})")
     with runtime.live():
         with runtime.progress(len(stages), "stages") as overall:
             outcomes = executor.run(stages, runtime, cache, log, overall)
@@ -333,6 +343,8 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
             from .stages import atomic_write_text
 
             atomic_write_text(out / "logs" / "failures" / f"{s.key}.txt", f"{s.name}\n\n{o.traceback}")
+    if points:
+        return sweeps.write_sweep(cfg, points, outcomes, cache, out, run_id=run_id, t0=t0), out
     summary = summarize(plan, outcomes, cache, wall_seconds=time.time() - t0, run_id=run_id)
     write_json(out / "summary.json", summary)
     from . import report

@@ -26,7 +26,8 @@ from .errors import UsageError
 from .stages import _json_default, atomic_write_text
 
 __all__ = ["load_summaries", "merge", "render_files", "console_table", "table_md", "points_csv",
-           "front_figure", "plot_front", "normalize"]
+           "front_figure", "plot_front", "plot_figure", "normalize", "comparison_table", "noise_table",
+           "per_seed_table", "upgrade"]
 
 REQUIRED_KEYS = ("schema_version", "task", "objectives", "methods")
 
@@ -718,7 +719,11 @@ def front_figure(summary: dict) -> Any:
 
 def plot_front(summary: dict, path: Path) -> None:
     """Write :func:`front_figure` as a PNG to `path` via a temp name and a rename."""
-    fig = front_figure(summary)
+    plot_figure(front_figure(summary), path)
+
+
+def plot_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib `Figure` as a PNG to `path` via a temp name and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
