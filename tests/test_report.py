@@ -442,3 +442,22 @@ def test_plot_one_and_four_objectives(tmp_path, k, panels):
     # boxes (0.3,0.1,0.1,0.1) of 0.0003 whose union is 4*0.0003 - 6*0.0001 + 4*0.0001 - 0.0001 = 0.0009.
     # Total 0.0033 + 0.0081 - 0.0009 = 0.0105.
     assert md_row(report.table_md(s), "m")[2] == ("0.9000" if k == 1 else "0.0105")
+
+
+def test_trained_on_and_variant_columns_when_methods_carry_them():
+    s = k2_summary()
+    assert "trained on" not in report.table_md(s)  # absent from every entry: no columns
+    s["methods"]["dpo-soups"]["trained_on"] = "pair labels"
+    s["methods"]["dpo"]["trained_on"] = "pair labels"
+    s["methods"]["dpo"]["variant"] = "beta=0.1"
+    table = report.table_md(s)
+    assert "| method | trained on | variant | status | HV vs ref (0.0500, 1.0500) [95% t] |" in table
+    assert md_row(table, "dpo")[:4] == ["dpo", "pair labels", "beta=0.1", "ok"]
+    assert md_row(table, "modpo")[:4] == ["modpo", "-", "-", "failed"]
+    assert "|---|---|---|---|--:|" in table  # the label columns are text (left-aligned)
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    console.print(report.console_table(s))
+    text = console.export_text()
+    assert "trained on" in text and "beta=0.1" in text
