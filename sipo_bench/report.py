@@ -397,11 +397,11 @@ def noise_table(summary: dict) -> tuple[list[str], list[list[str]]]:
             n = (m.get(key) or {}).get("noise")
             if n:
                 share = n["eval_var"] / n["seed_var"] if n.get("seed_var") else None
-                body.append([name, ref, _num(n.get("seed_sd")), _num(n["eval_se"]), _num(n.get("ratio")),
-                             _num(share), n.get("advice") or "-"])
+                body.append([name, ref, n.get("advice") or "-", _num(n.get("seed_sd")), _num(n["eval_se"]),
+                             _num(n.get("ratio")), _num(share)])
     if not body:
         return [], []
-    return ["method", "HV vs", "seed sd", "eval SE (rms)", "eval SE / seed sd", "eval var / seed var", "to narrow"], body
+    return ["method", "HV vs", "to narrow", "seed sd", "eval SE (rms)", "eval SE / seed sd", "eval var / seed var"], body
 
 
 def noise_lines(summary: dict) -> list[str]:
@@ -535,7 +535,7 @@ def table_md(summary: dict) -> str:
                   f"below {stats.MIN_BOOTSTRAP} seeds).", ""] + _md_table(cols, body, 2)
     cols, body = noise_table(s)
     if body:
-        lines += ["", "## Evaluation noise", ""] + noise_lines(s) + [""] + _md_table(cols, body, 2)
+        lines += ["", "## Evaluation noise", ""] + noise_lines(s) + [""] + _md_table(cols, body, 3)
     cols, body = extra_table(s)
     if body:
         lines += ["", "## Extra stage results", ""] + _md_table(cols, body, 3)
@@ -609,7 +609,7 @@ def console_table(summary: dict) -> Any:
 
     table("paired comparisons", *comparison_table(s), 2, COMPARISON_TEXT)
     table("HV per seed", *per_seed_table(s), 2)
-    table("evaluation noise of HV", *noise_table(s), 2, " ".join(noise_lines(s)))
+    table("evaluation noise of HV", *noise_table(s), 3, " ".join(noise_lines(s)))
     table("extra stage results", *extra_table(s), 3)
     return Group(*parts)
 
