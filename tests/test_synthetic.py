@@ -231,7 +231,7 @@ def test_sft_model_learns_and_samples_parse(hh_stages):
     assert meta["heldout_loss_after"] < 0.1 * meta["heldout_loss_before"]
     assert meta["train_loss_last"] < 0.2 * meta["train_loss_first"]
     s = meta["samples"]
-    assert s["n"] == 64 * 8 and s["parse_rate"] >= 0.8  # measured 0.91 (seed 0)
+    assert s["n"] == t.config.n_test * 8 and s["parse_rate"] >= 0.8  # measured 0.91 (seed 0)
     assert 0.0 < s["all_high_rate"] < 0.15  # low but reachable
     for o in t.objective_names:  # the SFT model imitates the behaviour policy
         assert s["mean"][o] == pytest.approx(meta["behaviour"]["mean"][o], abs=0.15)

@@ -34,7 +34,9 @@ class SyntheticTaskConfig(TaskConfig):
     conflict_fraction: float = field(0.6, help="Share of training (and validation) pairs whose objectives disagree.")
     train_pairs: int = field(1024, help="Training pairs (before `max_examples`).")
     val_pairs: int = field(128, help="Validation pairs (from held-out validation prompts).")
-    n_test: int = field(64, help="Held-out test prompts (stratified over topics).")
+    n_test: int = field(368, help="Held-out test prompts (stratified over topics). 368 = the most the split allows "
+                                  "beside 64 validation prompts: HV's evaluation noise (a bootstrap over prompts) is "
+                                  "then small against its seed-to-seed spread (docs/evaluation.md).")
     n_val_prompts: int = field(64, help="Held-out validation prompts (never in training data).")
     high_threshold: float = field(1.0, help="A response is 'all-high' when every objective is >= this.")
     # SFT corpus
