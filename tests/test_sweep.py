@@ -162,3 +162,23 @@ def test_bad_sweep_value_is_a_usage_error_naming_the_point(tmp_path):
     assert not out.exists()
     proc = run_cli("validate", "--config", write_yaml(tmp_path / "ok.yaml", SWEEP_YAML))
     assert proc.returncode == 0 and "2 sweep points" in proc.stdout
+
+
+def test_a_failed_method_at_a_sweep_point_exits_1(tmp_path):
+    cfg = write_yaml(tmp_path / "f.yaml", """\
+        task: dummy
+        methods: [dummy, "dummy@fail=true"]
+        seeds: [0]
+        weights: 1
+        eval_noise_replicates: 0
+        sweep:
+          task_options.n_test: [2, 3]
+        """)
+    proc = run_cli("run", "--config", cfg, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), "--quiet")
+    assert proc.returncode == 1
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("sipo-bench: sweep point")]
+    assert errors == [f"sipo-bench: sweep point n_test={n}: method 'dummy@fail=true' failed: stage dummy-train[b,seed=0]: "
+                      f"RuntimeError: dummy method asked to fail (tracebacks in {tmp_path / 'out'}/logs/failures/)"
+                      for n in (2, 3)]
+    md = (tmp_path / "out" / "sweep.md").read_text()
+    assert "| dummy@fail=true | - | - |" in md  # a failed method has no HV at any point
