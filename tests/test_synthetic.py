@@ -133,7 +133,7 @@ def test_held_out_prompts_and_rare_all_high(tmp_path):
     train = {r["prompt"] for r in read_jsonl(data.train)}
     val = {r["prompt"] for r in read_jsonl(data.val)}
     test = [r["prompt"] for r in read_jsonl(data.test)]
-    assert len(test) == len(set(test)) == 64
+    assert len(test) == len(set(test)) == 368  # the default n_test
     assert not set(test) & (train | val) and not val & train
     assert {g.topic_of(p) for p in test} == set(range(len(g.TOPICS)))  # stratified over topics
     assert len(g.TOPICS) >= 20 and len(g.PHRASINGS) >= 5
