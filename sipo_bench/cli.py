@@ -15,6 +15,12 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _labels(value: str) -> list[str]:
+    from .variants import split_labels
+
+    return split_labels(value)
+
+
 def _seeds(value: str) -> list[int]:
     try:
         return [int(v) for v in _csv(value)]
@@ -34,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="Train every method, sweep weights, score, report.")
     r.add_argument("--task", help="Task name (default: synthetic-hh, the embedded default task).")
-    r.add_argument("--methods", type=_csv, help="Comma-separated method names, or 'all'.")
+    r.add_argument("--methods", type=_labels, help="Comma-separated method labels (names or variants "
+                   "name@field=value,field=value), or 'all'.")
+    r.add_argument("--compare-to", type=_labels, metavar="B[,B]", help="Baselines for paired comparisons "
+                   "(every other method vs each), e.g. mod,dpo-soups.")
     r.add_argument("--seeds", type=_seeds, help="Comma-separated seeds, e.g. 0,1,2.")
     r.add_argument("--weights", type=int, metavar="P", help="Simplex partitions of the weight grid (k=2: P+1 points).")
     r.add_argument("--config", help="YAML file with RunConfig fields; flags override it.")
@@ -112,7 +121,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         "out": args.out, "executor": args.executor, "plugins_dir": args.plugins_dir,
         "cache_dir": args.cache_dir, "no_cache": args.no_cache, "quiet": args.quiet,
         "max_test_prompts": args.max_test_prompts, "overwrite": args.overwrite, "jobs": args.jobs,
-        "device": args.device,
+        "device": args.device, "compare_to": args.compare_to,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.extra_scorers is not None:
@@ -148,6 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime = Runtime(plugins_dir=cfg.plugins_dir, quiet=cfg.quiet)
     _warn_plugins(runtime.registries)
     summary, out = execute(cfg, runtime)
+    if summary.get("kind") == "sweep":
+        return _show_sweep(out, cfg.quiet)
     failed = {n: m["error"] for n, m in summary["methods"].items() if m["status"] != "ok"}
     failed_stages = summary.get("failed_stages") or []
     rc = 1 if failed or failed_stages else 0
@@ -167,6 +178,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"sipo-bench: stage {st['stage']} failed: {st['error']} (traceback in {out}/logs/failures/{st['key']}.txt)",
                   file=sys.stderr)
     return rc
+
+
+def _show_sweep(out: Path, quiet: bool) -> int:
+    """Print a sweep's multi-run tables; exit 1 when a method failed at any point."""
+    from .sweep import failures, load_sweep, sweep_console, sweep_md
+
+    index, summaries = load_sweep(out)
+    if quiet:
+        print(sweep_md(index, summaries))
+    else:
+        from rich.console import Console
+
+        Console().print(sweep_console(index, summaries))
+    print(f"results: {out}/sweep.json (one run per point: {out}/<point>/summary.json)", file=sys.stderr)
+    failed = failures(index, summaries)
+    for label, n, e in failed:
+        print(f"sipo-bench: sweep point {label}: method {n!r} failed: {e} (tracebacks in {out}/logs/failures/)",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -221,6 +251,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .experiment import load_yaml, make_config, plan_run
     from .runtime import Runtime
+    from .stages import walk
+    from .sweep import plan_sweep
 
     data = load_yaml(args.config)
     if args.plugins_dir:
@@ -228,15 +260,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     cfg = make_config(data)
     runtime = Runtime(plugins_dir=cfg.plugins_dir, quiet=True)
     _warn_plugins(runtime.registries)
-    plan = plan_run(cfg, runtime)
-    bad = {n: m.error for n, m in plan.methods.items() if m.error}
+    points = plan_sweep(cfg, runtime, plan_run)
+    plans = [p.plan for p in points] or [plan_run(cfg, runtime)]
+    bad = [(f"sweep point {p.label}: " if points else "", n, m.error)
+           for p, plan in zip(points or [None], plans) for n, m in plan.methods.items() if m.error]
     if bad:
-        for n, e in bad.items():
-            print(f"sipo-bench: method {n!r}: {e}", file=sys.stderr)
+        for where, n, e in bad:
+            print(f"sipo-bench: {where}method {n!r}: {e}", file=sys.stderr)
         return 2
-    n = len(plan.stages())
+    plan = plans[0]
+    n = len(walk([s for p in plans for s in p.stages()]))
+    sweep = f", {len(points)} sweep points" if points else ""
     print(f"ok: task {plan.task.name}, methods {', '.join(plan.methods)}, {len(plan.grid)} weights, "
-          f"{len(cfg.seeds)} seed(s), {n} stages")
+          f"{len(cfg.seeds)} seed(s){sweep}, {n} stages")
     return 0
 
 
@@ -244,6 +280,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .outdir import ResultsDir, write_report
     from .report import console_table, load_summaries, merge, render_files
 
+    from .sweep import is_sweep_dir, render_sweep
+
+    sweeps = [d for d in args.dirs if is_sweep_dir(Path(d))]
+    if sweeps:
+        if len(args.dirs) > 1 or args.out:
+            raise UsageError(f"`{sweeps[0]}`: a sweep directory is re-rendered on its own (one DIR, no --out), "
+                             f"got {len(args.dirs)} DIR(s){' and --out' if args.out else ''}")
+        from .sweep import load_sweep
+
+        index, _ = load_sweep(Path(sweeps[0]))
+        for p in index["points"]:
+            render_files(load_summaries([Path(sweeps[0]) / p["dir"]])[0], Path(sweeps[0]) / p["dir"])
+        render_sweep(Path(sweeps[0]))
+        _show_sweep(Path(sweeps[0]), quiet=False)  # re-rendering succeeded even if a method had failed
+        return 0
     if len(args.dirs) > 1 and not args.out:
         raise UsageError("`--out`: expected a directory for the merged report when several DIRs are given, got nothing")
     summaries = load_summaries([Path(d) for d in args.dirs])

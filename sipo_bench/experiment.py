@@ -22,16 +22,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import __version__, extra_scorers, pareto
+from . import __version__, extra_scorers, pareto, stats
 from .config import ConfigError, build, check, field, to_dict
 from .errors import UsageError
 from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
 from .runtime import Runtime
 from .stages import Cache, Stage, StageLog, default_cache_dir, walk
 from .taskstages import plan_task_stages
+from .variants import check_compare_to, compare_pairs, parse_label
 from .weights import fmt, simplex_grid, validate_weights
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: intervals name their method and level (`interval`), `comparisons`, evaluation noise
 DEFAULT_TASK = "synthetic-hh"
 #: seeds go to numpy / torch / `random`, whose seeds are 32-bit
 MAX_SEED = 2**31 - 1
@@ -47,7 +48,8 @@ class RunConfig:
 
     task: str = field(DEFAULT_TASK, help="Task plugin name (`sipo-bench ls tasks`).")
     task_options: dict = field({}, help="Options of the task's config dataclass.")
-    methods: list = field(["all"], help="Method plugin names, or ['all'] for every compatible one.")
+    methods: list = field(["all"], help="Method labels: plugin names, variants `name@field=value,field=value` "
+                                        "(e.g. sipo@refine=false), or 'all' for every compatible method.")
     method_options: dict = field({}, help="Per-method config overrides: {method: {field: value}}.")
     seeds: list = field([0], help="Seeds; everything seed-dependent is repeated per seed.")
     weights: Any = field(4, help="Simplex partitions (int, das-dennis) or an explicit list of weight vectors.")
@@ -66,6 +68,12 @@ class RunConfig:
     overwrite: bool = field(False, help="Replace the results in `out` when they belong to a run of another config.")
     plugins_dir: str | None = field(None, help="Directory of extra plugin *.py files.")
     quiet: bool = field(False, help="Plain log lines instead of progress bars.")
+    compare_to: Any = field(None, help="Paired comparisons: a baseline label or a list of them (every other method "
+                                       "vs each), or a mapping {method: baseline or [baselines]}.")
+    sweep: dict = field({}, help="Sweep: {option path: [values]}, e.g. {task_options.conflict_fraction: [0.0, 0.6]}; "
+                                 "one run per combination, shared stages run once (sipo_bench.sweep).")
+    eval_noise_replicates: int = field(500, help="Prompt-bootstrap replicates of HV's evaluation-noise SE per method "
+                                                 "and seed; 0 = do not measure.")
     cpu_threads: int | None = field(1, help="torch intra-op threads per stage (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
     jobs: int | None = field(None, help="Stages run side by side in this many worker processes (local executor); "
                                         "null = the cores available to this process divided by cpu_threads; "
@@ -77,6 +85,13 @@ class RunConfig:
         check(len(self.methods) > 0, "methods", "at least one method name", self.methods)
         for i, m in enumerate(self.methods):
             check(isinstance(m, str) and bool(m), f"methods[{i}]", "a method name", m)
+            parse_label(m, f"methods[{i}]")
+        check_compare_to(self.compare_to)
+        from .sweep import check_sweep
+
+        check_sweep(self.sweep)
+        check(isinstance(self.eval_noise_replicates, int) and (self.eval_noise_replicates == 0 or self.eval_noise_replicates >= 2),
+              "eval_noise_replicates", "0 or an integer >= 2", self.eval_noise_replicates)
         check(len(self.seeds) > 0, "seeds", "at least one integer seed", self.seeds)
         for i, s in enumerate(self.seeds):
             check(isinstance(s, int) and not isinstance(s, bool), f"seeds[{i}]", "an integer", s)
@@ -170,6 +185,7 @@ class MethodPlan:
     traceback: str | None = None  # of a failure while planning, for OUT/logs/failures/
     trained_on: str | None = None  # Method.trained_on(task)
     variant: str | None = None  # Method.variant()
+    noise: dict[int, Stage] = dataclasses.field(default_factory=dict)  # seed -> HV evaluation-noise stage
 
 
 @dataclass
@@ -184,6 +200,7 @@ class Plan:
     methods: dict[str, MethodPlan]
     device: str = "cpu"  # the resolved device ("cpu" or "cuda")
     extra_scorers: list[extra_scorers.ExtraScorer] = dataclasses.field(default_factory=list)
+    compare: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (method, baseline) pairs
 
     def stages(self) -> list[Stage]:
         """Every stage in a topological order that runs what generation needs (training) first,
@@ -197,15 +214,18 @@ class Plan:
                 roots += list(ex.values())
         roots += [p.generate for p in sorted(points, key=lambda p: p.generator)]
         roots += [s for p in points for s in (p.score, *p.extra)]
+        for m in self.methods.values():
+            roots += list(m.noise.values())
         return walk(roots)
 
 
 def resolve_methods(cfg: RunConfig, runtime: Runtime, task: Task) -> tuple[list[str], dict[str, str]]:
-    """(method names to run, {name: error} of those whose plugin code cannot be imported).
+    """(method labels to run, {method name: error} of those whose plugin code cannot be imported).
 
-    A method that cannot be imported is reported failed with its import error while the others
-    run; an unknown name, or a method named explicitly that cannot run on the task, is a usage
-    error."""
+    'all' expands to every compatible registered method; a variant `name@...` needs a
+    registered `name`. A method that cannot be imported is reported failed with its import
+    error while the others run; an unknown name, or a method named explicitly that cannot run
+    on the task, is a usage error."""
     from .errors import PluginError
 
     reg = runtime.registries.methods
@@ -220,17 +240,21 @@ def resolve_methods(cfg: RunConfig, runtime: Runtime, task: Task) -> tuple[list[
             broken[n] = f"cannot load the method: {e}"
             return None
 
-    if cfg.methods == ["all"]:
-        names = [n for n in reg.names() if (cls := load(n)) is None or _compatible(cls, task)]
-        if not [n for n in names if n not in broken]:
-            raise UsageError(f"`methods`: no registered method runs on task {task.name!r}")
-        return names, broken
-    for n in cfg.methods:
-        cls = load(n)  # unknown -> "Did you mean"
+    labels: list[str] = []
+    for label in cfg.methods:
+        if label == "all":
+            names = [n for n in reg.names() if (cls := load(n)) is None or _compatible(cls, task)]
+            if not [n for n in names if n not in broken]:
+                raise UsageError(f"`methods`: no registered method runs on task {task.name!r}")
+            labels += names
+            continue
+        name = parse_label(label)[0]
+        cls = load(name)  # unknown -> "Did you mean"
         if cls is not None and cls.needs_model and not task.model_based:
-            raise UsageError(f"`methods`: method {n!r} cannot run on task {task.name!r} (the method trains or decodes "
+            raise UsageError(f"`methods`: method {name!r} cannot run on task {task.name!r} (the method trains or decodes "
                              f"a language model, and the task has none)")
-    return list(dict.fromkeys(cfg.methods)), broken
+        labels.append(label)
+    return list(dict.fromkeys(labels)), broken
 
 
 def _compatible(cls: Any, task: Task) -> bool:
@@ -241,9 +265,11 @@ def _compatible(cls: Any, task: Task) -> bool:
     return task.model_based or not cls.needs_model
 
 
-def method_config(cls: Any, task: Task, overrides: dict, name: str) -> Any:
+def method_config(cls: Any, task: Task, overrides: dict, name: str, where: str | None = None) -> Any:
+    """Method `name`'s config: the task's defaults for it, then `overrides`; errors name `where`
+    (default `method_options.<name>`)."""
     merged = {**task.method_defaults(name), **overrides}
-    return build(cls.config_class, merged, f"method_options.{name}")
+    return build(cls.config_class, merged, where or f"method_options.{name}")
 
 
 class FamilyPlanner:
@@ -259,9 +285,10 @@ class FamilyPlanner:
         self.active: list[str] = []
 
     def method(self, name: str) -> Any:
-        """The run's instance of method `name` (made once, with the run's config for it)."""
+        """The run's instance of method `name` (made once, with the run's config for it; a
+        variant label `name@field=value` gets that variant's config)."""
         if name not in self.methods:
-            self.methods[name] = self.runtime.registries.methods.get(name)(self.config_of(name))
+            self.methods[name] = self.runtime.registries.methods.get(parse_label(name)[0])(self.config_of(name))
         return self.methods[name]
 
     def __call__(self, name: str, seed: int) -> Any:
@@ -305,8 +332,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             from .errors import did_you_mean
 
             raise ConfigError(f"`method_options.{extra}`: " + did_you_mean("method", extra, runtime.registries.methods.names()))
-    configs = {n: method_config(runtime.registries.methods.get(n), task, cfg.method_options.get(n, {}), n)
-               for n in names if n not in broken}
+    configs: dict[str, Any] = {}
 
     def config_of(name: str) -> Any:
         if name not in configs:
@@ -322,13 +348,34 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             except PluginError:
                 pass  # cannot import it: reported if a method needs it
 
-    families = FamilyPlanner(lambda name, seed: FitContext(
+    variants: dict[str, Any] = {}  # variant label -> its config
+
+    def config_for(label: str) -> Any:
+        """The config of a method name (the run's) or of a variant `name@field=value` (the
+        run's config for `name` with the variant's overrides)."""
+        name, overrides = parse_label(label)
+        if not overrides:
+            return config_of(name)
+        if label not in variants:
+            where = f"methods[{cfg.methods.index(label)}]" if label in cfg.methods else f"method {label!r}"
+            config_of(name)  # method_options errors first, named `method_options.<name>`
+            variants[label] = method_config(runtime.registries.methods.get(name), task,
+                                            {**cfg.method_options.get(name, {}), **overrides}, name, where)
+        return variants[label]
+
+    for label in names:
+        if parse_label(label)[0] not in broken:
+            config_for(label)
+    compare = compare_pairs(cfg.compare_to, names)
+
+    families = FamilyPlanner(lambda label, seed: FitContext(
         task=task, seed=seed, data=plan.data[seed], base=plan.base[seed], weights=list(grid), runtime=runtime,
-        method_name=name, method_configs=config_of, method_families=families,
-        resources=resources(bool(runtime.registries.methods.get(name).needs_model))), runtime, config_of)
+        method_name=label, method_configs=config_of, method_families=families,
+        resources=resources(bool(runtime.registries.methods.get(parse_label(label)[0]).needs_model))),
+        runtime, config_for)
 
     decoding = to_dict(cfg.decoding)
-    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {}, device, extras)
+    plan = Plan(cfg, task, grid, generator, {}, {}, {}, {}, device=device, extra_scorers=extras, compare=compare)
     spec_generator = _generator_chooser(runtime, generator, task.default_generator)
     gen_res = {name: resources(bool(getattr(runtime.registries.generators.get(name), "uses_accelerator", True)))
                for name in {generator, task.default_generator}}
@@ -347,7 +394,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
                     tags={"method": label, "seed": seed, "spec_lora_rank": planned_lora_rank(spec)})
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",
                       {**task.stage_config("score"), "scorers": [list(s) for s in task.scorers()]},
-                      {"generations": gen}, resources=score_res, tags={"method": label, "seed": seed})
+                      {"generations": gen}, resources=score_res, tags={"method": label, "seed": seed}, version="2")
         tags = {"method": label, "seed": seed}
         extra = [extra_scorers.plan_stage(e, gen, tag, tags, extra_res[e.name]) for e in extras]
         return EvalPoint(label, tuple(w) if w is not None else None, seed, gen, score, extra=extra, generator=backend)
@@ -357,25 +404,35 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
                                                             resources(task.uses_accelerator("base")))
         plan.reference[seed] = eval_point("base", PolicySpec(plan.base[seed]), None, seed)
 
-    for name in names:
+    for label in names:
+        name = parse_label(label)[0]
         if name in broken:
-            plan.methods[name] = MethodPlan(name, {}, [], {}, error=broken[name].splitlines()[0], traceback=broken[name])
-            runtime.log(f"method {name} failed: {plan.methods[name].error}")
+            plan.methods[label] = MethodPlan(label, {}, [], {}, error=broken[name].splitlines()[0], traceback=broken[name])
+            runtime.log(f"method {label} failed: {plan.methods[label].error}")
             continue
-        mp = MethodPlan(name, to_dict(configs[name]), [], {})
-        plan.methods[name] = mp
+        mp = MethodPlan(label, to_dict(config_for(label)), [], {})
+        plan.methods[label] = mp
         try:
-            method = families.method(name)
+            method = families.method(label)
             mp.trained_on, mp.variant = method.trained_on(task), method.variant()
             for seed in cfg.seeds:
-                family = families(name, seed)
+                family = families(label, seed)
                 mp.extra[seed] = dict(family.extra_stages())
                 for w in grid:
                     spec = family.policy(w)
                     if spec is not None:
-                        mp.points.append(eval_point(name, spec, w, seed))
+                        mp.points.append(eval_point(label, spec, w, seed))
             if not mp.points:
-                raise RuntimeError(f"method {name!r} gave no policy for any weight of the grid")
+                raise RuntimeError(f"method {label!r} gave no policy for any weight of the grid")
+            if cfg.eval_noise_replicates:
+                from .evaluation import noise_stage
+
+                fixed_ref = cfg.ref_point if cfg.ref_point is not None else task.reference_point()
+                for seed in cfg.seeds:
+                    pts = [p.score for p in mp.points if p.seed == seed]
+                    if pts:
+                        mp.noise[seed] = noise_stage(label, seed, pts, plan.reference[seed].score, fixed_ref, task,
+                                                     cfg.eval_noise_replicates)
         except UsageError:
             raise
         except Exception as e:  # a broken method must not stop the others
@@ -383,8 +440,8 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
 
             mp.error = f"planning failed: {type(e).__name__}: {e}".splitlines()[0]
             mp.traceback = format_exception(e)
-            mp.points, mp.extra = [], {}
-            runtime.log(f"method {name} failed while planning: {type(e).__name__}: {e}".splitlines()[0])
+            mp.points, mp.extra, mp.noise = [], {}, {}
+            runtime.log(f"method {label} failed while planning: {type(e).__name__}: {e}".splitlines()[0])
     _add_generator_hints([*plan.reference.values(), *(p for m in plan.methods.values() for p in m.points)])
     return plan
 
@@ -475,12 +532,17 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
 
     Bad input raises `UsageError` before anything is created (OUT, cache dirs); stage
     failures are recorded in the summary instead; a report that cannot be written raises
-    `ReportWriteError` with the previous report left intact."""
+    `ReportWriteError` with the previous report left intact. A config with a `sweep` plans
+    every sweep point, runs the union of their stages once and returns the sweep index
+    (`sipo_bench.sweep`)."""
+    from . import sweep as sweeps
     from .outdir import ResultsDir
 
     t0 = time.time()
     runtime = runtime or Runtime(plugins_dir=cfg.plugins_dir, quiet=cfg.quiet)
-    plan = plan_run(cfg, runtime)
+    points = sweeps.plan_sweep(cfg, runtime, plan_run)  # [] without a sweep
+    plans = [p.plan for p in points] or [plan_run(cfg, runtime)]
+    plan = plans[0]
     out = Path(cfg.out) if cfg.out else default_out(cfg.task)
     results = ResultsDir(out)
     results.check_writable()
@@ -497,7 +559,7 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     why = probe_writable(cache.root)
     if why:
         raise UsageError(f"`--cache-dir`: expected a writable directory, got {str(cache.root)!r} ({why})")
-    stages = plan.stages()
+    stages = walk([s for p in plans for s in p.stages()])
     executor = runtime.registries.executors.get(cfg.executor)(**cfg.executor_options)
 
     # --- from here on, things are created ---
@@ -518,7 +580,7 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
             if cfg.cpu_threads is not None and in_process and any(not cache.is_done(s) for s in stages):
                 _set_cpu_threads(cfg.cpu_threads)
             runtime.log(f"run {run_id}: task {plan.task.name}, {len(plan.methods)} method(s), {len(cfg.seeds)} seed(s), "
-                        f"{len(plan.grid)} weights, {len(stages)} stages (cache {cache.root}; device {plan.device}"
+                        f"{len(plan.grid)} weights{f', {len(plans)} sweep points' if points else ''}, {len(stages)} stages (cache {cache.root}; device {plan.device}"
                         + (f", {jobs} jobs)" if cfg.executor == "local" else ")"))
             with using(plan.device), runtime.live():
                 with runtime.progress(len(stages), "stages") as overall:
@@ -528,12 +590,19 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
             cache.end_run(run_id)
     failures = {f"{s.key}.txt": f"{s.name}\n\n{o.traceback}" for s in stages
                 if (o := outcomes.get(s.key)) is not None and o.status == "failed"}
-    failures.update({f"plan-{n}.txt": f"planning {n}\n\n{m.traceback}" for n, m in plan.methods.items() if m.traceback})
+    if points:
+        return sweeps.write_sweep(cfg, points, outcomes, cache, out, failures, run_id=run_id, t0=t0), out
+    failures.update(plan_failures(plan))
     summary = summarize(plan, outcomes, cache, wall_seconds=time.time() - t0, run_id=run_id)
     from .outdir import write_report
 
     write_report(out, summary, failures)
     return summary, out
+
+
+def plan_failures(plan: Plan) -> dict[str, str]:
+    """`logs/failures/` files of a plan's methods that failed while planning."""
+    return {f"plan-{n}.txt": f"planning {n}\n\n{m.traceback}" for n, m in plan.methods.items() if m.traceback}
 
 
 def _set_cpu_threads(n: int) -> None:
@@ -614,6 +683,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         cause = f"stage {causes[0].name}: {outcomes[causes[0].key].error}" if causes else "the base policy was not scored"
         no_ref_error = f"no HV reference point for seed(s) {', '.join(map(str, no_ref))} ({cause})"
 
+    reference_side = {s.key for s in walk([ep.score for ep in plan.reference.values()])}
     data_meta = {seed: result(st) for seed, st in plan.data.items()}
     base_meta = {seed: result(st) for seed, st in plan.base.items()}
 
@@ -624,30 +694,41 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
                                  "front": [], "hypervolume": None, "hypervolume_floor": None, "igd_plus": None}
         failed = [(p, outcomes.get(s.key)) for p in mp.points for s in (p.generate, p.score, *p.extra)]
         failed = [(p, o) for p, o in failed if o is None or o.status in ("failed", "skipped")]
-        upstream = [s for s in walk([s for p in mp.points for s in (p.score, *p.extra)] + [x for ex in mp.extra.values() for x in ex.values()])
-                    if outcomes.get(s.key) is not None and outcomes[s.key].status == "failed"]
+        own = [s for p in mp.points for s in (p.score, *p.extra)] + [x for ex in mp.extra.values() for x in ex.values()]
+        own += list(mp.noise.values())
+        upstream = [s for s in walk(own) if outcomes.get(s.key) is not None and outcomes[s.key].status == "failed"]
         if mp.error or failed or upstream:
             entry["status"] = "failed"
             if not entry["error"]:
-                first = upstream[0] if upstream else None
-                entry["error"] = f"stage {first.name}: {outcomes[first.key].error}" if first else "a stage did not run"
+                own_up = [s for s in upstream if s.key not in reference_side]  # not the base policy's scoring
+                first = (own_up or upstream)[0] if upstream else None
+                if not own_up and no_ref_error:
+                    entry["error"] = no_ref_error
+                else:
+                    entry["error"] = f"stage {first.name}: {outcomes[first.key].error}" if first else "a stage did not run"
         for p in mp.points:
             r = result(p.score)
             if r is not None:
                 if not all(math.isfinite(x) for x in r["mean"]) and entry["status"] == "ok":
                     entry["status"] = "failed"
                     entry["error"] = f"stage {p.score.name}: non-finite mean score {r['mean']}"
-                entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"], "generator": p.generator})
+                entry["points"].append({"w": list(p.w), "seed": p.seed, "scores": r["mean"], "se": r.get("se"),
+                                        "n_prompts": r.get("n"), "generator": p.generator})
         entry["generators"] = sorted({p.generator for p in mp.points})
         if no_ref_error and entry["status"] == "ok":
             entry["status"], entry["error"] = "failed", no_ref_error
-        method_indicators(entry, ref_points, floor, [(o.name, o.higher_is_better) for o in objectives], list(cfg.seeds))
-        entry["stage_seconds"] = _seconds_by_kind([p.score for p in mp.points] + [x for ex in mp.extra.values() for x in ex.values()], outcomes)
+        noise = {seed: result(st) for seed, st in mp.noise.items()}
+        eval_se = {key: {seed: (r[key] or {}).get("se") for seed, r in noise.items() if r} if noise else None
+                   for key in stats.HV_KEYS}
+        method_indicators(entry, ref_points, floor, [(o.name, o.higher_is_better) for o in objectives], list(cfg.seeds),
+                          eval_se)
+        entry["stage_seconds"] = _seconds_by_kind(own, outcomes)
         entry["seconds"] = round(sum(entry["stage_seconds"].values()), 3)
         entry["extra"] = {str(seed): {n: result(st) for n, st in ex.items()} for seed, ex in mp.extra.items() if ex}
         methods[name] = entry
 
-    union_front = _igd_plus_all(methods, maximize)
+    union_front = stats.union_front_igd_plus(methods, maximize)
+    stats.comparisons(methods, plan.compare)
 
     stages = plan.stages()
     counts: dict[str, int] = {}
@@ -669,6 +750,10 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "floor": floor,
         "floor_source": f"task {task.name}" if floor is not None else None,
         "union_front": union_front,
+        "compare_to": [list(p) for p in plan.compare],
+        "evaluation": {"test_prompts": {str(s): (result(ep.score) or {}).get("n") for s, ep in plan.reference.items()},
+                       "samples_per_prompt": cfg.decoding.samples_per_prompt,
+                       "noise_replicates": cfg.eval_noise_replicates},
         "base_policy": {"scores": {str(s): v for s, v in base_scores.items()}},
         "task_data": {str(s): v for s, v in data_meta.items()},
         "task_base": {str(s): v for s, v in base_meta.items()},
@@ -688,7 +773,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
 
 
 def method_indicators(entry: dict, ref_points: dict, floor: list[float] | None, objectives: list[tuple[str, bool]],
-                      seeds: list[int]) -> None:
+                      seeds: list[int], eval_se: dict | None = None) -> None:
     """Fill a method entry's `mean_points` (mean over seeds per w), `front` (of those means),
     `hypervolume` / `hypervolume_floor` (per seed, then over seeds; only for an ok method) and
     `best` from its `points`. Used by the run and by `report.merge`."""
@@ -702,9 +787,11 @@ def method_indicators(entry: dict, ref_points: dict, floor: list[float] | None, 
     if mean_points and entry["status"] == "ok":
         arr = np.array([m["scores"] for m in mean_points])
         entry["front"] = [mean_points[i] for i in pareto.pareto_front(arr, maximize)]
-        entry["hypervolume"] = _hv_stats(entry["points"], ref_points, maximize, seeds)
+        se = eval_se or {}
+        entry["hypervolume"] = stats.hv_stats(entry["points"], ref_points, maximize, seeds, se.get("hypervolume"))
         if floor is not None:
-            entry["hypervolume_floor"] = _hv_stats(entry["points"], {s: floor for s in seeds}, maximize, seeds)
+            entry["hypervolume_floor"] = stats.hv_stats(entry["points"], {s: floor for s in seeds}, maximize, seeds,
+                                                        se.get("hypervolume_floor"))
     entry["best"] = ({name: (max if hib else min)(m["scores"][i] for m in mean_points)
                       for i, (name, hib) in enumerate(objectives)} if mean_points else {})
 
@@ -733,34 +820,3 @@ def comparable(summary: dict) -> dict:
         return x
 
     return strip(s)
-
-
-def _igd_plus_all(methods: dict[str, dict], maximize: list[bool]) -> list[list[float]]:
-    """Set each method's `igd_plus` against the union front (the non-dominated subset of every
-    method's mean front, failed methods excluded, exact duplicates once) and return it."""
-    union = [list(x) for x in dict.fromkeys(tuple(f["scores"]) for entry in methods.values() for f in entry["front"])]
-    if not union:
-        return []
-    union_front = [union[i] for i in pareto.pareto_front(union, maximize)]
-    for entry in methods.values():
-        entry["igd_plus"] = (pareto.igd_plus([f["scores"] for f in entry["front"]], union_front, maximize)
-                             if entry["front"] else None)
-    return union_front
-
-
-def _hv_stats(points: list[dict], ref_points: dict, maximize: list[bool], seeds: list[int]) -> dict | None:
-    """HV of each seed's points against that seed's reference point; mean, sample std and the
-    95% percentile-bootstrap interval over seeds (None with one seed)."""
-    per_seed = {}
-    for seed in seeds:
-        ref = ref_points.get(seed)
-        pts = [p["scores"] for p in points if p["seed"] == seed]
-        if ref is None or not pts:
-            continue
-        per_seed[str(seed)] = pareto.hypervolume(pts, ref, maximize)
-    if not per_seed:
-        return None
-    vals = list(per_seed.values())
-    ci = pareto.bootstrap_ci(vals)
-    return {"mean": float(np.mean(vals)), "per_seed": per_seed, "ci95": list(ci) if ci else None,
-            "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}

@@ -337,12 +337,12 @@ class Method(abc.ABC):
         Do no heavy work here: create stages with `ctx.stage(...)` and refer to them in the
         family's `PolicySpec`s; the executor runs them, cached and resumable."""
 
-    def trained_on(self, task: Task) -> str:
+    def trained_on(self, task: Task) -> str | None:
         """What training signal this method (with its config) sees on `task`, in a few words
         (stored as `trained_on` in the method's entry of summary.json): "pair labels" for
         methods that learn from the task's preference pairs only; say so when a method sees
         anything else (a reward model learned from the pairs, the evaluation judge itself,
-        self-generated data)."""
+        self-generated data); None for a method that trains on nothing."""
         return "pair labels"
 
     def variant(self) -> str | None:
@@ -423,8 +423,15 @@ class DecodingConfig:
     temperature: float = field(1.0, help="Sampling temperature (ignored when greedy).")
     top_p: float = field(1.0, help="Nucleus sampling mass (ignored when greedy).")
     batch_size: int = field(64, help="Prompts per generation batch.")
+    samples_per_prompt: int = field(1, help="Responses sampled per test prompt (sampled decoding only); a point's "
+                                            "score is the per-prompt mean over samples, then the mean over prompts.")
 
     def __post_init__(self) -> None:
+        if isinstance(self.samples_per_prompt, bool) or self.samples_per_prompt < 1:
+            raise ConfigError(f"`samples_per_prompt`: expected an integer >= 1, got {self.samples_per_prompt!r}")
+        if self.greedy and self.samples_per_prompt != 1:
+            raise ConfigError(f"`samples_per_prompt`: expected 1 with greedy decoding (greedy samples are identical; "
+                              f"set `greedy: false` to sample), got {self.samples_per_prompt}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"`max_new_tokens`: expected >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:

@@ -4,8 +4,9 @@ Public API (everything else here is private):
 
 - :func:`pareto_front` -- indices of the non-dominated points;
 - :func:`hypervolume` -- volume dominated by a set and bounded by a reference point;
-- :func:`igd_plus` -- IGD+ of a set against a reference front (lower is better);
-- :func:`bootstrap_ci` -- percentile bootstrap interval of a mean.
+- :func:`igd_plus` -- IGD+ of a set against a reference front (lower is better).
+
+Statistics over seeds and prompts (intervals, paired tests, noise) are in :mod:`sipo_bench.stats`.
 
 Points are (n, k) arrays in the objectives' own units; ``maximize`` is one boolean per
 objective. pymoo minimises, so maximised columns are negated exactly once, in ``_to_min``;
@@ -16,13 +17,11 @@ argument, what was expected and what came.
 
 from __future__ import annotations
 
-import math
-from itertools import combinations_with_replacement
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["pareto_front", "hypervolume", "igd_plus", "bootstrap_ci"]
+__all__ = ["pareto_front", "hypervolume", "igd_plus"]
 
 ArrayLike = Sequence[Sequence[float]] | np.ndarray
 
@@ -130,62 +129,3 @@ def igd_plus(points: ArrayLike, reference_front: ArrayLike, maximize: Sequence[b
     from pymoo.indicators.igd_plus import IGDPlus
 
     return float(IGDPlus(_to_min(ref, mx))(_to_min(arr, mx)))
-
-
-# --- Uncertainty over seeds ---------------------------------------------------------------------
-
-
-def _exact_bootstrap(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every distinct resample of `v` (a multiset of n indices) with its probability."""
-    n = v.size
-    means, weights = [], []
-    for combo in combinations_with_replacement(range(n), n):
-        counts = np.bincount(combo, minlength=n)
-        means.append(float(counts @ v) / n)
-        weights.append(math.factorial(n) // math.prod(math.factorial(int(c)) for c in counts))
-    return np.asarray(means), np.asarray(weights, dtype=float) / float(n) ** n
-
-
-def _lower_quantile(x: np.ndarray, p: np.ndarray, q: float) -> float:
-    """Smallest x with P(X <= x) >= q (inverse CDF of the discrete distribution (x, p))."""
-    order = np.argsort(x, kind="stable")
-    cdf = np.cumsum(p[order])
-    i = int(np.searchsorted(cdf, q * cdf[-1] * (1 - 1e-12), side="left"))
-    return float(x[order][min(i, x.size - 1)])
-
-
-def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_resamples: int = 10000,
-                 seed: int = 0) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean of `values`; None with fewer than two values.
-
-    With a = (1 - level) / 2, `lo` is the smallest mean m with P(mean* <= m) >= a and `hi` the
-    largest m with P(mean* >= m) >= a, over the bootstrap distribution of the mean (resamples
-    of size n with replacement). So negating the values negates and swaps the interval.
-
-    The distribution is enumerated exactly (every distinct resample, weighted by its
-    multinomial probability) when there are at most `n_resamples` distinct resamples, i.e.
-    C(2n-1, n) <= n_resamples: up to 8 values at the default. Above that, `n_resamples`
-    resamples are drawn with a fixed `seed`, so the interval is deterministic either way.
-    Constant values give the degenerate interval (v, v); the interval always lies in
-    [min(values), max(values)].
-    """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
-    if int(n_resamples) < 1:
-        raise ValueError(f"n_resamples: expected an integer >= 1, got {n_resamples!r}")
-    v = np.asarray(values, dtype=float).reshape(-1)
-    if not np.isfinite(v).all():
-        raise ValueError(f"values: expected finite numbers, got {v.tolist()}")
-    if v.size < 2:
-        return None
-    a = (1.0 - level) / 2.0
-    if math.comb(2 * v.size - 1, v.size) <= n_resamples:
-        means, p = _exact_bootstrap(v)
-    else:
-        rng = np.random.default_rng(seed)
-        means = v[rng.integers(0, v.size, size=(int(n_resamples), v.size))].mean(axis=1)
-        p = np.full(means.size, 1.0 / means.size)
-    lo = _lower_quantile(means, p, a)
-    hi = -_lower_quantile(-means, p, a)
-    vmin, vmax = float(v.min()), float(v.max())
-    return min(max(lo, vmin), vmax), min(max(hi, vmin), vmax)

@@ -13,16 +13,19 @@ import csv
 import io
 import json
 import math
+import statistics
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from . import stats
 from .errors import UsageError
 from .fsio import atomic_write_bytes
 from .stages import _json_default
 
 __all__ = ["load_summaries", "merge", "render_files", "console_table", "table_md", "points_csv",
-           "front_figure", "front_png_bytes", "plot_front", "normalize"]
+           "front_figure", "front_png_bytes", "plot_front", "plot_figure", "normalize", "comparison_table",
+           "noise_table", "per_seed_table", "upgrade"]
 
 REQUIRED_KEYS = ("schema_version", "task", "objectives", "methods")
 
@@ -64,10 +67,31 @@ def _load_one(d: Path) -> dict:
         raise UsageError(f"`{d}`: expected `objectives` in {path.name} to be a list of {{name, higher_is_better}}, got {objectives!r}")
     if not isinstance(methods, dict) or not all(isinstance(m, dict) and "status" in m for m in methods.values()):
         raise UsageError(f"`{d}`: expected `methods` in {path.name} to map method names to entries with a status")
+    data = upgrade(data)
     problem = check_summary(data)
     if problem:
         raise UsageError(f"{problem} (in {path})")
     return data
+
+
+def upgrade(summary: dict) -> dict:
+    """A schema-1 summary in the current shape: its HV `ci95` (a percentile bootstrap even on 3
+    seeds) is replaced by the `interval` today's rule gives for the same per-seed values
+    (:func:`sipo_bench.stats.mean_interval`); nothing else is recomputed."""
+    if summary.get("schema_version", 0) >= 2:
+        return summary
+    for m in summary["methods"].values():
+        if not isinstance(m, dict):
+            continue
+        for key in stats.HV_KEYS:
+            hv = m.get(key)
+            if isinstance(hv, dict) and isinstance(hv.get("per_seed"), dict):
+                hv.pop("ci95", None)
+                hv["interval"] = stats.mean_interval(list(hv["per_seed"].values()))
+    summary.setdefault("compare_to", [])
+    summary["upgraded_from_schema"] = summary["schema_version"]
+    summary["schema_version"] = 2
+    return summary
 
 
 def load_summaries(dirs: Iterable[str | Path]) -> list[dict]:
@@ -102,11 +126,13 @@ def merge(summaries: Sequence[dict]) -> dict:
       config must be the same in every run, and a (w, seed) point present twice must have the
       same scores, else `UsageError` (a genuine conflict: rerun into one directory, or leave
       one run out). It is `ok` only if it is ok in every run;
-    - mean points, fronts, HV statistics, the union front and IGD+ are recomputed over the
-      merged set, with the same functions as the run; `merged_from` records every source run;
+    - mean points, fronts, HV statistics (with each seed's evaluation-noise SE carried over),
+      the union front, IGD+ and the paired comparisons (the union of the runs' `compare_to`
+      pairs whose methods are present) are recomputed over the merged set, with the same
+      functions as the run; `merged_from` records every source run;
     - `config`, `versions`, `git_commit` and descriptions are those of the first run.
     """
-    from .experiment import _igd_plus_all, method_indicators
+    from .experiment import method_indicators
 
     if not summaries:
         raise UsageError("`dirs`: expected at least one run directory, got none")
@@ -127,6 +153,7 @@ def merge(summaries: Sequence[dict]) -> dict:
     merged_from: list[dict] = []
     extra_objectives: dict[str, dict] = {}
     stage_counts: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
     wall = 0.0
     for s in parts:
         label = _run_label(s)
@@ -161,11 +188,12 @@ def merge(summaries: Sequence[dict]) -> dict:
                 weights.append(w)
         for name, entry in s["methods"].items():
             methods[name] = _merge_method(name, methods.get(name), entry, label) if name in methods else \
-                {**entry, "_runs": [label]}
+                {**entry, "_runs": [label], "_eval_se": _eval_se(entry)}
         for o in s.get("extra_objectives") or []:
             known = extra_objectives.setdefault(o["name"], o)
             if bool(known["higher_is_better"]) != bool(o["higher_is_better"]):
                 raise UsageError(f"cannot merge runs whose extra objective {o['name']!r} has opposite directions (run {label})")
+        pairs += [tuple(p) for p in s.get("compare_to") or [] if tuple(p) not in pairs]
         run = s.get("run") or {}
         wall += float(run.get("wall_seconds") or 0.0)
         for k, v in (run.get("stages") or {}).items():
@@ -182,9 +210,12 @@ def merge(summaries: Sequence[dict]) -> dict:
     objectives = [(o["name"], bool(o["higher_is_better"])) for o in first["objectives"]]
     for entry in methods.values():
         entry.pop("_runs", None)
+        eval_se = entry.pop("_eval_se", None)
         entry["points"] = list(entry.get("points") or [])
-        method_indicators(entry, refs_by_seed, floor, objectives, seed_list)
-    union_front = _igd_plus_all(methods, maximize)
+        method_indicators(entry, refs_by_seed, floor, objectives, seed_list, eval_se)
+    union_front = stats.union_front_igd_plus(methods, maximize)
+    pairs = [p for p in pairs if p[0] in methods and p[1] in methods]
+    stats.comparisons(methods, pairs)
     valid = [r for r in ref_points.values() if r is not None]
     out.update({
         "weights": weights,
@@ -192,6 +223,7 @@ def merge(summaries: Sequence[dict]) -> dict:
         "ref_point": [sum(c) / len(valid) for c in zip(*valid)] if valid else None,
         "ref_points": dict(sorted(ref_points.items(), key=lambda kv: int(kv[0]))),
         "union_front": union_front,
+        "compare_to": [list(p) for p in pairs],
         "base_policy": {**(first.get("base_policy") or {}), "scores": dict(sorted(base_scores.items(), key=lambda kv: int(kv[0])))},
         "task_data": dict(sorted(task_data.items(), key=lambda kv: int(kv[0]))),
         "task_base": dict(sorted(task_base.items(), key=lambda kv: int(kv[0]))),
@@ -221,7 +253,10 @@ def _merge_method(name: str, acc: dict, entry: dict, label: str) -> dict:
             raise UsageError(f"cannot merge method {name!r}: seed {p['seed']}, w={list(k[0])} has scores "
                              f"{points[k]['scores']} in run {', '.join(runs)} and {p['scores']} in run {label}")
         points.setdefault(k, p)
-    out = {**acc, "points": list(points.values()), "_runs": runs + [label]}
+    se = _eval_se(entry)
+    out = {**acc, "points": list(points.values()), "_runs": runs + [label],
+           "_eval_se": {k: None if acc["_eval_se"][k] is None and se[k] is None
+                        else {**(acc["_eval_se"][k] or {}), **(se[k] or {})} for k in stats.HV_KEYS}}
     if entry.get("status") != "ok" and acc.get("status") == "ok":
         out["status"] = entry.get("status") or "failed"
         out["error"] = f"run {label}: {entry.get('error') or 'failed'}"
@@ -232,6 +267,12 @@ def _merge_method(name: str, acc: dict, entry: dict, label: str) -> dict:
     out["seconds"] = round(float(acc.get("seconds") or 0.0) + float(entry.get("seconds") or 0.0), 3)
     out["extra"] = {**(entry.get("extra") or {}), **(acc.get("extra") or {})}
     return out
+
+
+def _eval_se(entry: dict) -> dict:
+    """{HV key: {seed: evaluation-noise SE} or None (not measured)} of a method entry."""
+    return {key: (entry.get(key) or {}).get("eval_se") if isinstance(entry.get(key), dict) else None
+            for key in stats.HV_KEYS}
 
 
 # --- Formatting -----------------------------------------------------------------------------
@@ -261,13 +302,32 @@ def _named_vec(summary: dict, values: Sequence[float]) -> str:
     return ", ".join(f"{o['name']}={_num(v)}" for o, v in zip(summary["objectives"], values))
 
 
-def _hv_cell(hv: dict | None, n_seeds: int) -> str:
+def _interval_text(iv: dict | None) -> str:
+    return f"[{_num(iv['lo'])}, {_num(iv['hi'])}]" if iv else ""
+
+
+def _kinds(ivs: Iterable[dict | None]) -> list[str]:
+    return sorted({stats.interval_label(iv) for iv in ivs if iv})
+
+
+def _hv_intervals(summary: dict, key: str) -> list[dict]:
+    return [(m.get(key) or {}).get("interval") for m in summary["methods"].values()]
+
+
+def _kind_suffix(kinds: list[str]) -> str:
+    """Header suffix naming the interval: one kind -> ` [95% t]`; several -> each cell names its own."""
+    if not kinds:
+        return ""
+    return f" [{kinds[0]}]" if len(kinds) == 1 else " [interval: kind per cell]"
+
+
+def _hv_cell(hv: dict | None, n_seeds: int, mixed: bool = False) -> str:
     if not hv:
         return "-"
     text = _num(hv["mean"])
-    if hv.get("ci95"):
-        lo, hi = hv["ci95"]
-        text += f" [{_num(lo)}, {_num(hi)}]"
+    iv = hv.get("interval")
+    if iv:
+        text += " " + _interval_text(iv) + (f" ({stats.interval_label(iv)})" if mixed else "")
     n = len(hv.get("per_seed") or {})
     if n and n < n_seeds:
         text += f" ({n}/{n_seeds} seeds)"
@@ -301,19 +361,21 @@ def _has_floor(summary: dict) -> bool:
     return summary.get("floor") is not None
 
 
-def _any_ci(summary: dict) -> bool:
-    return any((m.get(key) or {}).get("ci95") for m in summary["methods"].values()
-               for key in ("hypervolume", "hypervolume_floor"))
+def _label_columns(summary: dict) -> list[str]:
+    """`trained on` / `variant` columns, when any method entry carries them (filled by methods)."""
+    return [k for k in ("trained_on", "variant") if any(m.get(k) for m in summary["methods"].values())]
 
 
 def header(summary: dict, *, with_ref: bool = True) -> list[str]:
-    """Column names of table.md's main table (the reference point in the HV header). No
-    timing column: table.md holds only what two runs of the same config share."""
+    """Column names of table.md's main table: the reference point and the kind and level of
+    the interval in each HV header. No timing column: table.md holds only what two runs of
+    the same config share."""
     ref = f" {_vec(summary.get('ref_point'))}" if with_ref else ""
-    ci = " [95% CI]" if _any_ci(summary) else ""
-    cols = ["method", "status", f"HV vs ref{ref}{ci}"]
+    cols = ["method", *[k.replace("_", " ") for k in _label_columns(summary)], "status",
+            f"HV vs ref{ref}{_kind_suffix(_kinds(_hv_intervals(summary, 'hypervolume')))}"]
     if _has_floor(summary):
-        cols.append(f"HV vs floor{' ' + _vec(summary['floor']) if with_ref else ''}{ci}")
+        floor = " " + _vec(summary["floor"]) if with_ref else ""
+        cols.append(f"HV vs floor{floor}{_kind_suffix(_kinds(_hv_intervals(summary, 'hypervolume_floor')))}")
     cols += ["IGD+ (lower is better)", "front points"]
     cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'})" for o in summary["objectives"]]
     cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'}; extra)" for o in _extra_objectives(summary)]
@@ -324,18 +386,117 @@ def rows(summary: dict, *, with_time: bool = False) -> list[list[str]]:
     """One row of text per method, in the summary's order; '-' where a value is absent.
     `with_time` appends the method's summed stage seconds (console only: it varies by run)."""
     n_seeds = len(summary.get("seeds") or [])
+    mixed = {key: len(_kinds(_hv_intervals(summary, key))) > 1 for key in stats.HV_KEYS}
     out = []
     for name, m in summary["methods"].items():
         best = m.get("best") or {}
-        row = [name, str(m.get("status")), _hv_cell(m.get("hypervolume"), n_seeds)]
+        row = [name, *[str(m.get(k) or "-") for k in _label_columns(summary)], str(m.get("status")),
+               _hv_cell(m.get("hypervolume"), n_seeds, mixed["hypervolume"])]
         if _has_floor(summary):
-            row.append(_hv_cell(m.get("hypervolume_floor"), n_seeds))
+            row.append(_hv_cell(m.get("hypervolume_floor"), n_seeds, mixed["hypervolume_floor"]))
         row += [_num(m.get("igd_plus")), str(len(m.get("front") or []))]
         row += [_num(best.get(o["name"])) for o in summary["objectives"] + _extra_objectives(summary)]
         if with_time:
             row.append(_num(m.get("seconds")))
         out.append(row)
     return out
+
+
+def _hv_refs(summary: dict) -> list[tuple[str, str]]:
+    """(summary key, short name) of each HV reference the summary has."""
+    return [("hypervolume", "ref")] + ([("hypervolume_floor", "floor")] if _has_floor(summary) else [])
+
+
+def per_seed_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Per-seed HVs (one row per method and reference), shown when an HV interval is a
+    t-interval (fewer than 10 seeds): the values the interval is computed from."""
+    ivs = [iv for key in stats.HV_KEYS for iv in _hv_intervals(summary, key) if iv]
+    if not any(iv["method"] == "t" for iv in ivs):
+        return [], []
+    seeds = [str(x) for x in summary.get("seeds") or []]
+    body = []
+    for name, m in summary["methods"].items():
+        for key, ref in _hv_refs(summary):
+            per = (m.get(key) or {}).get("per_seed")
+            if per:
+                body.append([name, ref, *[_num(per.get(s)) for s in seeds]])
+    return ["method", "HV vs", *[f"seed {s}" for s in seeds]], body
+
+
+def _p_cell(p: dict | None) -> str:
+    if not p:
+        return "-"
+    how = f"exact, {p['patterns']} patterns" if p.get("method") == "exact" else f"Monte Carlo, {p.get('draws')} draws"
+    return f"{_num(p['p'])} ({how})"
+
+
+def comparison_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Paired comparisons: one row per declared (method, baseline) pair; for each HV reference
+    the mean ΔHV with its paired interval, wins/ties/losses out of n, and the sign-flip p."""
+    items = [(name, b, c) for name, m in summary["methods"].items() for b, c in (m.get("comparisons") or {}).items()]
+    if not items:
+        return [], []
+    refs = _hv_refs(summary)
+    cols = ["method", "baseline"]
+    for key, ref in refs:
+        kinds = _kinds((c.get(key) or {}).get("interval") for _, _, c in items)
+        cols += [f"ΔHV vs {ref}{_kind_suffix(kinds)}", f"W/T/L vs {ref}", f"p vs {ref} (sign-flip)"]
+    body = []
+    for name, b, c in items:
+        row = [name, b]
+        for key, _ in refs:
+            d = c.get(key)
+            if not d:
+                row += ["-", "-", "-"]
+                continue
+            mixed = len(_kinds((x.get(key) or {}).get("interval") for _, _, x in items)) > 1
+            iv = d.get("interval")
+            cell = _num(d["mean"]) + (" " + _interval_text(iv) if iv else "")
+            cell += f" ({stats.interval_label(iv)})" if iv and mixed else ""
+            row += [cell, f"{d['wins']}/{d['ties']}/{d['losses']} of {d['n']}", _p_cell(d.get("p_value"))]
+        body.append(row)
+    return cols, body
+
+
+def noise_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Evaluation noise vs seed-to-seed spread of HV, per method and reference."""
+    body = []
+    for name, m in summary["methods"].items():
+        for key, ref in _hv_refs(summary):
+            n = (m.get(key) or {}).get("noise")
+            if n:
+                share = n["eval_var"] / n["seed_var"] if n.get("seed_var") else None
+                body.append([name, ref, n.get("advice") or "-", _num(n.get("seed_sd")), _num(n["eval_se"]),
+                             _num(n.get("ratio")), _num(share)])
+    if not body:
+        return [], []
+    return ["method", "HV vs", "to narrow", "seed sd", "eval SE (rms)", "eval SE / seed sd", "eval var / seed var"], body
+
+
+def noise_lines(summary: dict) -> list[str]:
+    """What the evaluation-noise table means, and the verdict over methods."""
+    ev = summary.get("evaluation") or {}
+    reps = ev.get("noise_replicates")
+    n_prompts = sorted({v for v in (ev.get("test_prompts") or {}).values() if v})
+    lines = [f"HV's evaluation-noise SE per method and seed: a bootstrap over the test prompts ({reps} replicates; "
+             "each replicate resamples the prompts once and applies the same resample to every point of the method "
+             "and to the base policy's reference point), reported as the root mean square over seeds. seed sd: the sd "
+             "of the per-seed HVs, which contains the evaluation noise. When eval SE / seed sd > 0.25 evaluation "
+             "noise is a sizeable share of the spread between seeds: more test prompts narrow the intervals; below, "
+             "training variation dominates: more seeds do."]
+    if n_prompts:
+        lines[0] += f" Test prompts per seed: {', '.join(str(x) for x in n_prompts)}"
+        spp = ev.get("samples_per_prompt") or 1
+        lines[0] += f" ({spp} samples each)." if spp > 1 else "."
+    for key, ref in _hv_refs(summary):
+        ratios = [m[key]["noise"]["ratio"] for m in summary["methods"].values()
+                  if (m.get(key) or {}).get("noise") and m[key]["noise"].get("ratio") is not None]
+        if ratios:
+            med = statistics.median(ratios)
+            verdict = "add test prompts" if med > 0.25 else "add seeds"
+            lines.append(f"HV vs {ref}: eval SE / seed sd has median {_num(med)} over {_count(len(ratios), 'method')} "
+                         f"(range {_num(min(ratios))}-{_num(max(ratios))}): {verdict}.")
+    return lines
 
 
 def is_timing_key(key: str) -> bool:
@@ -416,8 +577,11 @@ def table_md(summary: dict) -> str:
         lines += [s["task_description"], ""]
     lines += [f"- Objectives: {objs}.",
               f"- Weight grid: {_count(len(s.get('weights') or []), 'point')}; seeds: {', '.join(str(x) for x in seeds) or '-'}.",
-              "- HV: per seed against that seed's reference point, then the mean over seeds and a 95% "
-              "percentile-bootstrap interval in brackets (no interval with one seed).",
+              "- HV: per seed against that seed's reference point, then the mean over seeds with an interval in "
+              f"brackets whose kind the column names: a 95% t-interval (mean ± t·sd/√n) below {stats.MIN_BOOTSTRAP} "
+              f"seeds, a 95% percentile bootstrap from {stats.MIN_BOOTSTRAP} seeds up; none with one seed.",
+              "- Points: the mean score over the test prompts (per prompt first the mean over its samples); "
+              "their standard errors over prompts are in points.csv and summary.json.",
               f"- IGD+: each method's mean front against the union front of all methods "
               f"({_count(len(s.get('union_front') or []), 'point')}); lower is better.",
               "- front points: non-dominated mean points (mean over seeds per weight); best: over mean points. "
@@ -427,30 +591,51 @@ def table_md(summary: dict) -> str:
         lines += ["Merged from runs: " + ", ".join(
             f"{m.get('run_id')} ({', '.join(m.get('methods') or [])})" for m in s["merged_from"]) + ".", ""]
     lines += _ref_lines(s) + [""]
-    lines += _md_table(header(s), rows(s), 2)
+    lines += _md_table(header(s), rows(s), 2 + len(_label_columns(s)))
     failed = [(n, m.get("error")) for n, m in s["methods"].items() if m.get("status") != "ok"]
     if failed:
         lines += ["", "## Failed methods", ""]
         lines += [f"- `{n}`: {_md_cell(e or 'no error recorded')}" for n, e in failed]
+    cols, body = comparison_table(s)
+    if body:
+        lines += ["", "## Paired comparisons", "", COMPARISON_TEXT, ""] + _md_table(cols, body, 2)
+    cols, body = per_seed_table(s)
+    if body:
+        lines += ["", "## HV per seed", "", f"The values each interval above is computed from (a t-interval is used "
+                  f"below {stats.MIN_BOOTSTRAP} seeds).", ""] + _md_table(cols, body, 2)
+    cols, body = noise_table(s)
+    if body:
+        lines += ["", "## Evaluation noise", ""] + noise_lines(s) + [""] + _md_table(cols, body, 3)
     cols, body = extra_table(s)
     if body:
         lines += ["", "## Extra stage results", ""] + _md_table(cols, body, 3)
     return "\n".join(lines) + "\n"
 
 
+COMPARISON_TEXT = (
+    "ΔHV = HV(method) − HV(baseline) per seed, over the seeds both have (the seeds share data, base "
+    f"model and DPO endpoints, so the comparison is paired): the mean with a paired 95% interval (t below "
+    f"{stats.MIN_BOOTSTRAP} pairs, percentile bootstrap from {stats.MIN_BOOTSTRAP}), wins/ties/losses out of n seeds, "
+    "and the two-sided sign-flip permutation p-value (exact over all 2^n sign patterns up to n = 16, Monte Carlo "
+    "beyond, the number of draws stated).")
+
+
 def points_csv(summary: dict) -> str:
-    """One row per (method, w, seed): the weight vector and the mean test scores (the task's
-    objectives, then the extra objectives of `extra_scorers`, empty where a point has none)."""
+    """One row per (method, w, seed): the weight vector, the mean test scores, their standard
+    errors over test prompts (empty when unknown) and the number of prompts, then the extra
+    objectives of `extra_scorers` (empty where a point has none)."""
     s = normalize(summary)
     objs = [o["name"] for o in s["objectives"]]
     extra = [o["name"] for o in _extra_objectives(s)]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "seed", *[f"w_{o}" for o in objs], *objs, *extra])
+    w.writerow(["method", "seed", *[f"w_{o}" for o in objs], *objs, *[f"se_{o}" for o in objs], "n_prompts", *extra])
     for name, m in s["methods"].items():
         for p in m.get("points") or []:
+            se = p.get("se") or [""] * len(objs)
             es = p.get("extra_scores") or {}
-            w.writerow([name, p["seed"], *p["w"], *p["scores"], *[es.get(o, "") for o in extra]])
+            w.writerow([name, p["seed"], *p["w"], *p["scores"], *se, p.get("n_prompts", ""),
+                        *[es.get(o, "") for o in extra]])
     return buf.getvalue()
 
 
@@ -461,7 +646,8 @@ def _extra_caption(summary: dict) -> list[str]:
 
 
 def _console_header(summary: dict) -> list[str]:
-    cols = ["method", "status", "HV vs ref"] + (["HV vs floor"] if _has_floor(summary) else [])
+    hv = [f"HV vs {ref}{_kind_suffix(_kinds(_hv_intervals(summary, key)))}" for key, ref in _hv_refs(summary)]
+    cols = ["method", *[k.replace("_", " ") for k in _label_columns(summary)], "status", *hv]
     cols += ["IGD+ ↓", "front", *[f"best {o['name']} {'↑' if o['higher_is_better'] else '↓'}" for o in summary["objectives"]]]
     cols += [f"best {o['name']} {'↑' if o['higher_is_better'] else '↓'} (extra)" for o in _extra_objectives(summary)]
     return cols + ["time s"]
@@ -477,25 +663,35 @@ def console_table(summary: dict) -> Any:
 
     s = normalize(summary)
     n_hv = 2 if _has_floor(s) else 1
+    first_hv = 2 + len(_label_columns(s))
     t = Table(title=f"sipo-bench: {s['task']}", caption=" ".join(_ref_lines(s) + _extra_caption(s)), caption_justify="left",
               box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
     for i, col in enumerate(_console_header(s)):
-        t.add_column(col, justify="left" if i < 2 else "right")
+        t.add_column(col, justify="left" if i < first_hv else "right")
     for r in rows(s, with_time=True):
-        cells = [c.replace(" [", "\n[").replace(" (", "\n(") if 2 <= i < 2 + n_hv else c for i, c in enumerate(r)]
+        cells = [c.replace(" [", "\n[").replace(" (", "\n(") if first_hv <= i < first_hv + n_hv else c
+                 for i, c in enumerate(r)]
         t.add_row(*[Text(c) for c in cells])
     parts: list[Any] = [t]
     for n, m in s["methods"].items():
         if m.get("status") != "ok":
             parts.append(Text(f"{n} failed: {m.get('error') or 'no error recorded'}", style="red"))
-    cols, body = extra_table(s)
-    if body:
-        e = Table(title="extra stage results", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
+
+    def table(title: str, cols: list[str], body: list[list[str]], n_labels: int, caption: str | None = None) -> None:
+        if not body:
+            return
+        e = Table(title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+                  pad_edge=False, collapse_padding=True)
         for i, col in enumerate(cols):
-            e.add_column(col, justify="left" if i < 3 else "right")
+            e.add_column(col, justify="left" if i < n_labels else "right")
         for r in body:
             e.add_row(*[Text(c) for c in r])
         parts.append(e)
+
+    table("paired comparisons", *comparison_table(s), 2, COMPARISON_TEXT)
+    table("HV per seed", *per_seed_table(s), 2)
+    table("evaluation noise of HV", *noise_table(s), 3, " ".join(noise_lines(s)))
+    table("extra stage results", *extra_table(s), 3)
     return Group(*parts)
 
 
@@ -611,7 +807,14 @@ def front_png_bytes(summary: dict) -> bytes:
 
 def plot_front(summary: dict, path: Path) -> None:
     """Write :func:`front_figure` as a PNG to `path` via a temp name and a rename."""
-    atomic_write_bytes(Path(path), front_png_bytes(summary))
+    plot_figure(front_figure(summary), path)
+
+
+def plot_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib `Figure` as a PNG to `path` atomically (no timestamp metadata)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def render_files(summary: dict, out: Path) -> None:

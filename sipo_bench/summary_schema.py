@@ -100,14 +100,18 @@ class Obj(_Spec):
 
 VEC = ListOf(ANYNUM, "a list of numbers")
 FVEC = ListOf(NUM, "a list of finite numbers")
-HV = Opt(Obj({"mean": NUM, "per_seed": DictOf(NUM), "ci95": Opt(ListOf(NUM, "a list of numbers")), "std": Opt(NUM)},
-             required=("mean",)))
-POINT = Obj({"w": FVEC, "seed": INT, "scores": VEC}, required=("w", "seed", "scores"))
+INTERVAL = Opt(Obj({"method": STR, "level": NUM, "lo": NUM, "hi": NUM}, required=("method", "level", "lo", "hi")))
+HV = Opt(Obj({"mean": NUM, "per_seed": DictOf(NUM), "interval": INTERVAL, "std": Opt(NUM),
+              "eval_se": Opt(DictOf(Opt(NUM))), "noise": Opt(DictOf(ANY))}, required=("mean",)))
+COMPARISON = Opt(Obj({"n": INT, "mean": NUM, "interval": INTERVAL, "wins": INT, "ties": INT}, required=("n", "mean")))
+POINT = Obj({"w": FVEC, "seed": INT, "scores": VEC, "se": Opt(ListOf(Opt(ANYNUM), "a list of numbers")),
+             "n_prompts": Opt(INT)}, required=("w", "seed", "scores"))
 MEAN_POINT = Obj({"w": FVEC, "scores": VEC, "n_seeds": INT}, required=("w", "scores"))
 METHOD = Obj({
     "status": STR, "error": Opt(STR), "config": Opt(DictOf(ANY)), "points": ListOf(POINT), "mean_points": ListOf(MEAN_POINT),
     "front": ListOf(MEAN_POINT), "hypervolume": HV, "hypervolume_floor": HV, "igd_plus": Opt(NUM),
     "best": DictOf(ANYNUM), "stage_seconds": DictOf(NUM), "seconds": Opt(NUM), "extra": Opt(DictOf(ANY)),
+    "trained_on": Opt(STR), "variant": Opt(STR), "comparisons": Opt(DictOf(DictOf(COMPARISON))),
 }, required=("status",))
 SUMMARY = Obj({
     "schema_version": INT, "task": STR, "task_description": Opt(STR),
@@ -115,7 +119,7 @@ SUMMARY = Obj({
                              required=("name", "higher_is_better")), "a list of objectives"),
     "weights": ListOf(FVEC), "seeds": ListOf(INT, "a list of integers"), "ref_point": Opt(FVEC),
     "ref_point_source": Opt(STR), "ref_points": DictOf(Opt(FVEC)), "floor": Opt(FVEC), "floor_source": Opt(STR),
-    "union_front": ListOf(VEC), "base_policy": Obj({"scores": DictOf(Opt(VEC))}), "methods": DictOf(METHOD),
+    "union_front": ListOf(VEC), "compare_to": ListOf(ListOf(STR)), "base_policy": Obj({"scores": DictOf(Opt(VEC))}), "methods": DictOf(METHOD),
     "failed_stages": ListOf(Obj({"stage": STR, "error": Opt(STR)})), "merged_from": ListOf(DictOf(ANY)),
     "run": Obj({"run_id": Opt(STR), "date": Opt(STR), "wall_seconds": Opt(NUM), "stages": DictOf(ANY)}),
 }, required=("schema_version", "task", "objectives", "methods"))

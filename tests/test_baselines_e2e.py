@@ -21,7 +21,7 @@ def run(cache_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("baselines-e2e") / "out"
     code = main(["run", "--task", "synthetic-hh", "--methods", ",".join(METHODS), "--out", str(out),
-                 "--cache-dir", str(cache_dir), "--quiet"])
+                 "--cache-dir", str(cache_dir), "--max-test-prompts", "64", "--quiet"])
     summary = json.loads((out / "summary.json").read_text())
     events = [json.loads(line) for line in (out / "logs" / "stages.jsonl").read_text().splitlines()]
     return code, summary, events

@@ -144,7 +144,7 @@ def test_extra_objectives_are_scored_on_every_point_with_their_direction(plugs, 
     assert "| best a (max) | best b (max) | best n_b (min; extra) | best length (max; extra) |" in table
     assert "| 0.9000 | 0.9000 | 1.0000 | 10.0000 |" in table
     rows = list(csv.DictReader(io.StringIO((out / "points.csv").read_text())))
-    assert list(rows[0]) == ["method", "seed", "w_a", "w_b", "a", "b", "n_b", "length"]
+    assert list(rows[0]) == ["method", "seed", "w_a", "w_b", "a", "b", "se_a", "se_b", "n_prompts", "n_b", "length"]
     assert {(r["w_a"], r["n_b"]) for r in rows} == {("0.0", "9.0"), ("0.25", "7.0"), ("0.5", "5.0"), ("0.75", "3.0"), ("1.0", "1.0")}
 
 

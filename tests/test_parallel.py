@@ -192,7 +192,7 @@ def test_worker_killed_mid_stage_fails_only_its_stage(serial, tmp_path):
                                   "killer sends SIGKILL)")
     skipped = {e["stage"] for e in evs if e["event"] == "skipped"}  # w=0/1 does not use adapter a
     assert skipped == {f"{k}[dummy,w={w},seed=0]" for k in ("generate", "score")
-                       for w in ("0.25/0.75", "0.5/0.5", "0.75/0.25", "1/0")}
+                       for w in ("0.25/0.75", "0.5/0.5", "0.75/0.25", "1/0")} | {"eval-noise[dummy,seed=0]"}
     done = {e["stage"] for e in evs if e["event"] == "done"}
     assert {"dummy-train[b,seed=0]", "dummy-train[a,seed=1]", "score[dummy,w=1/0,seed=1]", "score[base,seed=0]"} <= done
     m = summary["methods"]["dummy"]

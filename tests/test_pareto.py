@@ -6,13 +6,12 @@ flipping a column by hand and asserting the indicator does not change.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import pytest
 
-from sipo_bench.pareto import bootstrap_ci, hypervolume, igd_plus, pareto_front
+from sipo_bench.pareto import hypervolume, igd_plus, pareto_front
 
 MAX2 = [True, True]
 MAX3 = [True, True, True]
@@ -174,80 +173,3 @@ def test_igd_plus_3d_by_hand():
 
 def test_igd_plus_empty_set_is_infinite():
     assert igd_plus([], [(0, 1)], MAX2) == math.inf
-
-
-# --- bootstrap_ci -------------------------------------------------------------------------------
-
-
-def enumerate_bootstrap(values, level):
-    """Oracle: all n^n ordered resamples, percentile interval by the definition in the docstring."""
-    n = len(values)
-    means = sorted(sum(c) / n for c in itertools.product(values, repeat=n))
-    a = (1 - level) / 2 * len(means)
-    lo = next(m for i, m in enumerate(means) if i + 1 >= a - 1e-9)
-    hi = next(m for i, m in enumerate(reversed(means)) if i + 1 >= a - 1e-9)
-    return lo, hi
-
-
-def test_bootstrap_needs_two_values():
-    assert bootstrap_ci([]) is None
-    assert bootstrap_ci([0.3]) is None
-
-
-def test_bootstrap_constant_values_degenerate_interval():
-    assert bootstrap_ci([0.41, 0.41, 0.41]) == (0.41, 0.41)
-    assert bootstrap_ci([0.1] * 12) == (0.1, 0.1)  # sampled path too (12 values)
-
-
-def test_bootstrap_two_values_by_hand():
-    # Resample means of {1, 3}: 1 (p 1/4), 2 (p 1/2), 3 (p 1/4). Any level whose tail
-    # a = (1 - level)/2 <= 1/4 reaches the extremes -> (1, 3); a tail above 1/4 lands on 2.
-    assert bootstrap_ci([1, 3]) == (1.0, 3.0)
-    assert bootstrap_ci([3, 1], level=0.5) == (1.0, 3.0)
-    assert bootstrap_ci([1, 3], level=0.4) == (2.0, 2.0)
-
-
-def test_bootstrap_three_values_by_hand():
-    # {0, 1, 5}: 27 resamples; sorted means with counts:
-    #   0 (1) 1/3 (3) 2/3 (3) 1 (1) 5/3 (3) 2 (6) 7/3 (3) 10/3 (3) 11/3 (3) 5 (1).
-    # level 0.5 -> tail 6.75 of 27: from below cum 1,4,7 -> 2/3; from above 1,4,7 -> 10/3.
-    # level 0.95 -> tail 0.675 < 1: the extremes (0, 5); with 3 seeds a 95% interval is [min, max].
-    lo, hi = bootstrap_ci([0, 1, 5], level=0.5)
-    assert (lo, hi) == (pytest.approx(2 / 3), pytest.approx(10 / 3))
-    assert bootstrap_ci([0, 1, 5]) == (0.0, 5.0)
-
-
-@pytest.mark.parametrize("values, level", [([0.2, 0.5, 0.9, 1.7], 0.9), ([3.0, -1.0, 2.5, 0.0, 7.0], 0.8),
-                                           ([0.1, 0.4, 0.4, 0.8], 0.95)])
-def test_bootstrap_exact_matches_full_enumeration(values, level):
-    lo, hi = bootstrap_ci(values, level)
-    elo, ehi = enumerate_bootstrap(values, level)
-    assert lo == pytest.approx(elo, abs=1e-12) and hi == pytest.approx(ehi, abs=1e-12)
-    nlo, nhi = bootstrap_ci([-v for v in values], level)
-    assert (nlo, nhi) == (pytest.approx(-hi, abs=1e-12), pytest.approx(-lo, abs=1e-12))
-
-
-def test_bootstrap_sampled_converges_to_exact():
-    rng = np.random.default_rng(3)
-    values = rng.normal(size=9).tolist()  # C(17, 9) = 24310 distinct resamples
-    exact = bootstrap_ci(values, n_resamples=10**6)  # enumerated
-    sampled = bootstrap_ci(values, n_resamples=20000)  # drawn (20000 < 24310)
-    assert exact != sampled
-    spread = max(values) - min(values)
-    assert sampled == (pytest.approx(exact[0], abs=0.02 * spread), pytest.approx(exact[1], abs=0.02 * spread))
-    assert bootstrap_ci(values, n_resamples=20000) == sampled  # fixed seed: deterministic
-
-
-def test_bootstrap_interval_within_range_and_contains_mean():
-    rng = np.random.default_rng(0)
-    for n in (2, 3, 5, 10, 30):
-        v = rng.uniform(-2, 2, size=n)
-        lo, hi = bootstrap_ci(v)
-        assert v.min() <= lo <= v.mean() <= hi <= v.max()
-
-
-def test_bootstrap_bad_level():
-    with pytest.raises(ValueError, match="level: expected a number in"):
-        bootstrap_ci([1, 2], level=95)
-    with pytest.raises(ValueError, match="values: expected finite numbers"):
-        bootstrap_ci([1, float("nan")])

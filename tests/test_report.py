@@ -15,7 +15,7 @@ import pytest
 from sipo_bench import pareto, report
 from sipo_bench.cli import main
 from sipo_bench.errors import UsageError
-from sipo_bench.experiment import _hv_stats, _igd_plus_all
+from sipo_bench.stats import hv_stats as _hv_stats, union_front_igd_plus as _igd_plus_all
 
 # Dummy task: endpoint strength 0.9 -> mean scores (0.1,0.9) (0.3,0.7) (0.5,0.5) (0.7,0.3) (0.9,0.1)
 # on the line a + b = 1, the base policy at (0.5, 0.5) and the task floor at (0, 0).
@@ -157,18 +157,20 @@ def test_real_run_numbers_trace_to_summary(runs):
     m = s["methods"]["dummy"]
     assert m["hypervolume_floor"]["mean"] == pytest.approx(DUMMY_HV_FLOOR, abs=1e-12)
     assert m["hypervolume_floor"]["per_seed"] == {k: pytest.approx(DUMMY_HV_FLOOR) for k in ("0", "1", "2")}
-    assert m["hypervolume"]["mean"] == 0.0 and m["hypervolume"]["ci95"] == [0.0, 0.0]
+    assert m["hypervolume"]["mean"] == 0.0
+    assert m["hypervolume"]["interval"] == {"method": "t", "level": 0.95, "lo": 0.0, "hi": 0.0, "n": 3, "df": 2}
     assert s["union_front"] == [f["scores"] for f in m["front"]] and m["igd_plus"] == 0.0
     table = (out / "table.md").read_text()
     row = md_row(table, "dummy")
     assert row == ["dummy", "ok", "0.0000 [0.0000, 0.0000]", "0.4100 [0.4100, 0.4100]", "0.0000", "5", "0.9000", "0.9000"]
-    assert "HV vs ref (0.5000, 0.5000) [95% CI]" in table and "HV vs floor (0.0000, 0.0000) [95% CI]" in table
+    assert "HV vs ref (0.5000, 0.5000) [95% t]" in table and "HV vs floor (0.0000, 0.0000) [95% t]" in table
+    assert "CI" not in table and "bootstrap]" not in table  # 3 seeds: never a bootstrap interval
     assert "HV reference point: a=0.5000, b=0.5000; source: base policy mean test scores" in table
     assert "HV floor: a=0.0000, b=0.0000; source: task dummy." in table
     csv_rows = (out / "points.csv").read_text().splitlines()
-    assert csv_rows[0] == "method,seed,w_a,w_b,a,b"
+    assert csv_rows[0] == "method,seed,w_a,w_b,a,b,se_a,se_b,n_prompts"
     assert len(csv_rows) == 1 + 3 * 5
-    assert "dummy,1,0.25,0.75,0.3,0.7" in csv_rows
+    assert "dummy,1,0.25,0.75,0.3,0.7,0.0,0.0,4" in csv_rows  # every dummy prompt gets the same response
     img = png_pixels(out / "front.png")
     assert img.shape[0] >= 400 and img.shape[1] >= 500
     assert_not_blank(img)
@@ -178,7 +180,7 @@ def test_one_seed_claims_no_interval(runs, capsys):
     out = runs["one"]
     s = json.loads((out / "summary.json").read_text())
     m = s["methods"]["dummy"]
-    assert m["hypervolume"]["ci95"] is None and m["hypervolume_floor"]["ci95"] is None
+    assert m["hypervolume"]["interval"] is None and m["hypervolume_floor"]["interval"] is None
     assert m["hypervolume_floor"]["std"] is None
     table = (out / "table.md").read_text()
     assert "[" not in table.split("| method |", 1)[1]  # no interval anywhere in the tables
@@ -210,7 +212,7 @@ def test_config_reference_point_is_used_and_named(tmp_path, runs):
     ("{not json", "summary.json is not valid JSON (Expecting property name"),
     ("[1, 2]", "expected a JSON object in summary.json, got list"),
     ('{"task": "x"}', "summary.json is not a sipo-bench summary (missing key(s) schema_version, objectives, methods)"),
-    ('{"schema_version": 99, "task": "x", "objectives": [], "methods": {}}', "expected summary schema_version <= 1, got 99"),
+    ('{"schema_version": 99, "task": "x", "objectives": [], "methods": {}}', "expected summary schema_version <= 2, got 99"),
     ('{"schema_version": 1, "task": "x", "objectives": [{"name": "a"}], "methods": {}}', "expected `objectives`"),
 ])
 def test_load_summaries_errors_name_the_dir(tmp_path, capsys, content, message):
@@ -410,7 +412,7 @@ def test_table_md_failed_methods_extras_and_directions():
     assert "- `modpo`: stage modpo[w=0.75\\|0.25]: RuntimeError: out of memory" in table
     # Numbers trace to the summary.
     soups = s["methods"]["dpo-soups"]
-    lo, hi = soups["hypervolume"]["ci95"]
+    lo, hi = soups["hypervolume"]["interval"]["lo"], soups["hypervolume"]["interval"]["hi"]
     assert md_row(table, "dpo-soups")[2] == f"{soups['hypervolume']['mean']:.4f} [{lo:.4f}, {hi:.4f}]"
     assert md_row(table, "dpo-soups")[4] == str(len(soups["front"])) == "4"  # w=(0.5,0.5) is dominated
     # Extra stage results: flat numbers only, one column per seed and their mean.
@@ -446,7 +448,7 @@ def test_console_table_has_the_same_content():
     console.print(report.console_table(s))
     text = console.export_text()
     soups = s["methods"]["dpo-soups"]
-    lo, hi = soups["hypervolume"]["ci95"]
+    lo, hi = soups["hypervolume"]["interval"]["lo"], soups["hypervolume"]["interval"]["hi"]
     for needle in ("dpo-soups", "modpo", "failed", f"{soups['hypervolume']['mean']:.4f}", f"[{lo:.4f}, {hi:.4f}]",
                    "source: base policy mean test scores", "modpo failed: stage modpo[w=0.75|0.25]",
                    "extra stage results", "13.0000", "best harm ↓", "time s", "1.5000"):
@@ -490,7 +492,7 @@ def test_k3_plot_has_pairwise_panels(tmp_path):
     for third in np.array_split(img[..., :3], 3, axis=1):  # every panel has content
         assert third.std() > 0.05
     table = report.table_md(s)
-    assert "HV vs floor (0.0000, 0.0000, 0.0000) [95% CI]" in table
+    assert "HV vs ref (0.2250, 0.2000, 0.1750) [95% t] | HV vs floor (0.0000, 0.0000, 0.0000) |" in table  # no floor HVs here
     assert "Per seed (each seed's HV uses its own): seed 0: (0.2000, 0.2000, 0.2000); seed 1: (0.2500, 0.2000, 0.1500)." in table
 
 
@@ -511,3 +513,22 @@ def test_plot_one_and_four_objectives(tmp_path, k, panels):
     # boxes (0.3,0.1,0.1,0.1) of 0.0003 whose union is 4*0.0003 - 6*0.0001 + 4*0.0001 - 0.0001 = 0.0009.
     # Total 0.0033 + 0.0081 - 0.0009 = 0.0105.
     assert md_row(report.table_md(s), "m")[2] == ("0.9000" if k == 1 else "0.0105")
+
+
+def test_trained_on_and_variant_columns_when_methods_carry_them():
+    s = k2_summary()
+    assert "trained on" not in report.table_md(s)  # absent from every entry: no columns
+    s["methods"]["dpo-soups"]["trained_on"] = "pair labels"
+    s["methods"]["dpo"]["trained_on"] = "pair labels"
+    s["methods"]["dpo"]["variant"] = "beta=0.1"
+    table = report.table_md(s)
+    assert "| method | trained on | variant | status | HV vs ref (0.0500, 1.0500) [95% t] |" in table
+    assert md_row(table, "dpo")[:4] == ["dpo", "pair labels", "beta=0.1", "ok"]
+    assert md_row(table, "modpo")[:4] == ["modpo", "-", "-", "failed"]
+    assert "|---|---|---|---|--:|" in table  # the label columns are text (left-aligned)
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    console.print(report.console_table(s))
+    text = console.export_text()
+    assert "trained on" in text and "beta=0.1" in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,9 +31,12 @@ OBJECTIVES = [Objective("a", True, "share of the letter a"), Objective("b", True
 class DummyTaskConfig(TaskConfig):
     n_test: int = field(4, help="Number of test prompts.")
     length: int = field(10, help="Response length in letters.")
+    prompt_noise: float = field(0.0, help="Per-prompt jitter of the a-share (fraction of the length, fixed per "
+                                          "prompt text): makes scores vary over prompts and seeds, for noise tests.")
 
     def __post_init__(self) -> None:
         check(self.n_test >= 1, "n_test", "an integer >= 1", self.n_test)
+        check(0.0 <= self.prompt_noise <= 1.0, "prompt_noise", "a number in [0, 1]", self.prompt_noise)
 
 
 class DummyTask(Task):
@@ -57,7 +61,10 @@ class DummyTask(Task):
         return {"n_test": len(prompts)}
 
     def build_base(self, data: TaskData, out: Path, seed: int, ctx: Any) -> dict:
-        (out / "model.json").write_text(json.dumps({"length": self.config.length, "a_share": 0.5}))
+        model = {"length": self.config.length, "a_share": 0.5}
+        if self.config.prompt_noise:
+            model["prompt_noise"] = self.config.prompt_noise
+        (out / "model.json").write_text(json.dumps(model))
         return {"a_share": 0.5}
 
     def floor(self) -> list[float] | None:
@@ -95,12 +102,15 @@ class DummyGenerator(Generator):
             total = sum(w for _, w in policy.adapters)
             share = sum(w * json.loads((Path(a) / "adapter.json").read_text())["a_share"] for a, w in policy.adapters) / total
         n = model["length"]
-        # concave trade-off: the mixture also adds a bonus letter 'c'-free length effect
-        n_a = round(n * share)
-        text = "a" * n_a + "b" * (n - n_a)
+        jitter = model.get("prompt_noise", 0.0)
+        out = []
+        for p in prompts:
+            u = (zlib.crc32(p.encode()) % 2001) / 1000.0 - 1.0 if jitter else 0.0  # fixed per prompt, in [-1, 1]
+            n_a = min(max(round(n * (share + jitter * u)), 0), n)
+            out.append(["a" * n_a + "b" * (n - n_a)] * num_return_sequences)
         if progress:
             progress(len(prompts))
-        return [[text] * num_return_sequences for _ in prompts]
+        return out
 
 
 @dataclass
@@ -142,6 +152,9 @@ class DummyMethod(Method):
     config_class = DummyMethodConfig
     tasks = ("dummy",)
     needs_model = False
+
+    def trained_on(self, task: Any) -> str | None:
+        return None  # it reads no training signal: its adapters are fixed letter mixes
 
     def fit(self, ctx: FitContext) -> PolicyFamily:
         c = self.config
