@@ -133,7 +133,8 @@ def hv_noise_stage(ctx: StageContext):
     return out
 
 
-def noise_stage(label: str, seed: int, scores: list, base_score, fixed_ref, task, replicates: int):
+def noise_stage(label: str, seed: int, scores: list, base_score, fixed_ref, task, replicates: int,
+                resources: Any = None):
     """Plan the :func:`hv_noise_stage` of one method (`label`) on one seed over its score
     stages; `fixed_ref` is the config's or task's reference point, or None for the base
     policy's per-prompt scores (`base_score`, resampled with the points)."""
@@ -147,4 +148,4 @@ def noise_stage(label: str, seed: int, scores: list, base_score, fixed_ref, task
               "ref_point": None if fixed_ref is None else [float(x) for x in fixed_ref],
               "floor": task.floor(), "replicates": int(replicates), "seed": int(seed), "n_points": len(scores)}
     return Stage(f"eval-noise[{label},seed={seed}]", "sipo_bench.evaluation:hv_noise_stage", config, inputs,
-                 tags={"method": label, "seed": seed})
+                 tags={"method": label, "seed": seed}, **({"resources": resources} if resources is not None else {}))

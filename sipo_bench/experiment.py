@@ -432,7 +432,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
                     pts = [p.score for p in mp.points if p.seed == seed]
                     if pts:
                         mp.noise[seed] = noise_stage(label, seed, pts, plan.reference[seed].score, fixed_ref, task,
-                                                     cfg.eval_noise_replicates)
+                                                     cfg.eval_noise_replicates, resources(False))
         except UsageError:
             raise
         except Exception as e:  # a broken method must not stop the others

@@ -161,7 +161,7 @@ def test_long_pairs_dropped_instead_of_truncated(tiny):
     assert len(build_trainer(tiny["dir"] / "trunc", tiny["base"], rows, [], DPOLoss(0.1),
                              {**TRAIN, "max_length": cap}, 0).train_dataset) == len(rows)
     with pytest.raises(ValueError, match="all 8 are longer than max_length=8"):
-        build_trainer(tiny["dir"] / "none", tiny["base"], rows, [], DPOLoss(0.1), {**train, "max_length": 8}, 0)
+        build_trainer(tiny["dir"] / "none", tiny["base"], rows, rows[:4], DPOLoss(0.1), {**train, "max_length": 8}, 0)
 
 
 def test_modpo_trainer_reads_margins(tiny):

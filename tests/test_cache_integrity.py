@@ -148,22 +148,22 @@ def test_gc_removes_what_no_run_references(tmp_path, capsys):
     runs = sorted(p.stem for p in (cache / "runs").glob("*.json"))
     assert len(runs) == 2
     n_stages = len(list((cache / "stages").iterdir()))
-    assert n_stages == 32  # 16 per seed, nothing shared between seeds
+    assert n_stages == 34  # 17 per seed (16 + the HV evaluation-noise stage), nothing shared between seeds
     capsys.readouterr()
     assert main(["cache", "gc", "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out
-    assert "removed 0 item(s), 0 B; kept 32 stage(s) referenced by 2 run(s)" in out
+    assert "removed 0 item(s), 0 B; kept 34 stage(s) referenced by 2 run(s)" in out
     shutil.rmtree(tmp_path / "b")  # results of run b deleted: its stages are garbage
     assert main(["cache", "gc", "--cache-dir", str(cache), "--dry-run"]) == 0
     dry = capsys.readouterr().out
-    assert "would remove 17 item(s)" in dry and len(list((cache / "stages").iterdir())) == 32
+    assert "would remove 18 item(s)" in dry and len(list((cache / "stages").iterdir())) == 34
     assert main(["cache", "gc", "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out
     removed = [l for l in out.splitlines() if l.startswith("removed stage ")]
-    assert len(removed) == 16 and all("seed=1" in l for l in removed)
+    assert len(removed) == 17 and all("seed=1" in l for l in removed)
     assert any(l.startswith("removed run record") for l in out.splitlines())
     total = out.splitlines()[-1]
-    assert total.startswith("removed 17 item(s), ") and "kept 16 stage(s) referenced by 1 run(s)" in total
+    assert total.startswith("removed 18 item(s), ") and "kept 17 stage(s) referenced by 1 run(s)" in total
     assert run(tmp_path / "a", cache) == 0  # run a is still fully cached
     assert {e["event"] for e in events(tmp_path / "a")} == {"cached"}
 

@@ -79,7 +79,7 @@ def test_reward_model_learns_the_objectives_preferences(run):
         assert sum(a > b for a, b in zip(s_w, s_l)) / len(val) == pytest.approx(r["val_accuracy"])
         meta = json.loads((rm_dir / "reward_model.json").read_text())
         assert rm.rewards([p["prompt"] for p in val[:4]], [p["chosen"] for p in val[:4]]) == pytest.approx(
-            [(x - meta["mean"]) / meta["std"] for x in s_w[:4]])
+            [(x - meta["mean"]) / meta["std"] for x in s_w[:4]], abs=1e-5)  # batches of 4 vs all: other padding
 
 
 def test_summary_says_what_rewarded_soups_trained_on_and_its_budget(run):
