@@ -161,6 +161,19 @@ def _preference_rows(n: int = 4) -> list[dict]:
              "rejected": " bad answer"} for _ in range(n)]
 
 
+def _capture_config(monkeypatch, owner, attr: str) -> dict:
+    """Replace the trainer config class `owner.attr` by a spy that records its keyword
+    arguments and stops the training there."""
+    seen: dict = {}
+
+    def spy(**kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(owner, attr, spy)
+    return seen
+
+
 @pytest.mark.parametrize("dev,use_cpu", [("cuda", False), ("cpu", True)])
 def test_preference_trainer_device(dev, use_cpu, cuda, tmp_path, monkeypatch):
     from sipo_bench_baselines import trainer
@@ -170,13 +183,7 @@ def test_preference_trainer_device(dev, use_cpu, cuda, tmp_path, monkeypatch):
 
     monkeypatch.setenv(device.ENV, dev)
     base = make_tiny_model(tmp_path / "base", seed=0)
-    seen = {}
-
-    def spy(**kw):
-        seen.update(kw)
-        raise Stop
-
-    monkeypatch.setattr(trainer, "DPOConfig", spy)
+    seen = _capture_config(monkeypatch, trainer, "DPOConfig")
     train = DPOConfig(bf16=True, max_length=32, eval_every=0, load_best=False).training()
     with pytest.raises(Stop):
         trainer.build_trainer(tmp_path / "out", base, _preference_rows(), [], DPOLoss(beta=0.1), train, 0)
@@ -184,27 +191,26 @@ def test_preference_trainer_device(dev, use_cpu, cuda, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("dev,use_cpu", [("cuda", False), ("cpu", True)])
-def test_rloo_trainer_device(dev, use_cpu, cuda, tmp_path, monkeypatch):
+def test_rloo_and_reward_model_trainers_device(dev, use_cpu, cuda, tmp_path, monkeypatch):
     import trl
 
     from sipo_bench_baselines.configs import RewardedSoupsConfig
+    from sipo_bench_baselines.reward_model import train_reward_model
     from sipo_bench_baselines.rl import train_rloo_adapter
     from sipo_bench.config import to_dict
     from tiny_models import make_tiny_model
 
     monkeypatch.setenv(device.ENV, dev)
     base = make_tiny_model(tmp_path / "base", seed=0)
-    seen = {}
-
-    def spy(**kw):
-        seen.update(kw)
-        raise Stop
-
-    monkeypatch.setattr(trl, "RLOOConfig", spy)
+    seen = _capture_config(monkeypatch, trl, "RLOOConfig")
     with pytest.raises(Stop):
         train_rloo_adapter(tmp_path / "out", base, ["q"], lambda p: p, lambda p, r: [0.0] * len(r),
                            to_dict(RewardedSoupsConfig()), 0)
     assert seen["use_cpu"] is use_cpu
+    seen = _capture_config(monkeypatch, trl, "RewardConfig")
+    with pytest.raises(Stop):
+        train_reward_model(tmp_path / "rm", base, _preference_rows(), [], RewardedSoupsConfig().reward_model(), 0)
+    assert seen["use_cpu"] is use_cpu and seen["logging_nan_inf_filter"] is False
 
 
 def test_synthetic_sft_trains_on_the_run_device(monkeypatch, tmp_path):

@@ -21,6 +21,7 @@ import pytest
 from sipo_bench.experiment import comparable, default_jobs, execute, make_config
 from sipo_bench.runtime import Runtime
 from sipo_bench.stages import Cache, Resources, Stage, StageLog, read_jsonl
+from stage_events import events, max_concurrency, wait_for
 
 psutil = pytest.importorskip("psutil")
 
@@ -41,43 +42,9 @@ def run(data: dict) -> tuple[dict, Path]:
     return execute(cfg, Runtime(plugins_dir=cfg.plugins_dir, quiet=True))
 
 
-def events(out: Path) -> list[dict]:
-    p = Path(out) / "logs" / "stages.jsonl"
-    if not p.is_file():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written when the process died
-            pass
-    return rows
-
-
 def spans(evs: list[dict], prefix: str = "") -> list[tuple[float, float]]:
     start = {e["key"]: e["time"] for e in evs if e["event"] == "start"}
     return [(start[e["key"]], e["time"]) for e in evs if e["event"] == "done" and e["stage"].startswith(prefix)]
-
-
-def max_concurrency(intervals: list[tuple[float, float]]) -> int:
-    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda p: (p[0], p[1]))
-    best = cur = 0
-    for _, d in points:
-        cur += d
-        best = max(best, cur)
-    return best
-
-
-def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ psutil = pytest.importorskip("psutil")
 
 from sipo_bench.experiment import comparable, execute, make_config  # noqa: E402
 from sipo_bench.runtime import Runtime  # noqa: E402
-from sipo_bench.stages import Cache, Resources, Stage, StageLog, read_jsonl  # noqa: E402
+from sipo_bench.stages import Cache, Resources, Stage, StageLog  # noqa: E402
+from stage_events import events, max_concurrency, wait_for  # noqa: E402
 
 # one Ray instance at a time: every Ray test runs in the same test process (pytest-xdist)
 pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("ray")]
@@ -118,34 +119,8 @@ def same_results(a: dict, b: dict) -> dict:
     return out
 
 
-def events(out: Path) -> list[dict]:
-    p = Path(out) / "logs" / "stages.jsonl"
-    return read_jsonl(p) if p.is_file() else []
-
-
 def keys_with(evs: list[dict], event: str) -> set[str]:
     return {e["key"] for e in evs if e["event"] == event}
-
-
-def max_concurrency(intervals: list[tuple[float, float]]) -> int:
-    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda p: (p[0], p[1]))
-    best = cur = 0
-    for _, d in points:
-        cur += d
-        best = max(best, cur)
-    return best
-
-
-def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def write_yaml(path: Path, data: dict) -> Path:

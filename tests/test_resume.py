@@ -10,9 +10,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 from sipo_bench.experiment import comparable
+from stage_events import events
 
 CONFIG = """
 task: dummy
@@ -20,19 +20,6 @@ seeds: [0, 1]
 weights: 4
 method_options: {dummy: {sleep: 0.6}}
 """
-
-
-def events(out: Path) -> list[dict]:
-    p = out / "logs" / "stages.jsonl"
-    if not p.exists():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written when the process died
-            pass
-    return rows
 
 
 def cli(*args: str) -> list[str]:
