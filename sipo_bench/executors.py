@@ -48,7 +48,7 @@ def run_graph(stages: list[Stage], cache: Cache, runtime: Any, log: StageLog, ov
                 line = error_line(e)
                 outcomes[stage.key] = StageOutcome("failed", seconds=time.time() - t0, error=line, traceback=tb)
                 log.write(stage, "failed", error=line, traceback=tb)
-                runtime.log(f"[red]stage {stage.name} failed: {line}[/red]" if not runtime.quiet else f"stage {stage.name} failed: {line}")
+                log_stage_failed(runtime, stage, line)
             else:
                 outcomes[stage.key] = StageOutcome(status, result, seconds)
                 log.write(stage, "done", seconds=seconds, **stage_extras(c0))
@@ -72,6 +72,40 @@ class LocalExecutor(Executor):
 
         gpus = visible_gpus() if getattr(runtime, "device", "cpu") == "cuda" else []
         return ParallelRun(stages, cache, runtime, log, overall, jobs, gpus, getattr(runtime, "cpu_threads", None)).run()
+
+
+class StageGraph:
+    """The dependency bookkeeping of an executor that runs stages as their inputs finish:
+    `stages` (one per key, planning order, which is topological), what each stage still waits
+    on, and who waits on it."""
+
+    def __init__(self, stages: list[Stage]):
+        self.stages: dict[str, Stage] = {}
+        for s in stages:
+            self.stages.setdefault(s.key, s)
+        self.waiting_on = {k: {d.key for d in s.inputs.values() if d.key in self.stages} for k, s in self.stages.items()}
+        self.dependents: dict[str, list[str]] = {}
+        for k, deps in self.waiting_on.items():
+            for d in deps:
+                self.dependents.setdefault(d, []).append(k)
+
+    def initially_ready(self) -> list[str]:
+        """Keys of the stages with no input in the graph, in planning order."""
+        return [k for k in self.stages if not self.waiting_on[k]]
+
+    def finished(self, key: str) -> list[str]:
+        """Record that stage `key` finished (any status); the keys that became ready by it."""
+        ready = []
+        for k in self.dependents.get(key, ()):
+            self.waiting_on[k].discard(key)
+            if not self.waiting_on[k]:
+                ready.append(k)
+        return ready
+
+
+def log_stage_failed(runtime: Any, stage: Stage, line: str) -> None:
+    """The one console line of a failed stage."""
+    runtime.log(f"stage {stage.name} failed: {line}" if runtime.quiet else f"[red]stage {stage.name} failed: {line}[/red]")
 
 
 @hookimpl

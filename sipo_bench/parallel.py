@@ -33,6 +33,7 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
+from .executors import StageGraph, log_stage_failed
 from .interfaces import StageOutcome
 from .stages import Cache, Stage, StageLog
 from .workers import WorkerProcess, describe_exit
@@ -68,19 +69,11 @@ class ParallelRun:
         self.gpus = list(gpus) if self.device == "cuda" else []
         self.slots = [_Slot(g) for g in self.gpus[: self.jobs]] + \
                      [_Slot(None) for _ in range(self.jobs - min(self.jobs, len(self.gpus)))]
-        self.stages: dict[str, Stage] = {}
-        self.index: dict[str, int] = {}
-        for s in stages:
-            if s.key not in self.stages:
-                self.index[s.key] = len(self.stages)
-                self.stages[s.key] = s
-        self.waiting_on = {k: {d.key for d in s.inputs.values() if d.key in self.stages} for k, s in self.stages.items()}
-        self.dependents: dict[str, list[str]] = {}
-        for k, deps in self.waiting_on.items():
-            for d in deps:
-                self.dependents.setdefault(d, []).append(k)
+        self.graph = StageGraph(stages)
+        self.stages = self.graph.stages
+        self.index = {k: i for i, k in enumerate(self.stages)}
         self.height = self._heights()
-        self.ready: list[str] = [k for k in self.stages if not self.waiting_on[k]]
+        self.ready: list[str] = self.graph.initially_ready()
         self.outcomes: dict[str, StageOutcome] = {}
         self.running: dict[str, WorkerProcess] = {}
         self.stage_bars: dict[str, contextlib.ExitStack] = {}
@@ -90,7 +83,7 @@ class ParallelRun:
         """Stages on the longest chain from each stage to the end of the graph (itself included)."""
         height: dict[str, int] = {}
         for k in reversed(list(self.stages)):  # planning order is topological: dependents come later
-            height[k] = 1 + max((height[d] for d in self.dependents.get(k, ())), default=0)
+            height[k] = 1 + max((height[d] for d in self.graph.dependents.get(k, ())), default=0)
         return height
 
     # --- the loop -------------------------------------------------------------------------------
@@ -303,8 +296,7 @@ class ParallelRun:
     def _fail(self, stage: Stage, line: str, tb: str, **extra: Any) -> None:
         self._finish(stage, StageOutcome("failed", seconds=extra.get("seconds", 0.0), error=line, traceback=tb),
                      "failed", error=line, traceback=tb, **{k: v for k, v in extra.items() if k != "seconds"})
-        self.runtime.log(f"stage {stage.name} failed: {line}" if self.runtime.quiet
-                         else f"[red]stage {stage.name} failed: {line}[/red]")
+        log_stage_failed(self.runtime, stage, line)
 
     def _finish(self, stage: Stage, outcome: StageOutcome, event: str, **extra: Any) -> None:
         self.outcomes[stage.key] = outcome
@@ -313,7 +305,4 @@ class ParallelRun:
         if stack is not None:
             stack.close()
         self.overall()
-        for k in self.dependents.get(stage.key, ()):
-            self.waiting_on[k].discard(stage.key)
-            if not self.waiting_on[k]:
-                self.ready.append(k)
+        self.ready.extend(self.graph.finished(stage.key))

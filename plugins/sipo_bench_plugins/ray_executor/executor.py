@@ -28,6 +28,7 @@ from typing import Any, Iterator
 
 from sipo_bench.config import ConfigError, build, field
 from sipo_bench.errors import UsageError, did_you_mean
+from sipo_bench.executors import StageGraph, log_stage_failed
 from sipo_bench.interfaces import Executor, StageOutcome
 from sipo_bench.stages import Cache, Resources, Stage, StageLog, atomic_write_text, error_line
 
@@ -251,16 +252,10 @@ class _Driver:
                  log: StageLog, overall: Any, rdir: Path):
         self.c, self.ray, self.cache, self.runtime, self.log, self.rdir = config, ray, cache, runtime, log, rdir
         self.overall = overall or (lambda n=1: None)
-        self.stages: dict[str, Stage] = {}
-        for s in stages:
-            self.stages.setdefault(s.key, s)
+        self.graph = StageGraph(stages)
+        self.stages = self.graph.stages
         self.outcomes: dict[str, StageOutcome] = {}
-        self.waiting_on = {k: {d.key for d in s.inputs.values() if d.key in self.stages} for k, s in self.stages.items()}
-        self.dependents: dict[str, list[str]] = {}
-        for k, deps in self.waiting_on.items():
-            for d in deps:
-                self.dependents.setdefault(d, []).append(k)
-        self.ready = deque(k for k in self.stages if not self.waiting_on[k])  # topological order kept
+        self.ready = deque(self.graph.initially_ready())  # topological order kept
         self.in_flight: dict[Any, str] = {}  # object ref -> stage key
         self.submitted_at: dict[str, float] = {}
         self.seen_markers: set[str] = set()
@@ -318,7 +313,7 @@ class _Driver:
                     f"cluster has that ({_node_summary(self.nodes)})")
             self._finish(stage, StageOutcome("failed", error=line, traceback=line + "\n"), "failed", error=line,
                          traceback=line + "\n")
-            self._say_failed(stage, line)
+            log_stage_failed(self.runtime, stage, line)
         else:
             opts: dict[str, Any] = {"num_cpus": res.cpus, "num_gpus": res.gpus, "max_retries": self.c.max_retries,
                                     "retry_exceptions": False, "name": stage.name}
@@ -386,7 +381,7 @@ class _Driver:
             line = f"{line} (after {self.c.max_retries} retries)" if "WorkerCrashed" in line or "NodeDied" in line else line
             outcome = StageOutcome("failed", seconds=time.time() - self.submitted_at[key], error=line, traceback=tb)
             self._finish(stage, outcome, "failed", error=line, traceback=tb)
-            self._say_failed(stage, line)
+            log_stage_failed(self.runtime, stage, line)
             return
         info = self.started.get(key)
         if info is None or info.get("pid") != r["pid"]:  # finished between two looks: log its start now
@@ -398,11 +393,7 @@ class _Driver:
         else:
             outcome = StageOutcome("failed", seconds=r["ended"] - r["started"], error=r["error"], traceback=r["traceback"])
             self._finish(stage, outcome, "failed", error=r["error"], traceback=r["traceback"], **where)
-            self._say_failed(stage, r["error"])
-
-    def _say_failed(self, stage: Stage, line: str) -> None:
-        self.runtime.log(f"stage {stage.name} failed: {line}" if self.runtime.quiet
-                         else f"[red]stage {stage.name} failed: {line}[/red]")
+            log_stage_failed(self.runtime, stage, r["error"])
 
     def _finish(self, stage: Stage, outcome: StageOutcome, event: str, **extra: Any) -> None:
         self.outcomes[stage.key] = outcome
@@ -411,7 +402,4 @@ class _Driver:
         if bar is not None:
             bar.close()
         self.overall()
-        for k in self.dependents.get(stage.key, ()):
-            self.waiting_on[k].discard(stage.key)
-            if not self.waiting_on[k]:
-                self.ready.append(k)
+        self.ready.extend(self.graph.finished(stage.key))
