@@ -798,23 +798,26 @@ def front_figure(summary: dict) -> Any:
     return fig
 
 
-def front_png_bytes(summary: dict) -> bytes:
-    """:func:`front_figure` as PNG bytes (no timestamp metadata: same summary, same bytes)."""
+def figure_png_bytes(fig: Any) -> bytes:
+    """A matplotlib `Figure` as PNG bytes, without timestamp metadata (same figure, same bytes)."""
     buf = io.BytesIO()
-    front_figure(summary).savefig(buf, format="png", metadata={"Software": None})
+    fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
 
 
+def front_png_bytes(summary: dict) -> bytes:
+    """:func:`front_figure` as PNG bytes."""
+    return figure_png_bytes(front_figure(summary))
+
+
 def plot_front(summary: dict, path: Path) -> None:
-    """Write :func:`front_figure` as a PNG to `path` via a temp name and a rename."""
+    """Write :func:`front_figure` as a PNG to `path` atomically."""
     plot_figure(front_figure(summary), path)
 
 
 def plot_figure(fig: Any, path: Path) -> None:
-    """Write a matplotlib `Figure` as a PNG to `path` atomically (no timestamp metadata)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    atomic_write_bytes(Path(path), buf.getvalue())
+    """Write a matplotlib `Figure` as a PNG to `path` atomically."""
+    atomic_write_bytes(Path(path), figure_png_bytes(fig))
 
 
 def render_files(summary: dict, out: Path) -> None:
