@@ -352,7 +352,7 @@ def _extra_lines(summary: dict) -> list[str]:
     base_text = ("; base policy (mean over seeds): " + ", ".join(
         f"{o['name']}={_num(sum(b[o['name']] for b in base) / len(base))}" for o in extra if all(o["name"] in b for b in base))
         if base else "")
-    return [f"- Extra objectives (`extra_scorers`, scored on every point; reported only): "
+    return ["- Extra objectives (`extra_scorers`, scored on every point; reported only): "
             + ", ".join(f"{o['name']} ({_direction(o)}; scorer {o.get('scorer')})" for o in extra) + base_text + ".",
             f"- The weight grid, fronts, HV and IGD+ cover the task's objectives only: {hv}."]
 

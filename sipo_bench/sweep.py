@@ -150,8 +150,8 @@ def write_sweep(cfg: Any, points: list[SweepPoint], outcomes: dict, cache: Any, 
     multi-run report; returns the sweep index (`sweep.json`). `failures`: `<key>.txt` ->
     traceback of every failed stage of the run."""
     from .experiment import SCHEMA_VERSION, plan_failures, summarize
-    from .fsio import atomic_write_text
     from .outdir import write_report
+    from .stages import write_json
 
     for p in points:
         summary = summarize(p.plan, outcomes, cache, wall_seconds=time.time() - t0, run_id=run_id)
@@ -168,7 +168,7 @@ def write_sweep(cfg: Any, points: list[SweepPoint], outcomes: dict, cache: Any, 
         "run": {"run_id": run_id, "wall_seconds": round(time.time() - t0, 3)},
     }
     render_sweep(out, index)
-    atomic_write_text(out / "sweep.json", json.dumps(index, indent=1) + "\n")  # last: the sweep is complete
+    write_json(out / "sweep.json", index)  # last: the sweep is complete
     return index
 
 
