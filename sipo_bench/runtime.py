@@ -50,6 +50,7 @@ class Runtime:
         self.jobs = jobs
         self.cpu_threads = cpu_threads
         self._last_gpu_kind: str | None = None
+        self._device_owner: Any = None  # the exclusive backend that last got the device
         self._console = console
         self._progress: Any = None
         self._generators: dict[str, Generator] = {}
@@ -87,8 +88,11 @@ class Runtime:
         used); anything else closes the exclusive backends. Alternating stages of the two kinds
         therefore reload models (see docs/paper_reproduction.md)."""
         exclusive = getattr(keep, "exclusive_device", False)
+        if exclusive and self._device_owner is keep:
+            return  # handed out again with nothing loaded since: the device is still its own
         others = [x for x in (*self._generators.values(), *self._scorers.values())
                   if x is not keep and (exclusive or getattr(x, "exclusive_device", False))]
+        self._device_owner = keep if exclusive else None
         if not others and not exclusive:
             return
         for x in others:
@@ -128,6 +132,7 @@ class Runtime:
         for gen in self._generators.values():
             if getattr(gen, "exclusive_device", False) and gen.name != name:
                 gen.close()
+                self._device_owner = None
         if getattr(stage.resources, "gpus", 0) <= 0:
             return
         if self._last_gpu_kind is not None and self._last_gpu_kind != stage.kind:

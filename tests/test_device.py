@@ -288,3 +288,29 @@ def test_runtime_releases_heavy_objects_between_gpu_stages_of_different_kinds(mo
     assert gen.closed == 1
     r.before_stage(stage("generate[c]", 1))
     assert gen.closed == 2 and hook.closed == 2
+
+
+def test_an_exclusive_backend_frees_the_device_once_per_hand_over(monkeypatch):
+    """A vLLM-like backend gets the device free of everything else when it is handed out; handed
+    out again with nothing loaded in between, nothing is freed a second time. Another backend
+    in between, or a stage that closes it, makes the next hand-over free the device again."""
+    from sipo_bench import runtime as rt
+
+    hook = _Held()
+    monkeypatch.setattr(rt, "_RELEASE_HOOKS", [hook.close])
+    r = rt.Runtime(quiet=True)
+    engine, other = _Held(), _Held()
+    engine.exclusive_device, engine.name = True, "vllm"
+    r._generators.update({"vllm": engine, "transformers": other})
+    r.release_device(engine)
+    assert (other.closed, hook.closed, engine.closed) == (1, 1, 0)
+    r.release_device(engine)
+    assert (other.closed, hook.closed) == (1, 1)  # still its own
+    r.release_device(other)  # another model is used: the engine is closed
+    assert engine.closed == 1
+    r.release_device(engine)
+    assert (other.closed, hook.closed) == (2, 2)
+    r.before_stage(Stage("dpo[x]", "tests.stage_fns:write", {"v": 1}))  # a stage without the engine closes it
+    assert engine.closed == 2
+    r.release_device(engine)
+    assert hook.closed == 3
