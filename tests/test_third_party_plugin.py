@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +23,14 @@ EXAMPLE = ROOT / "examples" / "sipo-bench-example"
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> dict:
-    """The example pip-installed into a target dir; the environment that sees it."""
+    """The example pip-installed into a target dir; the environment that sees it. pip builds in the source
+    tree (`build/`, `*.egg-info`), and pytest-xdist may run this module fixture in several workers at once,
+    so each install builds from a private copy of the example: two builds in one tree race on `build/`."""
     target = tmp_path_factory.mktemp("example-site")
+    source = tmp_path_factory.mktemp("example-src") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--no-index", "--target", str(target), str(EXAMPLE)], capture_output=True, text=True, timeout=300)
+                          "--no-index", "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
 
