@@ -102,11 +102,14 @@ def test_realignment_reference_is_the_merged_dpo_model(tmp_path, cache_dir):
     summary, events, _ = run(tmp_path, cache_dir, sipo={"refine": False})
     cache = Cache(cache_dir)
     by = {e["stage"]: e["key"] for e in events if e["event"] in ("done", "cached")}
-    filt = cache.path(by["sipo-filter[round=1,seed=0]"])
     dpo_dir = cache.path(by["dpo[helpful,seed=0]"])
     base_dir = cache.path(by["base[seed=0]"])
-    pairs = read_jsonl(filt / "pairs.jsonl")
-    assert pairs, "no Pareto pairs survived: cannot check the reference"
+    # The pairs are built here, not taken from the Pareto filter: how many candidates survive
+    # the filter depends on last-bit differences between CPU kernels (0 of 96 on one AVX-512
+    # machine), and the property under test holds for any pairs.
+    rows = read_jsonl(cache.path(by["data[seed=0]"]) / "train.jsonl")[:16]
+    pairs = [{"prompt": r["prompt"], "chosen": r["responses"][0], "rejected": r["responses"][1]} for r in rows]
+    assert len(pairs) == 16
     alpha = 0.1
     train = summary["methods"]["sipo"]["config"]
     train_opts = {k: train[k] for k in ("learning_rate", "epochs", "batch_size", "grad_accum", "max_length",
