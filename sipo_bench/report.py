@@ -75,11 +75,21 @@ def _load_one(d: Path) -> dict:
 
 
 def upgrade(summary: dict) -> dict:
-    """A schema-1 summary in the current shape: its HV `ci95` (a percentile bootstrap even on 3
-    seeds) is replaced by the `interval` today's rule gives for the same per-seed values
-    (:func:`sipo_bench.stats.mean_interval`); nothing else is recomputed."""
-    if summary.get("schema_version", 0) >= 2:
+    """An older summary in the current shape, its statistics recomputed from the per-seed
+    values it stores, with the functions a run uses today (nothing trained or scored again):
+
+    - schema 1: the HV `ci95` (a percentile bootstrap even on 3 seeds) is dropped;
+    - schema 1-2: every HV `interval` follows today's rule (:func:`sipo_bench.stats.mean_interval`:
+      a t-interval up to 20 seeds), and the paired comparisons of `compare_to` are recomputed
+      (:func:`sipo_bench.stats.comparisons`: paired t-interval, sign-flip p, Holm-adjusted p).
+
+    `upgraded_from_schema` records the version read."""
+    from .experiment import SCHEMA_VERSION
+
+    version = summary.get("schema_version", 0)
+    if version >= SCHEMA_VERSION:
         return summary
+    summary.setdefault("compare_to", [])
     for m in summary["methods"].values():
         if not isinstance(m, dict):
             continue
@@ -88,9 +98,10 @@ def upgrade(summary: dict) -> dict:
             if isinstance(hv, dict) and isinstance(hv.get("per_seed"), dict):
                 hv.pop("ci95", None)
                 hv["interval"] = stats.mean_interval(list(hv["per_seed"].values()))
-    summary.setdefault("compare_to", [])
-    summary["upgraded_from_schema"] = summary["schema_version"]
-    summary["schema_version"] = 2
+    methods = {n: m for n, m in summary["methods"].items() if isinstance(m, dict)}
+    stats.comparisons(methods, [tuple(p) for p in summary["compare_to"]])
+    summary["upgraded_from_schema"] = summary.get("upgraded_from_schema", version)
+    summary["schema_version"] = SCHEMA_VERSION
     return summary
 
 
@@ -578,8 +589,9 @@ def table_md(summary: dict) -> str:
     lines += [f"- Objectives: {objs}.",
               f"- Weight grid: {_count(len(s.get('weights') or []), 'point')}; seeds: {', '.join(str(x) for x in seeds) or '-'}.",
               "- HV: per seed against that seed's reference point, then the mean over seeds with an interval in "
-              f"brackets whose kind the column names: a 95% t-interval (mean ± t·sd/√n) below {stats.MIN_BOOTSTRAP} "
-              f"seeds, a 95% percentile bootstrap from {stats.MIN_BOOTSTRAP} seeds up; none with one seed.",
+              f"brackets whose kind the column names: a t 95% CI (mean ± t·sd/√n, Student t with n − 1 df) up to "
+              f"{stats.MIN_BOOTSTRAP - 1} seeds, a percentile bootstrap 95% CI from {stats.MIN_BOOTSTRAP} seeds up "
+              "(below that it under-covers); none with one seed.",
               "- Points: the mean score over the test prompts (per prompt first the mean over its samples); "
               "their standard errors over prompts are in points.csv and summary.json.",
               f"- IGD+: each method's mean front against the union front of all methods "
@@ -602,7 +614,7 @@ def table_md(summary: dict) -> str:
     cols, body = per_seed_table(s)
     if body:
         lines += ["", "## HV per seed", "", f"The values each interval above is computed from (a t-interval is used "
-                  f"below {stats.MIN_BOOTSTRAP} seeds).", ""] + _md_table(cols, body, 2)
+                  f"up to {stats.MIN_BOOTSTRAP - 1} seeds).", ""] + _md_table(cols, body, 2)
     cols, body = noise_table(s)
     if body:
         lines += ["", "## Evaluation noise", ""] + noise_lines(s) + [""] + _md_table(cols, body, 3)
@@ -614,8 +626,9 @@ def table_md(summary: dict) -> str:
 
 COMPARISON_TEXT = (
     "ΔHV = HV(method) − HV(baseline) per seed, over the seeds both have (the seeds share data, base "
-    f"model and DPO endpoints, so the comparison is paired): the mean with a paired 95% interval (t below "
-    f"{stats.MIN_BOOTSTRAP} pairs, percentile bootstrap from {stats.MIN_BOOTSTRAP}), wins/ties/losses out of n seeds, "
+    f"model and DPO endpoints, so the comparison is paired): the mean with a paired 95% interval (paired t 95% CI, "
+    f"Student t on the n per-seed differences, up to {stats.MIN_BOOTSTRAP - 1} pairs; percentile bootstrap 95% CI from "
+    f"{stats.MIN_BOOTSTRAP}), wins/ties/losses out of n seeds, "
     "and the two-sided sign-flip permutation p-value (exact over all 2^n sign patterns up to n = 16, Monte Carlo "
     "beyond, the number of draws stated).")
 

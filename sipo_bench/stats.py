@@ -4,7 +4,8 @@ noise estimate that a run summary or a report shows.
 Public API:
 
 - :func:`mean_interval` -- the interval of a mean over seeds, by the project's rule: a
-  t-interval below :data:`MIN_BOOTSTRAP` values, a percentile bootstrap from there up;
+  t-interval below :data:`MIN_BOOTSTRAP` values (so up to 20 seeds), a percentile bootstrap
+  from there up (the percentile bootstrap under-covers at small n);
 - :func:`t_interval`, :func:`bootstrap_interval`, :func:`bootstrap_ci` -- the two kinds;
 - :func:`sign_flip_p` -- exact (or Monte Carlo) sign-flip permutation p-value of paired
   differences;
@@ -17,13 +18,15 @@ Public API:
 - :func:`union_front_igd_plus` -- the union front of several methods and each one's IGD+;
 - :func:`comparisons` -- :func:`paired_comparison` for every declared (method, baseline) pair.
 
-Every interval is a dict that names its method and nominal coverage, e.g.
-``{"method": "t", "level": 0.95, "lo": .., "hi": .., "n": 3, "df": 2}`` or
-``{"method": "percentile bootstrap", "level": 0.95, "lo": .., "hi": .., "n": 10,
-"resamples": "exact"}``; :func:`interval_label` is how tables name it. With one value there
-is no interval (``None``). Below 10 values a percentile bootstrap is not used: with 3 values
-every tail of the bootstrap distribution holds at least 1/27 > 2.5%, so a "95%" bootstrap
-interval would be the range of the values.
+Every interval is a dict that names its method and nominal coverage (`coverage`, and the same
+number as `level`), e.g. ``{"method": "t", "level": 0.95, "coverage": 0.95, "lo": .., "hi":
+.., "n": 3, "df": 2}``, ``{"method": "paired t", ...}`` for a mean of paired differences, or
+``{"method": "percentile bootstrap", "level": 0.95, "coverage": 0.95, "lo": .., "hi": .., "n":
+30, "resamples": 10000}``; :func:`interval_label` is how tables name it (`paired t 95% CI`).
+With one value there is no interval (``None``). Up to 20 values a percentile bootstrap is not
+used: with 3 values every tail of the bootstrap distribution holds at least 1/27 > 2.5%, so a
+"95%" bootstrap interval would be the range of the values, and at 10 values it still
+under-covers (it uses the n-divisor sd and normal-like tails where Student's t is wider).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ __all__ = ["MIN_BOOTSTRAP", "LEVEL", "mean_interval", "t_interval", "bootstrap_i
            "union_front_igd_plus", "comparisons", "TIE_TOL"]
 
 #: the smallest number of values for which a percentile bootstrap interval is reported
-MIN_BOOTSTRAP = 10
+#: (up to 20 values the t-interval is the interval)
+MIN_BOOTSTRAP = 21
 #: nominal coverage of every interval the project reports
 LEVEL = 0.95
 #: |difference| at or below this is a tie (HVs of the same stages are bit-identical)
@@ -71,10 +75,11 @@ def _level(level: float) -> float:
 # --- Intervals of a mean ----------------------------------------------------------------------
 
 
-def t_interval(values: Sequence[float], level: float = LEVEL) -> dict | None:
+def t_interval(values: Sequence[float], level: float = LEVEL, *, paired: bool = False) -> dict | None:
     """Student-t interval of the mean: mean ± t_{1-a/2, n-1} · sd / sqrt(n), with a = 1 - level
     and sd the sample standard deviation (ddof 1). None with fewer than two values; constant
-    values give the degenerate interval (mean, mean)."""
+    values give the degenerate interval (mean, mean). `paired`: the values are paired
+    differences (per-seed A − B), and the method is named `paired t`."""
     from scipy.stats import t as student_t
 
     level = _level(level)
@@ -84,7 +89,8 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> dict | None:
         return None
     mean = float(v.mean())
     half = float(student_t.ppf(0.5 + level / 2.0, n - 1)) * float(v.std(ddof=1)) / math.sqrt(n)
-    return {"method": "t", "level": level, "lo": mean - half, "hi": mean + half, "n": int(n), "df": int(n - 1)}
+    return {"method": "paired t" if paired else "t", "level": level, "coverage": level, "lo": mean - half,
+            "hi": mean + half, "n": int(n), "df": int(n - 1)}
 
 
 def _exact_bootstrap(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +144,7 @@ def bootstrap_interval(values: Sequence[float], level: float = LEVEL, n_resample
     lo = _lower_quantile(means, p, a)
     hi = -_lower_quantile(-means, p, a)
     vmin, vmax = float(v.min()), float(v.max())
-    return {"method": "percentile bootstrap", "level": level, "lo": min(max(lo, vmin), vmax),
+    return {"method": "percentile bootstrap", "level": level, "coverage": level, "lo": min(max(lo, vmin), vmax),
             "hi": min(max(hi, vmin), vmax), "n": int(v.size), "resamples": "exact" if exact else int(n_resamples)}
 
 
@@ -149,23 +155,25 @@ def bootstrap_ci(values: Sequence[float], level: float = LEVEL, n_resamples: int
     return None if iv is None else (iv["lo"], iv["hi"])
 
 
-def mean_interval(values: Sequence[float], level: float = LEVEL, min_bootstrap: int = MIN_BOOTSTRAP) -> dict | None:
-    """The interval the project reports for a mean over seeds (or over paired differences):
-    :func:`t_interval` below `min_bootstrap` values, :func:`bootstrap_interval` from there up;
-    None with fewer than two values."""
+def mean_interval(values: Sequence[float], level: float = LEVEL, min_bootstrap: int = MIN_BOOTSTRAP, *,
+                  paired: bool = False) -> dict | None:
+    """The interval the project reports for a mean over seeds (or, `paired`, over paired
+    differences): :func:`t_interval` below `min_bootstrap` values (up to 20 by default),
+    :func:`bootstrap_interval` from there up; None with fewer than two values."""
     v = _values(values)
     if v.size < 2:
         return None
-    return bootstrap_interval(v, level) if v.size >= min_bootstrap else t_interval(v, level)
+    return bootstrap_interval(v, level) if v.size >= min_bootstrap else t_interval(v, level, paired=paired)
 
 
 def interval_label(iv: Mapping[str, Any] | None) -> str:
-    """How a table names an interval: `95% t` or `95% percentile bootstrap`."""
+    """How a table names an interval: `t 95% CI`, `paired t 95% CI` or `percentile bootstrap
+    95% CI` (method, then nominal coverage)."""
     if not iv:
         return "no interval"
-    level = float(iv.get("level", LEVEL)) * 100
+    level = float(iv.get("coverage", iv.get("level", LEVEL))) * 100
     pct = f"{level:.0f}" if abs(level - round(level)) < 1e-9 else f"{level:g}"
-    return f"{pct}% {iv.get('method')}"
+    return f"{iv.get('method')} {pct}% CI"
 
 
 # --- Paired comparison --------------------------------------------------------------------------
@@ -206,8 +214,8 @@ def sign_flip_p(diffs: Sequence[float], *, max_exact: int = MAX_EXACT_PATTERNS, 
 
 def paired_comparison(a: Mapping[Any, float], b: Mapping[Any, float], level: float = LEVEL) -> dict | None:
     """A − B over the keys (seeds) both hold: `{n, seeds, per_seed, mean, interval, wins, ties,
-    losses, p_value}`. `interval` follows :func:`mean_interval` (t below 10 pairs, percentile
-    bootstrap from 10); a win is a difference > 0 (higher is better), a tie |d| <= 1e-12;
+    losses, p_value}`. `interval` follows :func:`mean_interval` (paired t up to 20 pairs,
+    percentile bootstrap from 21); a win is a difference > 0 (higher is better), a tie |d| <= 1e-12;
     `p_value` is :func:`sign_flip_p`. None when no key is shared."""
     shared = [k for k in a if k in b and a[k] is not None and b[k] is not None]
     shared.sort(key=lambda k: (not str(k).lstrip("-").isdigit(), int(k) if str(k).lstrip("-").isdigit() else 0, str(k)))
@@ -217,7 +225,7 @@ def paired_comparison(a: Mapping[Any, float], b: Mapping[Any, float], level: flo
     return {"n": len(shared), "seeds": [str(k) for k in shared],
             "per_seed": {str(k): float(x) for k, x in zip(shared, d)},
             "mean": float(d.mean()), "sd": float(d.std(ddof=1)) if d.size > 1 else None,
-            "interval": mean_interval(d, level),
+            "interval": mean_interval(d, level, paired=True),
             "wins": int(np.count_nonzero(d > TIE_TOL)), "ties": int(np.count_nonzero(np.abs(d) <= TIE_TOL)),
             "losses": int(np.count_nonzero(d < -TIE_TOL)), "p_value": sign_flip_p(d)}
 

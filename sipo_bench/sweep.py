@@ -251,10 +251,11 @@ def sweep_md(index: dict, summaries: list[dict]) -> str:
              + ", ".join(f"{o['name']} ({'higher' if o['higher_is_better'] else 'lower'} is better)" for o in first["objectives"]) + ".",
              f"- HV per seed against that seed's reference point ({first.get('ref_point_source')})"
              + (f" and against the floor {_vec(first.get('floor'))}" if first.get("floor") is not None else "")
-             + f"; mean over seeds with a 95% interval (t below {stats.MIN_BOOTSTRAP} seeds, percentile bootstrap "
-               f"from {stats.MIN_BOOTSTRAP}).",
+             + f"; mean over seeds with a 95% interval (t 95% CI up to {stats.MIN_BOOTSTRAP - 1} seeds, percentile "
+               f"bootstrap 95% CI from {stats.MIN_BOOTSTRAP}).",
              "- Paired ΔHV = HV(method) − HV(baseline) per seed over shared seeds, for each pair `compare_to` declares: "
-             "mean [paired 95% interval] (wins/ties/losses, two-sided exact sign-flip p).", ""]
+             "mean [paired t 95% CI up to "
+             f"{stats.MIN_BOOTSTRAP - 1} seeds] (wins/ties/losses, two-sided exact sign-flip p).", ""]
     for title, cols, body in sweep_tables(index, summaries):
         lines += [f"## {title}", ""] + _md_table(cols, body, 1) + [""]
     return "\n".join(lines)
@@ -321,7 +322,7 @@ def sweep_figure(index: dict, summaries: list[dict]) -> Any:
         if pairs:
             ax.axhline(0.0, color="0.4", lw=0.9, ls=":")
         what = "paired ΔHV" if pairs else "HV"
-        ax.set_ylabel(f"{what} vs {ref}" + (f" ({', '.join(sorted(kinds))} interval)" if kinds else ""))
+        ax.set_ylabel(f"{what} vs {ref}" + (f" ({', '.join(sorted(kinds))})" if kinds else ""))
         ax.set_xlabel(paths[0] if numeric else "sweep point")
         if not numeric:
             ax.set_xticks(xs, [p["label"] for p in index["points"]], rotation=20, ha="right")

@@ -106,7 +106,7 @@ def test_sweep_tables_trace_to_the_point_summaries(swept):
     s08 = json.loads((swept["out"] / "strength=0.8" / "summary.json").read_text())
     hv = s08["methods"]["dummy"]["hypervolume_floor"]
     c = s08["methods"]["dummy@strength=1.0"]["comparisons"]["dummy"]["hypervolume_floor"]
-    assert "## HV vs floor [95% t]" in md and "| method | strength=0.6 | strength=0.8 |" in md
+    assert "## HV vs floor [t 95% CI]" in md and "| method | strength=0.6 | strength=0.8 |" in md
     iv = hv["interval"]
     assert f"{hv['mean']:.4f} [{iv['lo']:.4f}, {iv['hi']:.4f}]" in next(l for l in md.split("## HV vs floor")[1].splitlines()
                                                                        if l.startswith("| dummy |"))
@@ -122,7 +122,7 @@ def test_sweep_tables_trace_to_the_point_summaries(swept):
 def test_sweep_plot_has_one_series_per_declared_pair(swept):
     index, summaries = sweep.load_sweep(swept["out"])
     fig = sweep.sweep_figure(index, summaries)
-    assert [ax.get_ylabel() for ax in fig.axes] == ["paired ΔHV vs ref (95% t interval)", "paired ΔHV vs floor (95% t interval)"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["paired ΔHV vs ref (paired t 95% CI)", "paired ΔHV vs floor (paired t 95% CI)"]
     assert fig.axes[1].get_xlabel() == "method_options.dummy.strength"
     lines = [l for l in fig.axes[1].get_lines() if l.get_gid() == "series:dummy@strength=1.0 − dummy"]
     assert lines
