@@ -443,7 +443,8 @@ def _p_cell(p: dict | None) -> str:
 
 def comparison_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Paired comparisons: one row per declared (method, baseline) pair; for each HV reference
-    the mean ΔHV with its paired interval, wins/ties/losses out of n, and the sign-flip p."""
+    the mean ΔHV with its paired interval, wins/ties/losses out of n, the sign-flip p and the
+    Holm-adjusted p (family: the column's comparisons against that baseline)."""
     items = [(name, b, c) for name, m in summary["methods"].items() for b, c in (m.get("comparisons") or {}).items()]
     if not items:
         return [], []
@@ -451,22 +452,44 @@ def comparison_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     cols = ["method", "baseline"]
     for key, ref in refs:
         kinds = _kinds((c.get(key) or {}).get("interval") for _, _, c in items)
-        cols += [f"ΔHV vs {ref}{_kind_suffix(kinds)}", f"W/T/L vs {ref}", f"p vs {ref} (sign-flip)"]
+        cols += [f"ΔHV vs {ref}{_kind_suffix(kinds)}", f"W/T/L vs {ref}", f"p vs {ref} (sign-flip)", f"p Holm vs {ref}"]
     body = []
     for name, b, c in items:
         row = [name, b]
         for key, _ in refs:
             d = c.get(key)
             if not d:
-                row += ["-", "-", "-"]
+                row += ["-", "-", "-", "-"]
                 continue
             mixed = len(_kinds((x.get(key) or {}).get("interval") for _, _, x in items)) > 1
             iv = d.get("interval")
             cell = _num(d["mean"]) + (" " + _interval_text(iv) if iv else "")
             cell += f" ({stats.interval_label(iv)})" if iv and mixed else ""
-            row += [cell, f"{d['wins']}/{d['ties']}/{d['losses']} of {d['n']}", _p_cell(d.get("p_value"))]
+            row += [cell, f"{d['wins']}/{d['ties']}/{d['losses']} of {d['n']}", _p_cell(d.get("p_value")),
+                    _num((d.get("p_holm") or {}).get("p"))]
         body.append(row)
     return cols, body
+
+
+def holm_text(summary: dict) -> str:
+    """What the `p Holm` columns adjust over: each family's baseline, indicator and size."""
+    fams: dict[str, int] = {}
+    for m in summary["methods"].values():
+        for c in (m.get("comparisons") or {}).values():
+            for d in c.values():
+                h = (d or {}).get("p_holm")
+                if h:
+                    fams[h["family"]] = h["m"]
+    if not fams:
+        return ""
+    names = {"hypervolume": "HV vs ref", "hypervolume_floor": "HV vs floor", "igd_plus": "IGD+"}
+
+    def label(f: str) -> str:
+        key, _, b = f.partition(" vs ")
+        return f"{names.get(key, key)} vs {b}: {fams[f]}"
+
+    return ("p Holm: the sign-flip p adjusted by Holm's step-down method within its family, the comparisons of one "
+            "column against one baseline (family sizes: " + "; ".join(label(f) for f in fams) + ").")
 
 
 def noise_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -610,7 +633,7 @@ def table_md(summary: dict) -> str:
         lines += [f"- `{n}`: {_md_cell(e or 'no error recorded')}" for n, e in failed]
     cols, body = comparison_table(s)
     if body:
-        lines += ["", "## Paired comparisons", "", COMPARISON_TEXT, ""] + _md_table(cols, body, 2)
+        lines += ["", "## Paired comparisons", "", COMPARISON_TEXT, "", holm_text(s), ""] + _md_table(cols, body, 2)
     cols, body = per_seed_table(s)
     if body:
         lines += ["", "## HV per seed", "", f"The values each interval above is computed from (a t-interval is used "
@@ -701,7 +724,7 @@ def console_table(summary: dict) -> Any:
             e.add_row(*[Text(c) for c in r])
         parts.append(e)
 
-    table("paired comparisons", *comparison_table(s), 2, COMPARISON_TEXT)
+    table("paired comparisons", *comparison_table(s), 2, COMPARISON_TEXT + " " + holm_text(s))
     table("HV per seed", *per_seed_table(s), 2)
     table("evaluation noise of HV", *noise_table(s), 3, " ".join(noise_lines(s)))
     table("extra stage results", *extra_table(s), 3)

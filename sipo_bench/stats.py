@@ -16,7 +16,9 @@ Public API:
 - :func:`prompt_bootstrap_hv` -- HV's evaluation-noise SE from a bootstrap over test prompts;
 - :func:`noise_split` -- evaluation variance vs seed-to-seed variance of HV, and what it implies;
 - :func:`union_front_igd_plus` -- the union front of several methods and each one's IGD+;
-- :func:`comparisons` -- :func:`paired_comparison` for every declared (method, baseline) pair.
+- :func:`holm` -- Holm's step-down adjustment of a family of p-values;
+- :func:`comparisons` -- :func:`paired_comparison` for every declared (method, baseline) pair,
+  with Holm-adjusted p-values over each family (one baseline, one indicator).
 
 Every interval is a dict that names its method and nominal coverage (`coverage`, and the same
 number as `level`), e.g. ``{"method": "t", "level": 0.95, "coverage": 0.95, "lo": .., "hi":
@@ -41,7 +43,7 @@ from . import pareto
 
 __all__ = ["MIN_BOOTSTRAP", "LEVEL", "mean_interval", "t_interval", "bootstrap_interval", "bootstrap_ci",
            "interval_label", "sign_flip_p", "paired_comparison", "hv_stats", "prompt_bootstrap_hv", "noise_split",
-           "union_front_igd_plus", "comparisons", "TIE_TOL"]
+           "union_front_igd_plus", "comparisons", "holm", "TIE_TOL"]
 
 #: the smallest number of values for which a percentile bootstrap interval is reported
 #: (up to 20 values the t-interval is the interval)
@@ -233,12 +235,36 @@ def paired_comparison(a: Mapping[Any, float], b: Mapping[Any, float], level: flo
 HV_KEYS = ("hypervolume", "hypervolume_floor")
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error control, any dependence): with the m
+    p-values sorted ascending p_(1) <= ... <= p_(m), p_adj_(i) = max_{j <= i} min(1, (m - j + 1)
+    p_(j)); returned in the input order. Ties keep their input order (the max makes the result
+    the same either way)."""
+    p = _values(p_values, "p_values")
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError(f"p_values: expected numbers in [0, 1], got {p.tolist()}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p[i])))
+        adj[i] = running
+    return adj.tolist()
+
+
 def comparisons(methods: Mapping[str, dict], pairs: Sequence[Sequence[str]], level: float = LEVEL) -> None:
     """Set `methods[m]["comparisons"] = {baseline: {hv key: paired_comparison or None}}` for
     every declared (m, baseline) pair, comparing per-seed HVs (both references); a pair whose
-    method or baseline failed gets None values. Methods in no pair get no key."""
+    method or baseline failed gets None values. Methods in no pair get no key.
+
+    Multiplicity: the comparisons against one baseline on one indicator (a column of the
+    report's comparison table, e.g. every method vs `mod` on HV vs ref) are one family, and
+    each comparison gets `p_holm = {p, method: "Holm", family, m}`, its sign-flip p adjusted
+    by :func:`holm` over that family (m comparisons; m = 1 leaves p as it is)."""
     for entry in methods.values():
         entry.pop("comparisons", None)
+    families: dict[tuple[str, str], list[dict]] = {}
     for m, b in pairs:
         if m not in methods or b not in methods or m == b:
             continue
@@ -247,7 +273,12 @@ def comparisons(methods: Mapping[str, dict], pairs: Sequence[Sequence[str]], lev
             hm, hb = methods[m].get(key), methods[b].get(key)
             ok = methods[m].get("status") == "ok" and methods[b].get("status") == "ok"
             out[key] = paired_comparison(hm["per_seed"], hb["per_seed"], level) if ok and hm and hb else None
+            if out[key] is not None and out[key].get("p_value"):
+                families.setdefault((b, key), []).append(out[key])
         methods[m].setdefault("comparisons", {})[b] = out
+    for (b, key), family in families.items():
+        for c, adj in zip(family, holm([c["p_value"]["p"] for c in family])):
+            c["p_holm"] = {"p": adj, "method": "Holm", "family": f"{key} vs {b}", "m": len(family)}
 
 
 # --- HV over seeds ------------------------------------------------------------------------------

@@ -210,8 +210,9 @@ def _cell(d: dict | None, with_counts: bool = False) -> str:
     iv = d.get("interval")
     text = _num(d["mean"]) + (f" [{_num(iv['lo'])}, {_num(iv['hi'])}]" if iv else "")
     if with_counts:
-        p = d.get("p_value") or {}
-        text += f" ({d['wins']}/{d['ties']}/{d['losses']}, p {_num(p.get('p'))})"
+        p, holm = d.get("p_value") or {}, d.get("p_holm")
+        text += f" ({d['wins']}/{d['ties']}/{d['losses']}, p {_num(p.get('p'))}"
+        text += f", p Holm {_num(holm['p'])})" if holm else ")"
     return text
 
 
@@ -234,7 +235,7 @@ def sweep_tables(index: dict, summaries: list[dict]) -> list[tuple[str, list[str
             diffs = {(m, b): [((s["methods"].get(m, {}).get("comparisons") or {}).get(b) or {}).get(key) for s in summaries]
                      for m, b in pairs}
             kind = _kind([d for ds in diffs.values() for d in ds])
-            tables.append((f"paired ΔHV vs {ref}{kind} (wins/ties/losses, sign-flip p)", ["method − baseline", *labels],
+            tables.append((f"paired ΔHV vs {ref}{kind} (wins/ties/losses, sign-flip p, Holm p)", ["method − baseline", *labels],
                            [[f"{m} − {b}", *[_cell(d, True) for d in ds]] for (m, b), ds in diffs.items()]))
     return tables
 
@@ -255,7 +256,8 @@ def sweep_md(index: dict, summaries: list[dict]) -> str:
                f"bootstrap 95% CI from {stats.MIN_BOOTSTRAP}).",
              "- Paired ΔHV = HV(method) − HV(baseline) per seed over shared seeds, for each pair `compare_to` declares: "
              "mean [paired t 95% CI up to "
-             f"{stats.MIN_BOOTSTRAP - 1} seeds] (wins/ties/losses, two-sided exact sign-flip p).", ""]
+             f"{stats.MIN_BOOTSTRAP - 1} seeds] (wins/ties/losses, two-sided exact sign-flip p, and that p Holm-adjusted "
+             "over the point's comparisons against the same baseline on the same indicator).", ""]
     for title, cols, body in sweep_tables(index, summaries):
         lines += [f"## {title}", ""] + _md_table(cols, body, 1) + [""]
     return "\n".join(lines)
@@ -267,7 +269,7 @@ def sweep_csv(index: dict, summaries: list[dict]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     paths = list(index["sweep"])
     w.writerow(["point", *paths, "quantity", "method", "baseline", "reference", "mean", "lo", "hi", "interval",
-                "level", "n", "wins", "ties", "losses", "p", "p_method"])
+                "level", "n", "wins", "ties", "losses", "p", "p_method", "p_holm"])
     for point, s in zip(index["points"], summaries):
         vals = [_fmt(point["values"][p]) for p in paths]
         for key, ref in _refs(summaries):
@@ -281,7 +283,8 @@ def sweep_csv(index: dict, summaries: list[dict]) -> str:
                     n = d.get("n", len(d.get("per_seed") or {}))
                     w.writerow([point["label"], *vals, quantity, name, b, ref, d["mean"], iv.get("lo", ""), iv.get("hi", ""),
                                 iv.get("method", ""), iv.get("level", ""), n, d.get("wins", ""), d.get("ties", ""),
-                                d.get("losses", ""), p.get("p", ""), p.get("method", "")])
+                                d.get("losses", ""), p.get("p", ""), p.get("method", ""),
+                                (d.get("p_holm") or {}).get("p", "")])
     return buf.getvalue()
 
 

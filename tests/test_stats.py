@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from sipo_bench.stats import (bootstrap_ci, bootstrap_interval, comparisons, hv_stats, interval_label, mean_interval,
+from sipo_bench.stats import (bootstrap_ci, bootstrap_interval, comparisons, holm, hv_stats, interval_label, mean_interval,
                               noise_split, paired_comparison, prompt_bootstrap_hv, sign_flip_p, t_interval)
 
 # Student-t quantiles t_{0.975, df} from a table (not from scipy, which the code uses).
@@ -168,6 +168,37 @@ def test_comparisons_set_declared_pairs_for_both_references():
     assert (c["hypervolume_floor"]["ties"], c["hypervolume_floor"]["losses"]) == (1, 1)
     assert methods["bad"]["comparisons"]["mod"] == {"hypervolume": None, "hypervolume_floor": None}
     assert "comparisons" not in methods["mod"]
+
+
+def test_holm_by_hand():
+    # sorted .005 .01 .03 .04 -> 4*.005=.02, 3*.01=.03, 2*.03=.06, max(1*.04, .06)=.06; input order kept
+    assert holm([0.01, 0.04, 0.03, 0.005]) == [pytest.approx(0.03), pytest.approx(0.06), pytest.approx(0.06),
+                                               pytest.approx(0.02)]
+    assert holm([0.3]) == [0.3] and holm([]) == [] and holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+    # the main table's "vs mod, HV vs ref" column (issue 22): SIPO's p 0.0059 is 4th smallest of 6: 3 * 0.0059
+    col = [0.001953125, 0.001953125, 0.33984375, 0.01171875, 0.00390625, 0.005859375]
+    assert holm(col)[-1] == pytest.approx(3 * 0.005859375) and holm(col)[2] == pytest.approx(0.33984375)
+    with pytest.raises(ValueError, match=r"p_values: expected numbers in \[0, 1\], got \[1.5\]"):
+        holm([1.5])
+
+
+def test_comparisons_adjust_p_within_each_baseline_and_indicator():
+    hv = lambda vals: {"mean": float(np.mean(vals)), "per_seed": {str(i): v for i, v in enumerate(vals)}}
+    base = [0.0] * 5
+    methods = {"mod": {"status": "ok", "hypervolume": hv(base), "hypervolume_floor": hv(base)},
+               "soups": {"status": "ok", "hypervolume": hv(base), "hypervolume_floor": hv(base)},
+               # +1 on all 5 seeds: exact sign-flip p = 2/32; four +1 and one -1: |sum| >= 3 in 12 of 32 patterns
+               "a": {"status": "ok", "hypervolume": hv([1.0] * 5), "hypervolume_floor": hv([1.0] * 5)},
+               "b": {"status": "ok", "hypervolume": hv([1, 1, 1, 1, -1]), "hypervolume_floor": hv([1.0] * 5)}}
+    comparisons(methods, [("a", "mod"), ("b", "mod"), ("a", "soups")])
+    a, b = methods["a"]["comparisons"], methods["b"]["comparisons"]
+    assert (a["mod"]["hypervolume"]["p_value"]["p"], b["mod"]["hypervolume"]["p_value"]["p"]) == (2 / 32, 12 / 32)
+    assert a["mod"]["hypervolume"]["p_holm"] == {"p": pytest.approx(4 / 32), "method": "Holm",
+                                                 "family": "hypervolume vs mod", "m": 2}
+    assert b["mod"]["hypervolume"]["p_holm"]["p"] == pytest.approx(12 / 32)  # max(1 * 12/32, 4/32)
+    assert a["mod"]["hypervolume_floor"]["p_holm"]["p"] == pytest.approx(4 / 32)  # both 2/32: 2 * 2/32
+    assert a["soups"]["hypervolume"]["p_holm"] == {"p": pytest.approx(2 / 32), "method": "Holm",
+                                                   "family": "hypervolume vs soups", "m": 1}  # alone in its family
 
 
 # --- evaluation noise -------------------------------------------------------------------------------

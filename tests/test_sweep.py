@@ -112,11 +112,11 @@ def test_sweep_tables_trace_to_the_point_summaries(swept):
                                                                        if l.startswith("| dummy |"))
     row = next(l for l in md.split("## paired ΔHV vs floor")[1].splitlines() if l.startswith("| dummy@strength=1.0 − dummy |"))
     iv = c["interval"]
-    assert f"{c['mean']:.4f} [{iv['lo']:.4f}, {iv['hi']:.4f}] ({c['wins']}/{c['ties']}/{c['losses']}, p {c['p_value']['p']:.4f})" in row
+    assert f"{c['mean']:.4f} [{iv['lo']:.4f}, {iv['hi']:.4f}] ({c['wins']}/{c['ties']}/{c['losses']}, p {c['p_value']['p']:.4f}, p Holm {c['p_holm']['p']:.4f})" in row
     rows = (swept["out"] / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("point,method_options.dummy.strength,quantity,method,baseline,reference,mean,lo,hi,interval")
     line = next(r for r in rows if r.startswith("strength=0.8,0.8,delta_hv,dummy@strength=1.0,dummy,floor,"))
-    assert line.split(",")[6] == repr(c["mean"]) and line.split(",")[-2:] == [repr(c["p_value"]["p"]), "exact"]
+    assert line.split(",")[6] == repr(c["mean"]) and line.split(",")[-3:] == [repr(c["p_value"]["p"]), "exact", repr(c["p_holm"]["p"])]
 
 
 def test_sweep_plot_has_one_series_per_declared_pair(swept):
