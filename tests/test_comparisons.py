@@ -154,7 +154,7 @@ def test_paired_comparison_in_summary_and_tables(noisy):
     row = next(l for l in table.splitlines() if l.startswith("| dummy@strength=1.0 | dummy |"))
     assert f"{np.mean(d):.4f} [{np.mean(d) - half:.4f}, {np.mean(d) + half:.4f}] | 0/0/3 of 3 | 0.2500 (exact, 8 patterns) |" in row
     assert "| p vs ref (sign-flip) | p Holm vs ref |" in table and "| p vs floor (sign-flip) | p Holm vs floor |" in table
-    assert "p Holm: the sign-flip p adjusted by Holm's step-down method" in table and "HV vs floor vs dummy: 1" in table
+    assert "p Holm: the sign-flip p adjusted by Holm's step-down method" in table and "HV vs floor vs dummy: 2" in table
     assert "## HV per seed" in table and "## Evaluation noise" in table and "Test prompts per seed: 12." in table
 
 
