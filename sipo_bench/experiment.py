@@ -729,6 +729,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         methods[name] = entry
 
     union_front = stats.union_front_igd_plus(methods, maximize)
+    stats.igd_plus_per_seed(methods, maximize)
     stats.comparisons(methods, plan.compare)
 
     stages = plan.stages()

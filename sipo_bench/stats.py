@@ -16,6 +16,8 @@ Public API:
 - :func:`prompt_bootstrap_hv` -- HV's evaluation-noise SE from a bootstrap over test prompts;
 - :func:`noise_split` -- evaluation variance vs seed-to-seed variance of HV, and what it implies;
 - :func:`union_front_igd_plus` -- the union front of several methods and each one's IGD+;
+- :func:`igd_plus_per_seed` -- per seed, the union front of every method's points of that seed
+  and each method's IGD+ to it, then the mean over seeds with its interval;
 - :func:`holm` -- Holm's step-down adjustment of a family of p-values;
 - :func:`comparisons` -- :func:`paired_comparison` for every declared (method, baseline) pair,
   with Holm-adjusted p-values over each family (one baseline, one indicator).
@@ -43,7 +45,7 @@ from . import pareto
 
 __all__ = ["MIN_BOOTSTRAP", "LEVEL", "mean_interval", "t_interval", "bootstrap_interval", "bootstrap_ci",
            "interval_label", "sign_flip_p", "paired_comparison", "hv_stats", "prompt_bootstrap_hv", "noise_split",
-           "union_front_igd_plus", "comparisons", "holm", "TIE_TOL"]
+           "union_front_igd_plus", "igd_plus_per_seed", "comparisons", "holm", "TIE_TOL", "INDICATORS"]
 
 #: the smallest number of values for which a percentile bootstrap interval is reported
 #: (up to 20 values the t-interval is the interval)
@@ -214,25 +216,29 @@ def sign_flip_p(diffs: Sequence[float], *, max_exact: int = MAX_EXACT_PATTERNS, 
     return {"p": (1 + hits) / (1 + int(draws)), "method": "monte carlo", "draws": int(draws), "n": int(n)}
 
 
-def paired_comparison(a: Mapping[Any, float], b: Mapping[Any, float], level: float = LEVEL) -> dict | None:
+def paired_comparison(a: Mapping[Any, float], b: Mapping[Any, float], level: float = LEVEL, *,
+                      higher_is_better: bool = True) -> dict | None:
     """A − B over the keys (seeds) both hold: `{n, seeds, per_seed, mean, interval, wins, ties,
     losses, p_value}`. `interval` follows :func:`mean_interval` (paired t up to 20 pairs,
-    percentile bootstrap from 21); a win is a difference > 0 (higher is better), a tie |d| <= 1e-12;
-    `p_value` is :func:`sign_flip_p`. None when no key is shared."""
+    percentile bootstrap from 21); a win is a difference > 0 (< 0 when not `higher_is_better`,
+    e.g. IGD+), a tie |d| <= 1e-12; `p_value` is :func:`sign_flip_p`. None when no key is shared."""
     shared = [k for k in a if k in b and a[k] is not None and b[k] is not None]
     shared.sort(key=lambda k: (not str(k).lstrip("-").isdigit(), int(k) if str(k).lstrip("-").isdigit() else 0, str(k)))
     if not shared:
         return None
     d = np.array([float(a[k]) - float(b[k]) for k in shared])
+    sign = 1.0 if higher_is_better else -1.0
     return {"n": len(shared), "seeds": [str(k) for k in shared],
             "per_seed": {str(k): float(x) for k, x in zip(shared, d)},
             "mean": float(d.mean()), "sd": float(d.std(ddof=1)) if d.size > 1 else None,
             "interval": mean_interval(d, level, paired=True),
-            "wins": int(np.count_nonzero(d > TIE_TOL)), "ties": int(np.count_nonzero(np.abs(d) <= TIE_TOL)),
-            "losses": int(np.count_nonzero(d < -TIE_TOL)), "p_value": sign_flip_p(d)}
+            "wins": int(np.count_nonzero(sign * d > TIE_TOL)), "ties": int(np.count_nonzero(np.abs(d) <= TIE_TOL)),
+            "losses": int(np.count_nonzero(sign * d < -TIE_TOL)), "p_value": sign_flip_p(d)}
 
 
 HV_KEYS = ("hypervolume", "hypervolume_floor")
+#: every per-seed indicator a comparison covers: summary key -> higher is better
+INDICATORS = {"hypervolume": True, "hypervolume_floor": True, "igd_plus_per_seed": False}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -254,9 +260,10 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def comparisons(methods: Mapping[str, dict], pairs: Sequence[Sequence[str]], level: float = LEVEL) -> None:
-    """Set `methods[m]["comparisons"] = {baseline: {hv key: paired_comparison or None}}` for
-    every declared (m, baseline) pair, comparing per-seed HVs (both references); a pair whose
-    method or baseline failed gets None values. Methods in no pair get no key.
+    """Set `methods[m]["comparisons"] = {baseline: {indicator: paired_comparison or None}}` for
+    every declared (m, baseline) pair, comparing the per-seed values of every indicator of
+    :data:`INDICATORS` the entries hold (HV vs both references, IGD+ per seed, lower is better);
+    a pair whose method or baseline failed gets None values. Methods in no pair get no key.
 
     Multiplicity: the comparisons against one baseline on one indicator (a column of the
     report's comparison table, e.g. every method vs `mod` on HV vs ref) are one family, and
@@ -269,10 +276,13 @@ def comparisons(methods: Mapping[str, dict], pairs: Sequence[Sequence[str]], lev
         if m not in methods or b not in methods or m == b:
             continue
         out = {}
-        for key in HV_KEYS:
+        for key, hib in INDICATORS.items():
+            if key not in HV_KEYS and key not in methods[m] and key not in methods[b]:
+                continue  # a summary from before IGD+ per seed
             hm, hb = methods[m].get(key), methods[b].get(key)
             ok = methods[m].get("status") == "ok" and methods[b].get("status") == "ok"
-            out[key] = paired_comparison(hm["per_seed"], hb["per_seed"], level) if ok and hm and hb else None
+            out[key] = (paired_comparison(hm["per_seed"], hb["per_seed"], level, higher_is_better=hib)
+                        if ok and hm and hb else None)
             if out[key] is not None and out[key].get("p_value"):
                 families.setdefault((b, key), []).append(out[key])
         methods[m].setdefault("comparisons", {})[b] = out
@@ -393,3 +403,35 @@ def union_front_igd_plus(methods: Mapping[str, dict], maximize: Sequence[bool]) 
         entry["igd_plus"] = (pareto.igd_plus([f["scores"] for f in entry["front"]], union_front, maximize)
                              if entry["front"] else None)
     return union_front
+
+
+def igd_plus_per_seed(methods: Mapping[str, dict], maximize: Sequence[bool], level: float = LEVEL) -> None:
+    """Set each method's `igd_plus_per_seed`: for every seed, the union front of that seed is the
+    non-dominated subset of the points (one per weight) of every ok method on that seed, and a
+    method's IGD+ on the seed is that of its points against it (:func:`pareto.igd_plus`, lower
+    is better); then `{mean, per_seed, std, interval, union_front_points}` over seeds as for HV
+    (`interval` by :func:`mean_interval`). Failed methods, and methods without points, get None.
+    Paired over seeds like HV, since every seed's union front is shared by all methods."""
+    ok = {n: e for n, e in methods.items() if e.get("status") == "ok" and e.get("points")}
+    by_seed: dict[str, list[list[float]]] = {}
+    for e in ok.values():
+        for p in e["points"]:
+            by_seed.setdefault(str(p["seed"]), []).append(list(p["scores"]))
+    fronts = {}
+    for seed, pts in by_seed.items():
+        union = [list(x) for x in dict.fromkeys(tuple(x) for x in pts)]
+        fronts[seed] = [union[i] for i in pareto.pareto_front(union, maximize)]
+    order = sorted(fronts, key=lambda x: (not x.lstrip("-").isdigit(), int(x) if x.lstrip("-").isdigit() else 0, x))
+    for name, entry in methods.items():
+        if name not in ok:
+            entry["igd_plus_per_seed"] = None
+            continue
+        per_seed = {}
+        for seed in order:
+            pts = [p["scores"] for p in entry["points"] if str(p["seed"]) == seed]
+            if pts:
+                per_seed[seed] = pareto.igd_plus(pts, fronts[seed], maximize)
+        vals = list(per_seed.values())
+        entry["igd_plus_per_seed"] = {
+            "mean": float(np.mean(vals)), "per_seed": per_seed, "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+            "interval": mean_interval(vals, level), "union_front_points": {s: len(fronts[s]) for s in per_seed}}

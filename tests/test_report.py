@@ -162,7 +162,7 @@ def test_real_run_numbers_trace_to_summary(runs):
     assert s["union_front"] == [f["scores"] for f in m["front"]] and m["igd_plus"] == 0.0
     table = (out / "table.md").read_text()
     row = md_row(table, "dummy")
-    assert row == ["dummy", "ok", "0.0000 [0.0000, 0.0000]", "0.4100 [0.4100, 0.4100]", "0.0000", "5", "0.9000", "0.9000"]
+    assert row == ["dummy", "ok", "0.0000 [0.0000, 0.0000]", "0.4100 [0.4100, 0.4100]", "0.0000", "0.0000 [0.0000, 0.0000]", "5", "0.9000", "0.9000"]
     assert "HV vs ref (0.5000, 0.5000) [t 95% CI]" in table and "HV vs floor (0.0000, 0.0000) [t 95% CI]" in table
     assert "bootstrap]" not in table and "bootstrap 95% CI]" not in table  # 3 seeds: never a bootstrap interval
     assert "HV reference point: a=0.5000, b=0.5000; source: base policy mean test scores" in table

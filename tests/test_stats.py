@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from sipo_bench.stats import (bootstrap_ci, bootstrap_interval, comparisons, holm, hv_stats, interval_label, mean_interval,
+from sipo_bench.stats import (bootstrap_ci, bootstrap_interval, comparisons, holm, hv_stats, igd_plus_per_seed, interval_label,
+                              mean_interval,
                               noise_split, paired_comparison, prompt_bootstrap_hv, sign_flip_p, t_interval)
 
 # Student-t quantiles t_{0.975, df} from a table (not from scipy, which the code uses).
@@ -199,6 +200,30 @@ def test_comparisons_adjust_p_within_each_baseline_and_indicator():
     assert a["mod"]["hypervolume_floor"]["p_holm"]["p"] == pytest.approx(4 / 32)  # both 2/32: 2 * 2/32
     assert a["soups"]["hypervolume"]["p_holm"] == {"p": pytest.approx(2 / 32), "method": "Holm",
                                                    "family": "hypervolume vs soups", "m": 1}  # alone in its family
+
+
+def test_igd_plus_per_seed_by_hand_and_its_paired_comparison():
+    pts = lambda seed, *xs: [{"w": [1.0, 0.0], "seed": seed, "scores": list(x)} for x in xs]
+    methods = {
+        # seed 0: the union front is {(1,0), (0,1), (.5,.5)}; seed 1: {(1,1)}
+        "a": {"status": "ok", "points": pts(0, (1, 0), (0, 1)) + pts(1, (1, 1))},
+        "b": {"status": "ok", "points": pts(0, (0.5, 0.5)) + pts(1, (0, 0))},
+        "c": {"status": "failed", "points": pts(0, (2, 2))},  # failed: not in the union front, no IGD+
+    }
+    igd_plus_per_seed(methods, [True, True])
+    # a, seed 0: d+ is 0 to (1,0) and (0,1); to (.5,.5) the nearer of (1,0)/(0,1) is short by .5 on one axis: 0.5 / 3
+    # b, seed 0: (.5,.5) is short by .5 of (1,0) and of (0,1), 0 to itself: 1 / 3; seed 1: (0,0) to (1,1): sqrt 2
+    a, b = methods["a"]["igd_plus_per_seed"], methods["b"]["igd_plus_per_seed"]
+    assert a["per_seed"] == {"0": pytest.approx(1 / 6), "1": 0.0} and a["union_front_points"] == {"0": 3, "1": 1}
+    assert b["per_seed"] == {"0": pytest.approx(1 / 3), "1": pytest.approx(math.sqrt(2))}
+    assert b["mean"] == pytest.approx((1 / 3 + math.sqrt(2)) / 2) and b["interval"]["method"] == "t"
+    assert methods["c"]["igd_plus_per_seed"] is None
+    methods["a"]["hypervolume"] = methods["b"]["hypervolume"] = None
+    comparisons(methods, [("a", "b")])
+    c = methods["a"]["comparisons"]["b"]["igd_plus_per_seed"]
+    assert c["per_seed"] == {"0": pytest.approx(-1 / 6), "1": pytest.approx(-math.sqrt(2))}
+    assert (c["wins"], c["ties"], c["losses"]) == (2, 0, 0)  # lower IGD+ wins
+    assert c["p_value"]["p"] == 0.5 and c["p_holm"]["family"] == "igd_plus_per_seed vs b"
 
 
 # --- evaluation noise -------------------------------------------------------------------------------
