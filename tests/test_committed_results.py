@@ -7,6 +7,7 @@ hypervolumes agree with an independent implementation.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,42 @@ def test_main_table_says_where_the_ranking_depends_on_the_reference_point():
     c = s["methods"]["sipo"]["comparisons"]["mod"]
     assert c["hypervolume"]["interval"]["method"] == "paired t" and c["hypervolume"]["p_holm"]["m"] == 6
     assert c["igd_plus_per_seed"]["wins"] == 7 and c["igd_plus_per_seed"]["n"] == 10
+
+
+def _hv_cases():
+    """(summary, method, reference kind, seed, points, reference point, stored HV) of every
+    per-seed HV of every ok method in every committed summary, against both references."""
+    import json
+
+    for path in SUMMARIES:
+        s = json.loads(path.read_text())
+        maximize = [bool(o["higher_is_better"]) for o in s["objectives"]]
+        for name, m in s["methods"].items():
+            if m.get("status") != "ok":
+                continue
+            for key, refs in (("hypervolume", s.get("ref_points") or {}),
+                              ("hypervolume_floor", {seed: s.get("floor") for seed in s.get("ref_points") or {}})):
+                for seed, stored in ((m.get(key) or {}).get("per_seed") or {}).items():
+                    pts = [p["scores"] for p in m["points"] if str(p["seed"]) == seed]
+                    yield (f"{path.parent.relative_to(RESULTS)}:{name}:{key}:{seed}", pts, refs[seed], maximize, stored)
+
+
+def test_hypervolume_agrees_with_moocore_on_every_committed_summary():
+    """Every per-seed HV of the committed results, recomputed by moocore (an independent C
+    implementation) from the summary's points and reference points, equals the stored value
+    and today's `pareto.hypervolume` to 1e-12 relative (they agree exactly today)."""
+    moocore = pytest.importorskip("moocore", reason="moocore is a dev dependency: pip install -e '.[dev]'")
+    from sipo_bench import pareto
+
+    cases = list(_hv_cases())
+    assert len(cases) >= 642, len(cases)  # main, ablation, reference and 4 sweep points: methods x seeds x 2 references
+    bad, exact, positive = [], 0, 0
+    for label, pts, ref, maximize, stored in cases:
+        theirs = float(moocore.hypervolume(pts, ref=ref, maximise=maximize))
+        ours = pareto.hypervolume(pts, ref, maximize)
+        if not (math.isclose(theirs, stored, rel_tol=1e-12, abs_tol=0.0) and math.isclose(ours, stored, rel_tol=1e-12, abs_tol=0.0)):
+            bad.append((label, stored, ours, theirs))
+        exact += theirs == stored
+        positive += stored > 0
+    assert not bad, bad[:5]
+    assert positive > len(cases) // 2  # not a comparison of zeros
