@@ -241,7 +241,7 @@ def sweep_tables(index: dict, summaries: list[dict]) -> list[tuple[str, list[str
 
 
 def sweep_md(index: dict, summaries: list[dict]) -> str:
-    from .report import _count, _md_table, _vec
+    from .report import _count, _md_table, _vec, ranking_line
 
     first = summaries[0]
     seeds = sorted({int(x) for s in summaries for x in s.get("seeds") or []})
@@ -260,6 +260,10 @@ def sweep_md(index: dict, summaries: list[dict]) -> str:
              "over the point's comparisons against the same baseline on the same indicator).", ""]
     for title, cols, body in sweep_tables(index, summaries):
         lines += [f"## {title}", ""] + _md_table(cols, body, 1) + [""]
+    ranking = [(p["label"], ranking_line(s)) for p, s in zip(index["points"], summaries)]
+    if any(text for _, text in ranking):
+        lines += ["## Ranking across references and IGD+", ""]
+        lines += [f"- {label}: {text}" for label, text in ranking if text] + [""]
     return "\n".join(lines)
 
 
