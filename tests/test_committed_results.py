@@ -70,3 +70,19 @@ def test_hypervolume_agrees_with_moocore_on_every_committed_summary():
         positive += stored > 0
     assert not bad, bad[:5]
     assert positive > len(cases) // 2  # not a comparison of zeros
+
+
+@pytest.mark.parametrize("path", SUMMARIES, ids=lambda p: str(p.parent.relative_to(RESULTS)))
+def test_committed_tables_are_rendered_from_their_summaries(path):
+    """Each committed table.md is what `sipo-bench report` renders from the summary beside it
+    today (re-render after changing a renderer: `sipo-bench report results/<dir>`)."""
+    s = report.load_summaries([path.parent])[0]
+    assert (path.parent / "table.md").read_text() == report.table_md(s)
+
+
+def test_committed_sweep_report_is_rendered_from_its_points():
+    from sipo_bench.sweep import load_sweep, sweep_md
+
+    d = RESULTS / "synthetic-conflict-sweep"
+    index, summaries = load_sweep(d)
+    assert (d / "sweep.md").read_text() == sweep_md(index, summaries)
