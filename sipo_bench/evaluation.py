@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .compute import count
 from .config import build
 from .interfaces import DecodingConfig, ResolvedPolicy, TaskData
 from .stages import StageContext, read_jsonl, write_jsonl
@@ -50,6 +51,7 @@ def score_texts(runtime, task, prompts, responses, progress=None) -> dict[str, n
             if obj in declared and declared[obj] != hib:
                 raise RuntimeError(f"scorer {name!r} scores {obj!r} as {'higher' if hib else 'lower'} is better, "
                                    f"but task {task.name!r} declares the opposite")
+        count("scorer_calls", len(responses))
         for obj, vals in scorer.score(prompts, responses, progress=progress).items():
             if obj in task.objective_names:
                 scores[obj] = np.asarray(vals, dtype=float)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import __version__, extra_scorers, pareto, stats
+from . import __version__, compute, extra_scorers, pareto, stats
 from .config import ConfigError, build, check, field, to_dict
 from .errors import UsageError
 from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
@@ -725,6 +725,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
                           eval_se)
         entry["stage_seconds"] = _seconds_by_kind(own, outcomes)
         entry["seconds"] = round(sum(entry["stage_seconds"].values()), 3)
+        # what this method's stages spent, shared task stages (data, SFT model, base-policy evaluation) left out
+        entry["compute"] = compute.total([cache.meta(s) for s in walk(own) if s.key not in reference_side])
         entry["extra"] = {str(seed): {n: result(st) for n, st in ex.items()} for seed, ex in mp.extra.items() if ex}
         methods[name] = entry
 

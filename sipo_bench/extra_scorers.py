@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .compute import count
 from .config import ConfigError, build, field
 from .errors import UsageError, did_you_mean
 from .interfaces import Objective, Task
@@ -135,6 +136,7 @@ def extra_score_stage(ctx: StageContext) -> dict:
     prompts, responses = read_generations(ctx.inputs["generations"])
     scorer = ctx.runtime.scorer(cfg["scorer"], cfg["options"])
     with ctx.progress(len(prompts), f"score {ctx.stage.name}") as advance:
+        count("scorer_calls", len(responses))
         raw = scorer.score(prompts, responses, progress=advance)
     scores = {o: np.asarray(v, dtype=float) for o, v in raw.items()}
     bad = {o: len(v) for o, v in scores.items() if len(v) != len(prompts)}

@@ -18,7 +18,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import stats
+from . import compute, stats
 from .errors import UsageError
 from .fsio import atomic_write_bytes
 from .stages import _json_default
@@ -281,6 +281,7 @@ def _merge_method(name: str, acc: dict, entry: dict, label: str) -> dict:
         stage_seconds[k] = round(stage_seconds.get(k, 0.0) + float(v or 0.0), 3)
     out["stage_seconds"] = stage_seconds
     out["seconds"] = round(float(acc.get("seconds") or 0.0) + float(entry.get("seconds") or 0.0), 3)
+    out["compute"] = compute.add(acc.get("compute"), entry.get("compute"))
     out["extra"] = {**(entry.get("extra") or {}), **(acc.get("extra") or {})}
     return out
 
@@ -563,6 +564,33 @@ def holm_text(summary: dict) -> str:
             "column against one baseline (family sizes: " + "; ".join(label(f) for f in fams) + ").")
 
 
+COMPUTE_LABELS = {"optimizer_steps": "optimizer steps", "tokens_trained": "training tokens",
+                  "tokens_generated": "tokens generated", "scorer_calls": "scorer calls"}
+
+COMPUTE_TEXT = (
+    "What each method's stages spent, counted by the stages as they ran: optimizer steps and the tokens the training "
+    "passes read (a preference pair: its prompt twice and both responses, per epoch), tokens generated (every "
+    "generation, training-time and evaluation), texts sent to a scorer. The shared data, SFT model and base-policy "
+    "evaluation are left out; a stage several methods use (e.g. the DPO endpoints) counts for each. "
+    "\"not recorded\": the summary predates counting, or a stage it needs was cached before counting.")
+
+
+def compute_table(summary: dict, *, with_time: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Per method: the :mod:`sipo_bench.compute` counters of its stages (`not recorded` for a
+    summary without them); `with_time` adds their summed stage seconds (console only)."""
+    if not summary["methods"]:
+        return [], []
+    cols = ["method", *COMPUTE_LABELS.values()] + (["stage seconds"] if with_time else [])
+    body = []
+    for name, m in summary["methods"].items():
+        c = m.get("compute")
+        row = [name] + [("not recorded" if not c or c.get(f) is None else f"{int(c[f]):,}") for f in compute.FIELDS]
+        if with_time:
+            row.append(_num(c.get("seconds")) if c else "not recorded")
+        body.append(row)
+    return cols, body
+
+
 def noise_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Evaluation noise vs seed-to-seed spread of HV, per method and reference."""
     body = []
@@ -709,6 +737,9 @@ def table_md(summary: dict) -> str:
         lines += ["", "## Paired comparisons", "", COMPARISON_TEXT, "", holm_text(s), ""] + _md_table(cols, body, 2)
         if ranking_line(s):
             lines += ["", ranking_line(s)]
+    cols, body = compute_table(s)
+    if body:
+        lines += ["", "## Compute", "", COMPUTE_TEXT, ""] + _md_table(cols, body, 1)
     cols, body = per_seed_table(s)
     if body:
         lines += ["", "## HV per seed", "", f"The values each interval above is computed from (a t-interval is used "
@@ -803,6 +834,7 @@ def console_table(summary: dict) -> Any:
         parts.append(e)
 
     table("paired comparisons", *comparison_table(s), 2, " ".join(x for x in (COMPARISON_TEXT, holm_text(s), ranking_line(s)) if x))
+    table("compute", *compute_table(s, with_time=True), 1, COMPUTE_TEXT)
     table("HV per seed", *per_seed_table(s), 2)
     table("evaluation noise of HV", *noise_table(s), 3, " ".join(noise_lines(s)))
     table("extra stage results", *extra_table(s), 3)

@@ -322,8 +322,9 @@ class Cache:
                 with contextlib.suppress(OSError):
                     lock.unlink()
 
-    def seal(self, stage: Stage, tmp: Path, result: Any, seconds: float) -> dict:
-        """Write `result.json` and then the marker recording every file in `tmp`, all fsync'ed."""
+    def seal(self, stage: Stage, tmp: Path, result: Any, seconds: float, compute: Mapping[str, int] | None = None) -> dict:
+        """Write `result.json` and then the marker recording every file in `tmp`, all fsync'ed;
+        `compute`: the stage's counts (:mod:`sipo_bench.compute`), kept in the marker."""
         from .fsio import fsync_dir
         from .integrity import record_files
 
@@ -334,6 +335,8 @@ class Cache:
             "config": stage.config, "inputs": {n: d.key for n, d in stage.inputs.items()},
             "seconds": seconds, "finished": time.time(), "files": record_files(tmp, skip=(DONE,)),
         }
+        if compute is not None:
+            marker["compute"] = dict(compute)
         for dirpath, _dirs, _files in os.walk(tmp):
             fsync_dir(Path(dirpath))
         _write_durable(tmp / DONE, json.dumps(marker, default=_json_default, indent=1))
@@ -503,14 +506,17 @@ def execute_stage(stage: Stage, cache: Cache, runtime: Any, *, force: bool = Fal
             input_results={n: cache.result(d) for n, d in stage.inputs.items()},
             runtime=runtime,
         )
+        from .compute import metered
+
         try:
-            result = stage.load_fn()(ctx)
+            with metered() as meter:
+                result = stage.load_fn()(ctx)
         except (Exception, KeyboardInterrupt):
             raise
         except BaseException as e:  # SystemExit, GeneratorExit, ...: a failure of this stage only
             raise StageAborted(f"{error_line(e)} (raised by the stage function)") from e
         seconds = time.time() - t0
-        cache.seal(stage, tmp, result, seconds)
+        cache.seal(stage, tmp, result, seconds, compute=meter)
     return "done", result, seconds
 
 

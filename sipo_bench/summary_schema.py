@@ -112,6 +112,7 @@ METHOD = Obj({
     "front": ListOf(MEAN_POINT), "hypervolume": HV, "hypervolume_floor": HV, "igd_plus": Opt(NUM), "igd_plus_per_seed": HV,
     "best": DictOf(ANYNUM), "stage_seconds": DictOf(NUM), "seconds": Opt(NUM), "extra": Opt(DictOf(ANY)),
     "trained_on": Opt(STR), "variant": Opt(STR), "comparisons": Opt(DictOf(DictOf(COMPARISON))),
+    "compute": Opt(DictOf(Opt(NUM))),
 }, required=("status",))
 SUMMARY = Obj({
     "schema_version": INT, "task": STR, "task_description": Opt(STR),

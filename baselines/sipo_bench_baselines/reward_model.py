@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from sipo_bench.compute import count_training, trained_tokens
 from sipo_bench.stages import Stage, StageContext
 
 FN = "sipo_bench_baselines.reward_model:reward_model_stage"
@@ -203,6 +204,8 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
         initial_train_acc = _accuracy(trainer.model, tok, probe, batch)
         initial_val_acc = _accuracy(trainer.model, tok, val, batch)
         result = trainer.train()
+    count_training(int(result.global_step),
+                   trained_tokens(trainer.train_dataset, {"chosen_ids": 1, "rejected_ids": 1}, trainer.state.epoch or 0.0))
     model = trainer.model
     check_finite_parameters(model, knobs=guard.knobs, what=guard.what)
     train_acc = _accuracy(model, tok, probe, batch)

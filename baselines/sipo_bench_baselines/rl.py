@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from sipo_bench.compute import count, count_training
 from sipo_bench.device import torch_device
 
 from .divergence import DivergenceGuard, check_finite_parameters
@@ -84,6 +85,11 @@ def train_rloo_adapter(out: Path, base_dir: Path | str, prompts: Sequence[str], 
                               processing_class=tok, peft_config=lora_config(rl), callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
         result = trainer.train()
+    # RLOO counts the prompt + completion tokens of its rollouts; the completions it generated:
+    # each step's mean completion length x the step's rollouts (batch x accumulation)
+    count_training(int(result.global_step), int(trainer.state.num_input_tokens_seen or 0))
+    count("tokens_generated", round(sum(h["completions/mean_length"] for h in trainer.state.log_history
+                                        if "completions/mean_length" in h) * batch * accum))
     check_finite_parameters(trainer.model, knobs=guard.knobs, what=guard.what)  # the model about to be saved
     trainer.model.save_pretrained(str(out))
     shutil.rmtree(work, ignore_errors=True)

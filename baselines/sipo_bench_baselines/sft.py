@@ -17,6 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from sipo_bench.compute import count_training, trained_tokens
+
 from .trainer import ProgressCallback, lora_config
 
 
@@ -71,6 +73,7 @@ def train_sft_model(out: Path, model_ref: str, rows: Sequence[Mapping[str, str]]
         initial = float(trainer.evaluate(eval_dataset=probe, metric_key_prefix="probe")["probe_loss"])
         result = trainer.train()
         final = float(trainer.evaluate(eval_dataset=probe, metric_key_prefix="probe")["probe_loss"])
+    count_training(int(result.global_step), trained_tokens(trainer.train_dataset, {"input_ids": 1}, trainer.state.epoch or 0.0))
     merged = trainer.model.merge_and_unload()
     merged.save_pretrained(str(out))
     tok.save_pretrained(str(out))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from sipo_bench.compute import count
 from sipo_bench.interfaces import TaskData
 from sipo_bench.stages import StageContext, read_jsonl
 
@@ -160,6 +161,7 @@ def rl_stage(ctx: StageContext) -> dict:
             raise RuntimeError(f"no scorer of task {cfg['task']!r} covers objective {objective!r}")
 
     def judge_scores(raw_prompts: list[str], responses: list[str]) -> list[float]:
+        count("scorer_calls", len(responses))
         return [float(x) for x in judge.score(raw_prompts, responses)[objective]]
 
     observed: list[float] = []

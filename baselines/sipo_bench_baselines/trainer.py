@@ -33,6 +33,8 @@ from sipo_bench.device import torch_device
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer
+
+from sipo_bench.compute import count_training, trained_tokens
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
 
@@ -54,6 +56,10 @@ class PreferenceCollator(DataCollatorForPreference):
         for c in self.extra_columns:
             out[c] = torch.tensor([ex[c] for ex in examples], dtype=torch.float32)
         return out
+
+
+#: tokens a preference pair puts through the policy per pass: the prompt with each response
+PAIR_TOKENS = {"prompt_ids": 2, "chosen_ids": 1, "rejected_ids": 1}
 
 
 class PreferenceTrainer(DPOTrainer):
@@ -345,6 +351,7 @@ def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[d
         initial_val = mean_loss(trainer, trainer.eval_dataset) if use_eval else None
         result = trainer.train()
         final = mean_loss(trainer, probe)
+    count_training(int(result.global_step), trained_tokens(trainer.train_dataset, PAIR_TOKENS, trainer.state.epoch or 0.0))
     guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, DivergenceGuard))
     check_finite_parameters(trainer.model, knobs=guard.knobs, what=guard.what)  # the model about to be saved
     check_finite_loss(final, knobs=guard.knobs, what=guard.what, name="the final loss on training pairs")

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from sipo_bench.compute import count
 from sipo_bench.interfaces import DecodingConfig, Generator, ResolvedPolicy, new_token_budget
 from sipo_bench.responses import as_response
 
@@ -358,6 +359,11 @@ def _sample(scores: torch.Tensor, temperature: float, top_p: float, gen: torch.G
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
+def _generated_length(row: Sequence[int], stop: Sequence[int | None]) -> int:
+    """Tokens a row generated: up to and including its first EOS (or pad), else all of it."""
+    return next((i + 1 for i, t in enumerate(row) if t in stop), len(row))
+
+
 def _batch_seed(seed: int, batch: int) -> int:
     return (int(seed) * 1_000_003 + batch * 7_919) % (2**63 - 1)
 
@@ -449,8 +455,9 @@ class HFGenerator(Generator):
                 steps = torch.tensor(budgets, device=b.device)
                 new = run(ids, mask, rows_per_prompt, _batch_seed(seed, bi), steps)  # (len(idx) * rows, T_new)
                 # a row's tokens past its own budget are dropped: the tokens before do not depend on them
-                texts = [as_response(tok.decode(row[:n], skip_special_tokens=True).strip())
-                         for row, n in zip(new.tolist(), budgets)]
+                rows = new.tolist()
+                texts = [as_response(tok.decode(row[:n], skip_special_tokens=True).strip()) for row, n in zip(rows, budgets)]
+                count("tokens_generated", sum(_generated_length(row[:n], (tok.eos_token_id, pad)) for row, n in zip(rows, budgets)))
             for j, i in enumerate(idx):
                 got = texts[j * rows_per_prompt : (j + 1) * rows_per_prompt]
                 out[i] = got * n_ret if rows_per_prompt == 1 and n_ret > 1 else got

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from sipo_bench.compute import count_training
 from sipo_bench.interfaces import TaskData
 from sipo_bench.stages import write_jsonl
 from sipo_bench_baselines.divergence import check_finite_loss, check_finite_parameters
@@ -227,6 +228,7 @@ def train(model, tok, rows, c, seed: int, advance=None) -> list[float]:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
+            count_training(1, sum(len(rows[i][0]) for i in b))  # real tokens, not the packing padding
             losses.append(float(loss.detach()))
             if advance is not None:
                 advance(1)

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from sipo_bench.compute import count
 from sipo_bench.interfaces import DecodingConfig, Generator, ResolvedPolicy, new_token_budget
 from sipo_bench.responses import as_response
 
@@ -117,6 +118,7 @@ class VLLMGenerator(Generator):
             outputs = llm.generate([prompts[i] for i in todo], params, lora_request=lora, use_tqdm=False)
             for i, out in zip(todo, outputs):
                 texts[i] = [as_response(o.text.strip()) for o in out.outputs for _ in range(k)]
+                count("tokens_generated", sum(len(o.token_ids) for o in out.outputs))
         if progress:
             progress(len(prompts))
         return texts
