@@ -230,7 +230,7 @@ def test_soup_of_trained_adapters_is_the_exact_interpolation(tiny, dpo_pair):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sipo_bench.interfaces import ResolvedPolicy
+    from sipo_bench.contract.interfaces import ResolvedPolicy
     from sipo_bench_plugins.hf_generation.backend import HFGenerator, ModelCache
 
     a, b = dpo_pair["good"][0], dpo_pair["bad"][0]
@@ -270,7 +270,7 @@ def test_rloo_raises_the_reward_and_changes_parameters(tiny):
     its own samples, so the random model gives a learnable signal)."""
     from collections import Counter
 
-    from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
+    from sipo_bench.contract.interfaces import DecodingConfig, ResolvedPolicy
     from sipo_bench_baselines.rl import train_rloo_adapter
     from sipo_bench_plugins.hf_generation.backend import HFGenerator, ModelCache
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sipo_bench import pareto, report
+from sipo_bench.scoring import pareto
+from sipo_bench.reporting import report
 from sipo_bench.cli import main
 from sipo_bench.errors import UsageError
-from sipo_bench.stats import hv_stats as _hv_stats, union_front_igd_plus as _igd_plus_all
+from sipo_bench.scoring.stats import hv_stats as _hv_stats, union_front_igd_plus as _igd_plus_all
 
 # Dummy task: endpoint strength 0.9 -> mean scores (0.1,0.9) (0.3,0.7) (0.5,0.5) (0.7,0.3) (0.9,0.1)
 # on the line a + b = 1, the base policy at (0.5, 0.5) and the task floor at (0, 0).

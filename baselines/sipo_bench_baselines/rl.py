@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from sipo_bench.device import torch_device
+from sipo_bench.api import torch_device
 
 from .divergence import DivergenceGuard, check_finite_parameters
 from .trainer import ProgressCallback, load_base, lora_config

@@ -18,8 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, hookimpl
 
 __version__ = "0.1.0"
 

@@ -5,8 +5,7 @@ Registered lazily: listing plugins imports neither `datasets` nor `transformers`
 
 from __future__ import annotations
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, hookimpl
 
 from .objectives import OBJECTIVES
 

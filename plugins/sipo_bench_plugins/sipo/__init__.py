@@ -6,8 +6,7 @@ The method plugin `sipo` (stages in `.stages`, planning in `.method`, decision r
 
 from __future__ import annotations
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, hookimpl
 
 __version__ = "0.1.0"
 

@@ -6,9 +6,7 @@ imported when a base stage runs. See docs/synthetic_task.md.
 
 from __future__ import annotations
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.interfaces import Objective
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, Objective, hookimpl
 
 __version__ = "0.1.0"
 

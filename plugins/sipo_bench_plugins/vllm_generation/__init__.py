@@ -8,8 +8,7 @@ Never run on a GPU in this repository's tests (see docs/paper_reproduction.md).
 
 from __future__ import annotations
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, hookimpl
 
 __version__ = "0.1.0"
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import stats
-from .config import ConfigError, to_dict
-from .errors import UsageError
+from ..scoring import stats
+from .schema import ConfigError, to_dict
+from ..errors import UsageError
 
 SWEEP_SCHEMA = 1
 #: option paths a sweep may set (the first component); seeds, methods and run plumbing are not swept
@@ -108,7 +108,7 @@ def _set(data: dict, path: str, value: Any) -> None:
 
 def expand(cfg: Any) -> list[SweepPoint]:
     """The sweep points of `cfg` (none without a sweep), each a validated RunConfig."""
-    from .experiment import make_config
+    from ..planning.experiment import make_config
 
     if not cfg.sweep:
         return []
@@ -149,9 +149,9 @@ def write_sweep(cfg: Any, points: list[SweepPoint], outcomes: dict, cache: Any, 
     with the tracebacks of its own failed stages), then write `OUT/sweep.json` and the
     multi-run report; returns the sweep index (`sweep.json`). `failures`: `<key>.txt` ->
     traceback of every failed stage of the run."""
-    from .experiment import SCHEMA_VERSION, plan_failures, summarize
-    from .outdir import write_report
-    from .stages import write_json
+    from ..planning.experiment import SCHEMA_VERSION, plan_failures, summarize
+    from ..reporting.outdir import write_report
+    from ..execution.stages import write_json
 
     for p in points:
         summary = summarize(p.plan, outcomes, cache, wall_seconds=time.time() - t0, run_id=run_id)
@@ -177,7 +177,7 @@ def write_sweep(cfg: Any, points: list[SweepPoint], outcomes: dict, cache: Any, 
 
 def load_sweep(d: Path) -> tuple[dict, list[dict]]:
     """`sweep.json` of `d` and every point's summary (via :func:`report.load_summaries`)."""
-    from .report import load_summaries
+    from ..reporting.report import load_summaries
 
     path = Path(d) / "sweep.json"
     try:
@@ -203,7 +203,7 @@ def _pairs(summaries: list[dict]) -> list[tuple[str, str]]:
 
 
 def _cell(d: dict | None, with_counts: bool = False) -> str:
-    from .report import _num
+    from ..reporting.report import _num
 
     if not d:
         return "-"
@@ -240,7 +240,7 @@ def sweep_tables(index: dict, summaries: list[dict]) -> list[tuple[str, list[str
 
 
 def sweep_md(index: dict, summaries: list[dict]) -> str:
-    from .report import _count, _md_table, _vec
+    from ..reporting.report import _count, _md_table, _vec
 
     first = summaries[0]
     seeds = sorted({int(x) for s in summaries for x in s.get("seeds") or []})
@@ -335,8 +335,8 @@ def sweep_figure(index: dict, summaries: list[dict]) -> Any:
 def render_sweep(out: Path, index: dict | None = None) -> tuple[dict, list[dict]]:
     """(Re-)write sweep.md, sweep.csv and sweep.png of the sweep in `out` from its points'
     summary.json files."""
-    from .fsio import atomic_write_text
-    from .report import load_summaries, plot_figure
+    from ..execution.fsio import atomic_write_text
+    from ..reporting.report import load_summaries, plot_figure
 
     out = Path(out)
     if index is None:

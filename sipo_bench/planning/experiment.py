@@ -22,15 +22,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import __version__, extra_scorers, pareto, stats
-from .config import ConfigError, build, check, field, to_dict
-from .errors import UsageError
-from .interfaces import DecodingConfig, FitContext, PolicySpec, Task
-from .runtime import Runtime
-from .stages import Cache, Stage, StageLog, default_cache_dir, walk
+from .. import __version__
+from ..scoring import extra_scorers, pareto, stats
+from ..configs.schema import ConfigError, build, check, field, to_dict
+from ..errors import UsageError
+from ..contract.interfaces import DecodingConfig, FitContext, PolicySpec, Task
+from ..execution.runtime import Runtime
+from ..execution.stages import Cache, Stage, StageLog, default_cache_dir, walk
 from .taskstages import plan_task_stages
-from .variants import check_compare_to, compare_pairs, parse_label
-from .weights import fmt, simplex_grid, validate_weights
+from ..configs.variants import check_compare_to, compare_pairs, parse_label
+from ..contract.weights import fmt, simplex_grid, validate_weights
 
 SCHEMA_VERSION = 2  # 2: intervals name their method and level (`interval`), `comparisons`, evaluation noise
 DEFAULT_TASK = "synthetic-hh"
@@ -87,7 +88,7 @@ class RunConfig:
             check(isinstance(m, str) and bool(m), f"methods[{i}]", "a method name", m)
             parse_label(m, f"methods[{i}]")
         check_compare_to(self.compare_to)
-        from .sweep import check_sweep
+        from ..configs.sweep import check_sweep
 
         check_sweep(self.sweep)
         check(isinstance(self.eval_noise_replicates, int) and (self.eval_noise_replicates == 0 or self.eval_noise_replicates >= 2),
@@ -226,7 +227,7 @@ def resolve_methods(cfg: RunConfig, runtime: Runtime, task: Task) -> tuple[list[
     registered `name`. A method that cannot be imported is reported failed with its import
     error while the others run; an unknown name, or a method named explicitly that cannot run
     on the task, is a usage error."""
-    from .errors import PluginError
+    from ..errors import PluginError
 
     reg = runtime.registries.methods
     broken: dict[str, str] = {}
@@ -309,7 +310,7 @@ class FamilyPlanner:
 
 def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     """Validate every name and option and build the stage graph (nothing runs)."""
-    from .device import resolve, stage_resources
+    from ..execution.device import resolve, stage_resources
 
     device = runtime.device = resolve(cfg.device)  # methods may read it while planning
     task = runtime.task(cfg.task, cfg.task_options)
@@ -329,7 +330,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     names, broken = resolve_methods(cfg, runtime, task)
     for extra in cfg.method_options:  # options may configure methods used by others (dpo)
         if extra not in runtime.registries.methods:
-            from .errors import did_you_mean
+            from ..errors import did_you_mean
 
             raise ConfigError(f"`method_options.{extra}`: " + did_you_mean("method", extra, runtime.registries.methods.names()))
     configs: dict[str, Any] = {}
@@ -339,7 +340,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name)
         return configs[name]
 
-    from .errors import PluginError
+    from ..errors import PluginError
 
     for extra in cfg.method_options:  # options of a method only others use (dpo) are checked now, not when used
         if extra not in broken:
@@ -425,7 +426,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             if not mp.points:
                 raise RuntimeError(f"method {label!r} gave no policy for any weight of the grid")
             if cfg.eval_noise_replicates:
-                from .evaluation import noise_stage
+                from ..scoring.evaluation import noise_stage
 
                 fixed_ref = cfg.ref_point if cfg.ref_point is not None else task.reference_point()
                 for seed in cfg.seeds:
@@ -436,7 +437,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         except UsageError:
             raise
         except Exception as e:  # a broken method must not stop the others
-            from .stages import format_exception
+            from ..execution.stages import format_exception
 
             mp.error = f"planning failed: {type(e).__name__}: {e}".splitlines()[0]
             mp.traceback = format_exception(e)
@@ -508,7 +509,7 @@ def default_out(task: str) -> Path:
 
 def check_out_dir(out: Path) -> None:
     """Fail early (usage error) if OUT cannot be written; creates nothing."""
-    from .outdir import ResultsDir
+    from ..reporting.outdir import ResultsDir
 
     ResultsDir(out).check_writable()
 
@@ -535,8 +536,8 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     `ReportWriteError` with the previous report left intact. A config with a `sweep` plans
     every sweep point, runs the union of their stages once and returns the sweep index
     (`sipo_bench.sweep`)."""
-    from . import sweep as sweeps
-    from .outdir import ResultsDir
+    from ..configs import sweep as sweeps
+    from ..reporting.outdir import ResultsDir
 
     t0 = time.time()
     runtime = runtime or Runtime(plugins_dir=cfg.plugins_dir, quiet=cfg.quiet)
@@ -554,7 +555,7 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
                          f"or choose another --out")
     cache = Cache(cfg.cache_dir or default_cache_dir(), recompute=cfg.no_cache,
                   warn=lambda m: runtime.log(f"[yellow]warning: {m}[/yellow]" if not runtime.quiet else f"warning: {m}"))
-    from .fsio import probe_writable
+    from ..execution.fsio import probe_writable
 
     why = probe_writable(cache.root)
     if why:
@@ -573,7 +574,7 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     jobs = cfg.effective_jobs()
     runtime.device, runtime.jobs, runtime.cpu_threads = plan.device, jobs, cfg.cpu_threads
     in_process = cfg.executor == "local" and jobs == 1
-    from .device import using
+    from ..execution.device import using
 
     with cache.in_use():
         try:
@@ -594,7 +595,7 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
         return sweeps.write_sweep(cfg, points, outcomes, cache, out, failures, run_id=run_id, t0=t0), out
     failures.update(plan_failures(plan))
     summary = summarize(plan, outcomes, cache, wall_seconds=time.time() - t0, run_id=run_id)
-    from .outdir import write_report
+    from ..reporting.outdir import write_report
 
     write_report(out, summary, failures)
     return summary, out

@@ -37,10 +37,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import ConfigError, build, field
-from .errors import UsageError, did_you_mean
-from .interfaces import Objective, Task
-from .stages import Stage, StageContext, write_jsonl
+from ..configs.schema import ConfigError, build, field
+from ..errors import UsageError, did_you_mean
+from ..contract.interfaces import Objective, Task
+from ..execution.stages import Stage, StageContext, write_jsonl
 
 STAGE_FN = "sipo_bench.extra_scorers:extra_score_stage"
 

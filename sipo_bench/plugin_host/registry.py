@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import PluginError, UsageError, did_you_mean
+from ..errors import PluginError, UsageError, did_you_mean
 
 T = TypeVar("T")
 

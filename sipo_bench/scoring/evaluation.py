@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import build
-from .interfaces import DecodingConfig, ResolvedPolicy, TaskData
-from .stages import StageContext, read_jsonl, write_jsonl
+from ..configs.schema import build
+from ..contract.interfaces import DecodingConfig, ResolvedPolicy, TaskData
+from ..execution.stages import StageContext, read_jsonl, write_jsonl
 
 
 def test_prompts(data_dir, limit: int | None) -> list[str]:
@@ -138,7 +138,7 @@ def noise_stage(label: str, seed: int, scores: list, base_score, fixed_ref, task
     """Plan the :func:`hv_noise_stage` of one method (`label`) on one seed over its score
     stages; `fixed_ref` is the config's or task's reference point, or None for the base
     policy's per-prompt scores (`base_score`, resampled with the points)."""
-    from .stages import Stage
+    from ..execution.stages import Stage
 
     objectives = task.objectives()
     inputs = {f"p{j}": s for j, s in enumerate(scores)}

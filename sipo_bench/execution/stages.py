@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+from ..compat import current_module, stable_module
+
 DONE = "_DONE.json"
 RESULT = "result.json"
 
@@ -125,18 +127,18 @@ def fn_ref(fn: Callable[..., Any], stage: str = "?") -> str:
         raise ValueError(str(e)) from None
     if getattr(found, "__qualname__", None) != qualname:  # e.g. a decorator that renamed it
         raise ValueError(f"stage {stage!r}: {module}:{qualname} names {found!r}, not fn {fn!r}")
-    return f"{module}:{qualname}"
+    return f"{stable_module(module)}:{qualname}"  # the 0.1 path of a moved core module: keys stay
 
 
 def resolve_fn(ref: str, stage: str = "?") -> Callable[..., Any]:
     """The object `"module:attr.attr"` names; `ImportError` naming the stage when it cannot."""
     module, _, attr = ref.partition(":")
     try:
-        obj: Any = importlib.import_module(module)
+        obj: Any = importlib.import_module(current_module(module))
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
-        from .localplugins import PACKAGE
+        from ..plugin_host.localplugins import PACKAGE
 
         hint = (f" (a --plugins-dir file: this process must load the same plugins dir, e.g. "
                 f"Runtime(plugins_dir=...))" if module.split(".")[0] == PACKAGE else "")

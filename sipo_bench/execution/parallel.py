@@ -34,7 +34,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from .executors import StageGraph, log_stage_failed
-from .interfaces import StageOutcome
+from ..contract.interfaces import StageOutcome
 from .stages import Cache, Stage, StageLog
 from .workers import WorkerProcess, describe_exit
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import SipoBenchError, UsageError
+from ..errors import SipoBenchError, UsageError
 from .fsio import TMP_MARK, held_lock, hostname, human_bytes, owner_alive, pid_alive, tree_size
 from .stages import Cache
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .interfaces import Task, TaskData
-from .stages import Resources, Stage, StageContext
+from ..contract.interfaces import Task, TaskData
+from ..execution.stages import Resources, Stage, StageContext
 
 
 def plan_task_stages(task: Task, seed: int, data_resources: Resources | None = None,

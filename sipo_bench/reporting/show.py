@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
-from .errors import UsageError, did_you_mean
+from ..errors import UsageError, did_you_mean
 
 #: `show` kind (singular, as typed) -> registry attribute
 KINDS = {"method": "methods", "task": "tasks", "scorer": "scorers", "executor": "executors",
@@ -97,7 +97,7 @@ def describe(registries: Any, kind: str, name: str, task: str | None = None) -> 
     if kind == "method":
         defaults = None
         if task is not None:
-            from .runtime import Runtime
+            from ..execution.runtime import Runtime
 
             t = Runtime(registries, quiet=True).task(task)
             defaults = t.method_defaults(name)

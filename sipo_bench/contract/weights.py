@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import ConfigError
+from ..configs.schema import ConfigError
 
 TOL = 1e-6
 #: every grid point costs a generate and a score stage per method and seed

@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Any, Iterator
 
-from .errors import UsageError
+from ..errors import UsageError
 from .stages import Resources
 
 ENV = "SIPO_BENCH_DEVICE"

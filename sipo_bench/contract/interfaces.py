@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from .config import ConfigError, field
+from ..configs.schema import ConfigError, field
 
 if TYPE_CHECKING:
-    from .stages import Stage
+    from ..execution.stages import Stage
 
 
 # --- Objectives -----------------------------------------------------------------------------
@@ -139,7 +139,7 @@ class Task(abc.ABC):
         with `field(..., stages=(...))`; an option that declares none is in every key."""
         import dataclasses
 
-        from .config import to_dict
+        from ..configs.schema import to_dict
 
         options = to_dict(self.config)
         if kind is not None:
@@ -260,7 +260,7 @@ class PolicySpec:
 
     def stages(self) -> dict[str, "Stage"]:
         """The stages this spec refers to, named for use as a stage's inputs."""
-        from .stages import Stage
+        from ..execution.stages import Stage
 
         out: dict[str, Stage] = {}
         if isinstance(self.base, Stage):
@@ -272,7 +272,7 @@ class PolicySpec:
 
     def to_config(self) -> dict:
         """JSON for stage configs: stages become `{"__stage__": key}`."""
-        from .stages import Stage
+        from ..execution.stages import Stage
 
         def ref(x: Any) -> Any:
             return {"__stage__": x.key} if isinstance(x, Stage) else x
@@ -400,7 +400,7 @@ class FitContext:
         string `"package.module:function"`. `config` is hashed into the stage key with `fn` and
         the inputs' keys (put everything that changes the result there); `inputs` maps names to
         the stages whose artefact dirs the function reads. Keywords: `resources`, `version`, `tags`."""
-        from .stages import Stage
+        from ..execution.stages import Stage
 
         if self.resources is not None:
             kw.setdefault("resources", self.resources)

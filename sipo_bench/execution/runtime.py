@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .interfaces import Generator, Scorer, Task
-from .plugins import Registries, load
+from ..contract.interfaces import Generator, Scorer, Task
+from ..plugin_host.manager import Registries, load
 
 log = logging.getLogger("sipo_bench")
 
@@ -59,7 +59,7 @@ class Runtime:
     # --- plugins ----------------------------------------------------------------------------
 
     def task(self, name: str, options: dict | None = None) -> Task:
-        from .config import build
+        from ..configs.schema import build
 
         cls = self.registries.tasks.get(name)
         return cls(build(cls.config_class, options or {}, f"task_options"))

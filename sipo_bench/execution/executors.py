@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .hookspecs import hookimpl
-from .interfaces import Executor, StageOutcome
+from ..contract.hookspecs import hookimpl
+from ..contract.interfaces import Executor, StageOutcome
 from .stages import Cache, Stage, StageLog, error_line, execute_stage, format_exception
 
 

@@ -18,10 +18,10 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import stats
-from .errors import UsageError
-from .fsio import atomic_write_bytes
-from .stages import _json_default
+from ..scoring import stats
+from ..errors import UsageError
+from ..execution.fsio import atomic_write_bytes
+from ..execution.stages import _json_default
 
 __all__ = ["load_summaries", "merge", "render_files", "console_table", "table_md", "points_csv",
            "front_figure", "front_png_bytes", "plot_front", "plot_figure", "normalize", "comparison_table",
@@ -39,7 +39,7 @@ def normalize(summary: dict) -> dict:
 
 
 def _load_one(d: Path) -> dict:
-    from .experiment import SCHEMA_VERSION
+    from ..planning.experiment import SCHEMA_VERSION
 
     path = d / "summary.json" if not d.is_file() else d
     if not path.is_file():
@@ -132,7 +132,7 @@ def merge(summaries: Sequence[dict]) -> dict:
       functions as the run; `merged_from` records every source run;
     - `config`, `versions`, `git_commit` and descriptions are those of the first run.
     """
-    from .experiment import method_indicators
+    from ..planning.experiment import method_indicators
 
     if not summaries:
         raise UsageError("`dirs`: expected at least one run directory, got none")

@@ -17,9 +17,10 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs, localplugins
-from .errors import PluginError
-from .interfaces import Executor, Generator, Method, Objective, Scorer, Task
+from ..contract import hookspecs
+from . import localplugins
+from ..errors import PluginError
+from ..contract.interfaces import Executor, Generator, Method, Objective, Scorer, Task
 from .registry import Registry
 
 GROUP = "sipo_bench"

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .config import ConfigError
-from .errors import did_you_mean
+from .schema import ConfigError
+from ..errors import did_you_mean
 
 SEP = "@"
 

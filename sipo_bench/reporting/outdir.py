@@ -29,8 +29,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import SipoBenchError, UsageError
-from .fsio import TMP_MARK, atomic_write_text, make_dir, make_temp_dir, owner_alive, probe_writable, swap_dirs
+from ..errors import SipoBenchError, UsageError
+from ..execution.fsio import TMP_MARK, atomic_write_text, make_dir, make_temp_dir, owner_alive, probe_writable, swap_dirs
 
 REPORT_FILES = ("front.png", "points.csv", "table.md", "summary.json")  # the order of an in-place commit
 LOGS = "logs"
@@ -232,7 +232,7 @@ def _first_run_id(path: Path) -> str | None:
 def write_report(out: Path | str, summary: dict, failures: Mapping[str, str] | None, flag: str = "--out") -> None:
     """Render `summary` (summary.json, table.md, points.csv, front.png) and commit it to `out`."""
     from . import report
-    from .stages import _json_default
+    from ..execution.stages import _json_default
 
     s = report.normalize(summary)
     files = {

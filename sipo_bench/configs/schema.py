@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin
 
-from .errors import UsageError, did_you_mean
+from ..errors import UsageError, did_you_mean
 
 T = TypeVar("T")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from .interfaces import TaskData
-from .stages import read_jsonl
+from ..contract.interfaces import TaskData
+from ..execution.stages import read_jsonl
 
 
 def conflict_stats(rows: list[dict], objectives: list[str]) -> dict:
@@ -26,13 +26,13 @@ def conflict_stats(rows: list[dict], objectives: list[str]) -> dict:
 
 
 def conflict_report(args: Any) -> int:
-    from .experiment import load_yaml
-    from .interfaces import FitContext  # noqa: F401  (keeps import graph obvious)
-    from .runtime import Runtime
-    from .stages import Cache, StageLog, default_cache_dir
-    from .taskstages import plan_task_stages
-    from .executors import run_graph
-    from .errors import SipoBenchError
+    from ..planning.experiment import load_yaml
+    from ..contract.interfaces import FitContext  # noqa: F401  (keeps import graph obvious)
+    from ..execution.runtime import Runtime
+    from ..execution.stages import Cache, StageLog, default_cache_dir
+    from ..planning.taskstages import plan_task_stages
+    from ..execution.executors import run_graph
+    from ..errors import SipoBenchError
 
     data = load_yaml(args.config) if args.config else {}
     task_name = args.task or data.get("task") or "synthetic-hh"
