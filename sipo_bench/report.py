@@ -16,9 +16,9 @@ import math
 import statistics
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from . import stats
+from . import curves, stats
 from .errors import UsageError
 from .fsio import atomic_write_bytes
 from .stages import _json_default
@@ -609,6 +609,12 @@ def table_md(summary: dict) -> str:
     cols, body = extra_table(s)
     if body:
         lines += ["", "## Extra stage results", ""] + _md_table(cols, body, 3)
+    training = curves.training_lines(s)
+    if training is not None:  # absent from summaries written before curves were recorded
+        lines += ["", "## Training", ""] + training
+        cols, body = curves.training_table(s)
+        if body:
+            lines += [""] + _md_table(cols, body, 3)
     return "\n".join(lines) + "\n"
 
 
@@ -692,6 +698,7 @@ def console_table(summary: dict) -> Any:
     table("HV per seed", *per_seed_table(s), 2)
     table("evaluation noise of HV", *noise_table(s), 3, " ".join(noise_lines(s)))
     table("extra stage results", *extra_table(s), 3)
+    table("flagged training stages", *curves.training_table(s), 3, " ".join(curves.training_lines(s) or []))
     return Group(*parts)
 
 
@@ -820,11 +827,12 @@ def plot_figure(fig: Any, path: Path) -> None:
     atomic_write_bytes(Path(path), figure_png_bytes(fig))
 
 
-def render_files(summary: dict, out: Path) -> None:
-    """Write table.md, points.csv and front.png into `out` together (one transaction, see
-    :mod:`sipo_bench.outdir`); summary.json and the rest of `out` are kept."""
+def render_files(summary: dict, out: Path, extra: Mapping[str, bytes] | None = None) -> None:
+    """Write table.md, points.csv and front.png (and `extra`, e.g. index.html) into `out`
+    together (one transaction, see :mod:`sipo_bench.outdir`); summary.json and the rest of
+    `out` are kept."""
     from .outdir import ResultsDir
 
     s = normalize(summary)
     ResultsDir(out).commit({"table.md": table_md(s).encode("utf-8"), "points.csv": points_csv(s).encode("utf-8"),
-                            "front.png": front_png_bytes(s)}, None)
+                            "front.png": front_png_bytes(s), **(extra or {})}, None)

@@ -149,15 +149,16 @@ def write_sweep(cfg: Any, points: list[SweepPoint], outcomes: dict, cache: Any, 
     with the tracebacks of its own failed stages), then write `OUT/sweep.json` and the
     multi-run report; returns the sweep index (`sweep.json`). `failures`: `<key>.txt` ->
     traceback of every failed stage of the run."""
-    from .experiment import SCHEMA_VERSION, plan_failures, summarize
+    from .experiment import SCHEMA_VERSION, plan_failures, run_files, summarize
     from .outdir import write_report
     from .stages import write_json
 
     for p in points:
         summary = summarize(p.plan, outcomes, cache, wall_seconds=time.time() - t0, run_id=run_id)
         own = {f"{s.key}.txt" for s in p.plan.stages()}
+        files = run_files(p.plan, outcomes, cache, summary)
         write_report(out / p.dirname, summary, {**{k: v for k, v in failures.items() if k in own},
-                                                **plan_failures(p.plan)})
+                                                **plan_failures(p.plan)}, files)
     task = points[0].plan.task
     index = {
         "schema_version": SWEEP_SCHEMA, "kind": "sweep", "summary_schema_version": SCHEMA_VERSION,
@@ -332,9 +333,9 @@ def sweep_figure(index: dict, summaries: list[dict]) -> Any:
     return fig
 
 
-def render_sweep(out: Path, index: dict | None = None) -> tuple[dict, list[dict]]:
-    """(Re-)write sweep.md, sweep.csv and sweep.png of the sweep in `out` from its points'
-    summary.json files."""
+def render_sweep(out: Path, index: dict | None = None, *, html: bool = True) -> tuple[dict, list[dict]]:
+    """(Re-)write sweep.md, sweep.csv and sweep.png (and with `html` index.html, linking each
+    point's page) of the sweep in `out` from its points' summary.json files."""
     from .fsio import atomic_write_text
     from .report import load_summaries, plot_figure
 
@@ -346,6 +347,11 @@ def render_sweep(out: Path, index: dict | None = None) -> tuple[dict, list[dict]
     atomic_write_text(out / "sweep.md", sweep_md(index, summaries))
     atomic_write_text(out / "sweep.csv", sweep_csv(index, summaries))
     plot_figure(sweep_figure(index, summaries), out / "sweep.png")
+    if html:
+        from .html_report import render_sweep_html
+
+        atomic_write_text(out / "index.html", render_sweep_html(index, sweep_md(index, summaries),
+                                                                (out / "sweep.png").read_bytes()))
     return index, summaries
 
 
