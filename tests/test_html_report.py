@@ -1,0 +1,145 @@
+"""index.html: a self-contained page rendered from summary.json and the run's files, checked as
+text and in a real headless Chromium (loaded from file://, no network, no console error, the
+front and a curve on screen)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from browser import Browser, chromium  # noqa: E402
+
+from sipo_bench import curves  # noqa: E402
+from sipo_bench.html_report import NOT_RECORDED, render_html, run_dir_files  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "results" / "synthetic-main"
+
+needs_chromium = pytest.mark.skipif(chromium() is None, reason="no chromium on PATH (apt-get install chromium; CI "
+                                                              "installs it in .ci/run)")
+
+
+def old_summary() -> dict:
+    return json.loads((MAIN / "summary.json").read_text())
+
+
+def with_curves_and_samples(tmp_path: Path) -> tuple[dict, dict[str, bytes]]:
+    """The committed summary plus one recorded training stage (diverging) and samples."""
+    s = old_summary()
+    d = tmp_path / "stage"
+    d.mkdir()
+    logs = [{"step": i, "loss": 0.5 + 0.05 * i, "rewards/margins": 0.1 * i, "learning_rate": 1e-3} for i in range(1, 9)]
+    logs += [{"step": 4, "eval_loss": 0.7}, {"step": 8, "eval_loss": 0.8}]
+    curves.write_curves(d, logs, trainer="PreferenceTrainer", extra={"initial_val_loss": 0.69},
+                        selection={"load_best": True, "metric": "eval_loss", "greater_is_better": False,
+                                   "selected_step": 4, "global_step": 8})
+    record = curves.read_curves(d)
+
+    class St:
+        name, key, kind, config = "dpo[helpful,seed=0]", "k0", "dpo", {"seed": 0}
+
+    entry = curves.stage_entry(St, record)
+    entry["methods"] = ["dpo", "dpo-soups"]
+    s["training"] = {"stages": {"k0": entry}, "flags": dict(curves.FLAGS)}
+    for name, m in s["methods"].items():
+        m["training"] = ["k0"] if name in entry["methods"] else []
+    samples = {"per_point": 2, "seed": 0, "objectives": ["helpful", "harmless"], "points": [
+        {"method": m, "w": w, "seed": 0, "samples": [
+            {"prompt_index": i, "prompt": f"prompt {i} <b>", "response": f"{m} says {i} at {w}",
+             "scores": {"helpful": 0.5, "harmless": 1.0}} for i in range(2)]}
+        for m, w in (("dpo-soups", [0.0, 1.0]), ("dpo-soups", [0.5, 0.5]), ("mod", [0.5, 0.5]))]}
+    s["samples"] = {"file": "samples.json", "per_point": 2, "seed": 0}
+    files = {entry["file"]: (d / curves.CURVES).read_bytes(), "samples.json": json.dumps(samples).encode()}
+    return s, files
+
+
+def test_old_summary_renders_and_says_what_was_not_recorded():
+    page = render_html(old_summary())
+    assert page.count(NOT_RECORDED) >= 2 and "id='training-none'" in page and "id='samples-none'" in page
+    assert "id='front-pooled'" in page and "id='fronts-per-seed'" in page  # 10 seeds: one front each
+    assert "not recorded for this run" in page.split("id='compute'")[1]  # the compute column
+    # self-contained: every src/href is inline or an anchor
+    refs = re.findall(r"(?:src|href)=['\"]([^'\"]*)", page)
+    assert refs and all(r.startswith(("data:", "#")) for r in refs), [r for r in refs if not r.startswith(("data:", "#"))]
+    assert render_html(old_summary()) == page  # deterministic
+
+
+def test_page_shows_curves_flags_and_filterable_samples(tmp_path):
+    s, files = with_curves_and_samples(tmp_path)
+    page = render_html(s, files)
+    assert "<svg class='curve'" in page and "rewards/margins" in page
+    assert curves.FLAGS["loss_rose"] in page and curves.FLAGS["val_never_improved"] in page
+    assert curves.FLAGS["selected_first"] in page
+    assert "id='filter-method'" in page and "data-method='mod'" in page and "data-w='0.5/0.5'" in page
+    assert "prompt 0 &lt;b&gt;" in page  # text is escaped
+
+
+def test_run_dir_files_reads_curves_and_samples(tmp_path):
+    (tmp_path / "curves").mkdir()
+    (tmp_path / "curves" / "k.json").write_text("{}")
+    (tmp_path / "samples.json").write_text("{}")
+    assert set(run_dir_files(tmp_path)) == {"curves/k.json", "samples.json"}
+
+
+def test_report_html_writes_index_html_and_leaves_the_other_files_unchanged(tmp_path):
+    from sipo_bench.cli import main
+
+    d = tmp_path / "main"
+    shutil.copytree(MAIN, d)
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    assert main(["report", "--html", str(d)]) == 0
+    assert (d / "index.html").read_text() == render_html(old_summary())
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name != "index.html"} == before
+
+
+def non_blank(png: bytes) -> float:
+    """Share of pixels that are not the background colour."""
+    from matplotlib.image import imread
+
+    img = imread(io.BytesIO(png))[..., :3]
+    bg = img[0, 0]
+    return float((abs(img - bg).sum(axis=-1) > 0.05).mean())
+
+
+def check_in_browser(path: Path, curve: bool = True) -> None:
+    with Browser() as b:
+        b.open(path)
+        assert b.errors() == []
+        assert [u for u in b.requests() if not u.startswith(("file:", "data:"))] == []  # no network
+        front = b.box("#front-pooled img")
+        assert front and front["width"] > 200 and front["height"] > 150
+        assert b.evaluate("document.querySelector('#front-pooled img').naturalWidth") > 0  # the PNG decoded
+        assert non_blank(b.screenshot(front)) > 0.02
+        if curve:
+            box = b.box("svg.curve")
+            assert box and box["width"] > 100 and box["height"] > 100
+            assert non_blank(b.screenshot(box)) > 0.01
+            # the filters act: only mod's column stays
+            b.evaluate("var m=document.getElementById('filter-method'); m.value='mod'; m.dispatchEvent(new Event('change'))")
+            shown = b.evaluate("Array.from(document.querySelectorAll('th[data-point]')).filter("
+                               "e => e.offsetParent !== null).map(e => e.getAttribute('data-method'))")
+            assert shown and set(shown) == {"mod"}
+        assert b.errors() == []
+
+
+@needs_chromium
+def test_page_in_headless_chromium(tmp_path):
+    s, files = with_curves_and_samples(tmp_path)
+    page = tmp_path / "index.html"
+    page.write_text(render_html(s, files))
+    check_in_browser(page)
+
+
+@needs_chromium
+def test_old_summary_page_in_headless_chromium(tmp_path):
+    page = tmp_path / "index.html"
+    page.write_text(render_html(old_summary()))
+    check_in_browser(page, curve=False)
