@@ -17,8 +17,8 @@ written before it starts) and a tracker that fails (full disk, server down) warn
 dropped: the run still exits as it would have.
 
 Files: `OUT/tracking/tensorboard/<run_id>/...` (event files), `OUT/tracking/wandb/` (an
-offline W&B run; `wandb sync` uploads it), `OUT/tracking/mlruns/` (an MLflow file store;
-`mlflow ui --backend-store-uri OUT/tracking/mlruns`).
+offline W&B run; `wandb sync` uploads it), `OUT/tracking/mlflow.db` (a local MLflow store;
+`mlflow ui --backend-store-uri sqlite:///OUT/tracking/mlflow.db`).
 """
 
 from __future__ import annotations
@@ -115,26 +115,27 @@ class WandbTracker:
 
 
 class MlflowTracker:
-    """An MLflow file store: one parent run for the sipo-bench run, one nested run per stage
-    (tagged with its methods, seed, weight and variants) and `run` for run-level metrics."""
+    """A local MLflow store (SQLite file `root/mlflow.db`; MLflow 3 retired the plain file
+    store): one parent run for the sipo-bench run, one nested run per stage (tagged with its
+    methods, seed, weight and variants) and `run` for run-level metrics. Only the client API,
+    so no global MLflow state is touched."""
 
     def __init__(self, root: Path, run_id: str, run_tags: Mapping[str, Any]):
-        import mlflow
+        from mlflow.tracking import MlflowClient
 
-        self.mlflow = mlflow
-        store = Path(root) / "mlruns"
-        store.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(store.resolve().as_uri())
-        mlflow.set_experiment("sipo-bench")
-        self.parent = mlflow.start_run(run_name=run_id, tags={k: str(v) for k, v in run_tags.items()})
+        Path(root).mkdir(parents=True, exist_ok=True)
+        self.uri = f"sqlite:///{(Path(root) / 'mlflow.db').resolve()}"
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name("sipo-bench")
+        self.experiment = exp.experiment_id if exp else self.client.create_experiment("sipo-bench")
+        self.parent = self.client.create_run(self.experiment, run_name=run_id,
+                                             tags={k: str(v) for k, v in run_tags.items()})
         self.children: dict[str, Any] = {}
-        self.client = mlflow.tracking.MlflowClient()
 
     def start_group(self, group: str, tags: Mapping[str, Any]) -> None:
-        child = self.client.create_run(self.parent.info.experiment_id, run_name=group,
-                                       tags={"mlflow.parentRunId": self.parent.info.run_id,
-                                             **{k: str(v) for k, v in tags.items()}})
-        self.children[group] = child
+        self.children[group] = self.client.create_run(
+            self.experiment, run_name=group,
+            tags={"mlflow.parentRunId": self.parent.info.run_id, **{k: str(v) for k, v in tags.items()}})
 
     def log(self, group: str, metrics: Mapping[str, float], step: int) -> None:
         if group not in self.children:
@@ -146,7 +147,7 @@ class MlflowTracker:
     def close(self) -> None:
         for child in self.children.values():
             self.client.set_terminated(child.info.run_id)
-        self.mlflow.end_run()
+        self.client.set_terminated(self.parent.info.run_id)
 
 
 TRACKERS: dict[str, Callable[..., Any]] = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker,
