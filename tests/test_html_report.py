@@ -143,3 +143,42 @@ def test_old_summary_page_in_headless_chromium(tmp_path):
     page = tmp_path / "index.html"
     page.write_text(render_html(old_summary()))
     check_in_browser(page, curve=False)
+
+
+@pytest.mark.slow
+def test_a_run_keeps_curves_samples_page_and_tracker_files(cache_dir, tmp_path):
+    """A real run: every training stage upstream of the method kept its curves in the cache and
+    OUT/curves/ holds copies; samples.json holds what the policies said with their scores;
+    index.html opens in Chromium; TensorBoard got event files. A rerun from the cache, without
+    the tracker, gives the same curves and the same numbers."""
+    from sipo_bench.cli import main
+    from sipo_bench.stages import Cache
+
+    out = tmp_path / "out"
+    args = ["run", "--task", "synthetic-hh", "--methods", "dpo-soups", "--weights", "2", "--max-test-prompts", "8",
+            "--cache-dir", str(cache_dir), "--quiet", "--samples-per-point", "2"]
+    assert main([*args, "--out", str(out), "--tracking", "tensorboard"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    stages = s["training"]["stages"]
+    assert {st["stage"] for st in stages.values()} >= {"base[seed=0]", "dpo[helpful,seed=0]", "dpo[harmless,seed=0]"}
+    assert set(s["methods"]["dpo-soups"]["training"]) == set(stages)
+    cache = Cache(cache_dir)
+    for key, st in stages.items():
+        assert (out / st["file"]).read_bytes() == (cache.path(key) / curves.CURVES).read_bytes()
+    samples = json.loads((out / "samples.json").read_text())
+    assert [(p["method"], p["w"]) for p in samples["points"]] == [("base", None)] + [
+        ("dpo-soups", w) for w in ([0.0, 1.0], [0.5, 0.5], [1.0, 0.0])]
+    assert all(len(p["samples"]) == 2 and set(p["samples"][0]["scores"]) == {"helpful", "harmless"}
+               for p in samples["points"])
+    page = (out / "index.html").read_text()
+    assert page == render_html(s, run_dir_files(out)) and "<svg class='curve'" in page
+    assert list((out / "tracking" / "tensorboard").rglob("events.out.tfevents.*"))
+    if chromium() is not None:
+        with Browser() as b:
+            b.open(out / "index.html")
+            assert b.errors() == [] and b.box("svg.curve")["height"] > 100
+    again = tmp_path / "again"
+    assert main([*args, "--out", str(again)]) == 0
+    s2 = json.loads((again / "summary.json").read_text())
+    assert s2["training"] == s["training"] and not (again / "tracking").exists()
+    assert [p["scores"] for p in s2["methods"]["dpo-soups"]["points"]] == [p["scores"] for p in s["methods"]["dpo-soups"]["points"]]
