@@ -111,8 +111,9 @@ class Browser:
                 return reply.get("result") or {}
             self.events.append(reply)
 
-    def wait_event(self, method: str) -> dict:
-        for e in self.events:
+    def wait_event(self, method: str, since: int = 0) -> dict:
+        """The first event `method` at or after index `since` of :attr:`events` (waits for it)."""
+        for e in self.events[since:]:
             if e.get("method") == method:
                 return e
         deadline = time.time() + self.timeout
@@ -125,8 +126,9 @@ class Browser:
     # --- what tests use -----------------------------------------------------------------
 
     def open(self, path: Path) -> None:
+        since = len(self.events)
         self.call("Page.navigate", url=Path(path).resolve().as_uri())
-        self.wait_event("Page.loadEventFired")
+        self.wait_event("Page.loadEventFired", since)
 
     def evaluate(self, expression: str) -> Any:
         r = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
