@@ -32,7 +32,8 @@ from .taskstages import plan_task_stages
 from .variants import check_compare_to, compare_pairs, parse_label
 from .weights import fmt, simplex_grid, validate_weights
 
-SCHEMA_VERSION = 2  # 2: intervals name their method and level (`interval`), `comparisons`, evaluation noise
+SCHEMA_VERSION = 3  # 2: intervals name their method and level (`interval`), `comparisons`, evaluation noise;
+#                     3: t-intervals up to 20 seeds (paired t for comparisons), Holm-adjusted p, IGD+ per seed
 DEFAULT_TASK = "synthetic-hh"
 #: seeds go to numpy / torch / `random`, whose seeds are 32-bit
 MAX_SEED = 2**31 - 1
@@ -769,6 +770,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
     for entry in methods.values():
         entry.setdefault("training", [])
     union_front = stats.union_front_igd_plus(methods, maximize)
+    stats.igd_plus_per_seed(methods, maximize)
     stats.comparisons(methods, plan.compare)
 
     stages = plan.stages()
