@@ -134,11 +134,17 @@ def tables_section(s: Mapping[str, Any]) -> str:
              f"<p>HV reference point: {esc(', '.join(num(v) for v in ref) if ref else 'none')}; "
              f"source: {esc(s.get('ref_point_source'))}.</p>",
              table(report.header(s), report.rows(s), labels)]
-    for title, (cols, body), n in (("Paired comparisons", report.comparison_table(s), 2),
-                                   ("HV per seed", report.per_seed_table(s), 2),
-                                   ("Evaluation noise", report.noise_table(s), 3)):
+    cols, body = report.comparison_table(s)
+    if body:
+        parts += ["<h3>Paired comparisons</h3>", f"<p class='muted'>{esc(report.COMPARISON_TEXT)}</p>",
+                  f"<p class='muted'>{esc(report.holm_text(s))}</p>", table(cols, body, 2)]
+        if report.ranking_line(s):
+            parts.append(f"<p>{esc(report.ranking_line(s))}</p>")
+    for title, (cols, body), n, note in (("HV per seed", report.per_seed_table(s), 2, None),
+                                         ("Evaluation noise", report.noise_table(s), 3, " ".join(report.noise_lines(s))),
+                                         ("Extra stage results", report.extra_table(s), 3, None)):
         if body:
-            parts += [f"<h3>{esc(title)}</h3>", table(cols, body, n)]
+            parts += [f"<h3>{esc(title)}</h3>"] + ([f"<p class='muted'>{esc(note)}</p>"] if note else []) + [table(cols, body, n)]
     failed = [(n, m.get("error")) for n, m in s["methods"].items() if m.get("status") != "ok"]
     if failed:
         parts += ["<h3>Failed methods</h3><ul>"] + [f"<li><code>{esc(n)}</code>: {esc(e or 'no error recorded')}</li>"

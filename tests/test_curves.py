@@ -102,7 +102,9 @@ def test_collect_lists_each_stage_once_with_the_methods_that_use_it(tmp_path):
 
 
 def test_table_md_of_an_old_summary_is_unchanged_and_a_new_one_lists_flagged_stages():
-    old = json.loads((ROOT / "results" / "synthetic-main" / "summary.json").read_text())
+    from sipo_bench.report import load_summaries
+
+    old = load_summaries([ROOT / "results" / "synthetic-main"])[0]  # as `sipo-bench report` reads it
     assert table_md(old) == (ROOT / "results" / "synthetic-main" / "table.md").read_text()
     assert "## Training" not in table_md(old)
     new = {**old, "training": {"stages": {"k": {"stage": "dpo[helpful,seed=0]", "methods": ["dpo"], "flags": ["loss_rose"],

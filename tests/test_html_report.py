@@ -28,7 +28,10 @@ needs_chromium = pytest.mark.skipif(chromium() is None, reason="no chromium on P
 
 
 def old_summary() -> dict:
-    return json.loads((MAIN / "summary.json").read_text())
+    """The committed summary as `sipo-bench report` reads it (older schemas upgraded)."""
+    from sipo_bench.report import load_summaries
+
+    return load_summaries([MAIN])[0]
 
 
 def with_curves_and_samples(tmp_path: Path) -> tuple[dict, dict[str, bytes]]:
