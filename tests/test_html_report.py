@@ -186,3 +186,12 @@ def test_a_run_keeps_curves_samples_page_and_tracker_files(cache_dir, tmp_path):
     s2 = json.loads((again / "summary.json").read_text())
     assert s2["training"] == s["training"] and not (again / "tracking").exists()
     assert [p["scores"] for p in s2["methods"]["dpo-soups"]["points"]] == [p["scores"] for p in s["methods"]["dpo-soups"]["points"]]
+
+
+@pytest.mark.parametrize("d", sorted(p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "results").rglob("summary.json")))
+def test_every_committed_page_is_rendered_from_its_summary(d):
+    from sipo_bench.report import load_summaries
+
+    path = ROOT / d
+    assert (path / "index.html").read_text() == render_html(load_summaries([path])[0], run_dir_files(path)), (
+        f"re-render with: sipo-bench report --html {d}")
