@@ -195,3 +195,16 @@ def test_every_committed_page_is_rendered_from_its_summary(d):
     path = ROOT / d
     assert (path / "index.html").read_text() == render_html(load_summaries([path])[0], run_dir_files(path)), (
         f"re-render with: sipo-bench report --html {d}")
+
+
+def test_point_samples_take_the_first_response_of_the_first_prompts(tmp_path):
+    from sipo_bench.samples import point_samples
+    from sipo_bench.stages import write_jsonl
+
+    rows = [{"prompt": f"p{i}", "response": f"r{i}.{j}", "prompt_index": i, "a": float(i), "b": float(j)}
+            for i in range(3) for j in range(2)]  # two samples per prompt
+    write_jsonl(tmp_path / "scores.jsonl", rows)
+    got = point_samples(tmp_path, ["a", "b"], 2)
+    assert [(s["prompt"], s["response"], s["scores"]) for s in got] == [("p0", "r0.0", {"a": 0.0, "b": 0.0}),
+                                                                        ("p1", "r1.0", {"a": 1.0, "b": 0.0})]
+    assert point_samples(tmp_path / "missing", ["a"], 2) == []
