@@ -112,3 +112,21 @@ def test_table_md_of_an_old_summary_is_unchanged_and_a_new_one_lists_flagged_sta
                                                 "file": "curves/k.json"}}}}
     text = table_md(new)
     assert "## Training" in text and "dpo[helpful,seed=0]" in text and curves.FLAGS["loss_rose"] in text
+
+
+def test_console_lists_flagged_training_stages():
+    from rich.console import Console
+
+    from sipo_bench.report import console_table, load_summaries
+
+    old = load_summaries([ROOT / "results" / "synthetic-main"])[0]
+    new = {**old, "training": {"stages": {"k": {"stage": "modpo[w=0.5/0.5,seed=3]", "methods": ["modpo"],
+                                                "flags": ["selected_first"], "first_loss": 0.5, "last_loss": 0.4,
+                                                "selected_step": 4, "file": "curves/k.json"}}}}
+    console = Console(width=250, record=True)
+    console.print(console_table(new))
+    text = console.export_text()
+    assert "flagged training stages" in text and "modpo[w=0.5/0.5,seed=3]" in text
+    console = Console(width=250, record=True)
+    console.print(console_table(old))
+    assert "flagged training stages" not in console.export_text()
