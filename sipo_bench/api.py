@@ -18,7 +18,8 @@ Groups:
   :func:`to_dict`, :class:`ConfigError`;
 - stages: :class:`Stage`, :class:`StageContext`, :class:`Resources`, :func:`read_jsonl`,
   :func:`write_jsonl`, :func:`write_json`, :func:`atomic_write_text`; :func:`plan_task_stages`
-  (a task's data and base stages); for executors :class:`Cache`, :class:`StageLog`,
+  (a task's data and base stages); a training stage's curves: :class:`CurvesCallback` (a
+  transformers `TrainerCallback`, imported on first use) or :func:`write_curves`; for executors :class:`Cache`, :class:`StageLog`,
   :class:`StageGraph`, :func:`execute_stage`, :func:`run_graph`, :func:`log_stage_failed`,
   :func:`error_line`, :func:`format_exception`, :data:`DONE`, :func:`default_cache_dir`;
 - the process a stage runs in: :class:`Runtime`, :func:`on_release`; where torch runs:
@@ -48,7 +49,21 @@ from .execution.stages import (DONE, Cache, Resources, Stage, StageContext, Stag
                                write_json, write_jsonl)
 from .planning.taskstages import plan_task_stages
 from .plugin_host.registry import Lazy
+from .reporting.curves import write_curves
 from .scoring.evaluation import score_texts, test_prompts
+
+#: names that import heavy libraries (transformers), loaded on first use so that importing this
+#: module (and listing plugins) never imports torch
+_HEAVY = {"CurvesCallback": "sipo_bench.reporting.curves_callback"}
+
+
+def __getattr__(name: str):
+    if name in _HEAVY:
+        import importlib
+
+        return getattr(importlib.import_module(_HEAVY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 API_VERSION = "0.2"
 """The version of this API; a plugin declares the one it was written for as `SIPO_BENCH_API`."""
@@ -65,7 +80,7 @@ __all__ = [
     "field", "build", "check", "to_dict", "ConfigError",
     # stages
     "Stage", "StageContext", "Resources", "read_jsonl", "write_jsonl", "write_json", "atomic_write_text",
-    "plan_task_stages", "Cache", "StageLog", "StageGraph", "execute_stage", "run_graph", "log_stage_failed",
+    "plan_task_stages", "write_curves", "CurvesCallback", "Cache", "StageLog", "StageGraph", "execute_stage", "run_graph", "log_stage_failed",
     "error_line", "format_exception", "DONE", "default_cache_dir",
     # runtime and device
     "Runtime", "on_release", "torch_device", "inference_dtype", "mixed_precision", "current", "using",

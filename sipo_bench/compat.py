@@ -52,6 +52,11 @@ MOVED: dict[str, str] = {
     "sipo_bench.outdir": "sipo_bench.reporting.outdir",
     "sipo_bench.show": "sipo_bench.reporting.show",
     "sipo_bench.summary_schema": "sipo_bench.reporting.summary_schema",
+    "sipo_bench.curves": "sipo_bench.reporting.curves",
+    "sipo_bench.curves_callback": "sipo_bench.reporting.curves_callback",
+    "sipo_bench.html_report": "sipo_bench.reporting.html_report",
+    "sipo_bench.samples": "sipo_bench.reporting.samples",
+    "sipo_bench.tracking": "sipo_bench.reporting.tracking",
 }
 _OLD_OF = {new: old for old, new in MOVED.items()}
 
