@@ -34,7 +34,7 @@ Groups:
 from __future__ import annotations
 
 from .configs.schema import ConfigError, build, check, field, to_dict
-from .contract.hookspecs import hookimpl
+from .contract.hookspecs import API_VERSION, hookimpl
 from .contract.interfaces import (DecodingConfig, Executor, ExecutorConfig, FitContext, Generator, Method,
                                   MethodConfig, Objective, PolicyFamily, PolicySpec, ResolvedPolicy, Scorer,
                                   StageOutcome, Task, TaskConfig, TaskData, new_token_budget)
@@ -64,9 +64,6 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_HEAVY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-API_VERSION = "0.2"
-"""The version of this API; a plugin declares the one it was written for as `SIPO_BENCH_API`."""
 
 __all__ = [
     "API_VERSION",

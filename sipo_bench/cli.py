@@ -213,21 +213,22 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     infos = regs.plugin_list()
     broken = [regs.broken[k] for k in sorted(regs.broken)]
     if args.json:
-        print(json.dumps([{"name": i.name, "version": i.version, "source": i.source, "registers": i.registers,
-                           "error": None} for i in infos]
-                         + [{"name": b.name, "version": None, "source": b.source, "registers": {}, "error": b.error}
+        print(json.dumps([{"name": i.name, "version": i.version, "api": i.api, "source": i.source,
+                           "registers": i.registers, "error": None} for i in infos]
+                         + [{"name": b.name, "version": None, "api": None, "source": b.source, "registers": {},
+                             "error": b.error}
                             for b in broken], indent=2))
         return 1 if broken else 0
     from rich.table import Table
     from rich.text import Text
 
     t = Table(title="sipo-bench plugins")
-    for c in ("plugin", "version", "source", "registers"):
+    for c in ("plugin", "version", "api", "source", "registers"):
         t.add_column(c)
     for i in infos:
-        t.add_row(i.name, i.version, i.source, "; ".join(f"{k}: {', '.join(v)}" for k, v in i.registers.items()))
+        t.add_row(i.name, i.version, i.api, i.source, "; ".join(f"{k}: {', '.join(v)}" for k, v in i.registers.items()))
     for b in broken:
-        t.add_row(Text(b.name, style="red"), "-", b.source, Text(f"BROKEN: {b.error}", style="red"))
+        t.add_row(Text(b.name, style="red"), "-", "-", b.source, Text(f"BROKEN: {b.error}", style="red"))
     _console().print(t)
     return 1 if broken else 0
 

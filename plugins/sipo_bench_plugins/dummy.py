@@ -21,6 +21,7 @@ from sipo_bench.api import (DecodingConfig, FitContext, Generator, Method, Metho
                             hookimpl, write_jsonl)
 
 __version__ = "0.1.0"
+SIPO_BENCH_API = "0.2"  # the sipo_bench.api version this plugin is written for
 
 OBJECTIVES = [Objective("a", True, "share of the letter a"), Objective("b", True, "share of the letter b")]
 

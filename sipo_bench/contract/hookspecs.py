@@ -1,8 +1,11 @@
 """The hooks a sipo-bench plugin can implement.
 
 Every `register_*` hook returns a list; the plugin manager chains the lists of all plugins.
-An entry is either the class itself or a lazy :class:`~sipo_bench.registry.Lazy` reference
+An entry is either the class itself or a lazy :class:`~sipo_bench.api.Lazy` reference
 (`Lazy("name", "package.module:Class")`) so that listing plugins never imports torch.
+
+A plugin module may declare the API version it was written for, `SIPO_BENCH_API = "0.2"`;
+`sipo-bench plugins` shows it (a plugin without it is taken as written for 0.1).
 """
 
 from __future__ import annotations
@@ -11,6 +14,11 @@ import pluggy
 
 hookspec = pluggy.HookspecMarker("sipo_bench")
 hookimpl = pluggy.HookimplMarker("sipo_bench")
+
+#: the version of the plugin API (`sipo_bench.api`): hooks, interfaces, conventions
+API_VERSION = "0.2"
+#: the API version of a plugin that declares none (`SIPO_BENCH_API` absent)
+LEGACY_API_VERSION = "0.1"
 
 
 # --- Data -----------------------------------------------------------------------------------

@@ -324,7 +324,10 @@ class Method(abc.ABC):
     description: ClassVar[str] = ""
     #: task names this method runs on (None: any); `--methods all` picks the compatible ones
     tasks: ClassVar[tuple[str, ...] | None] = None
-    #: True if the method trains or decodes a language model (not possible on model-free tasks)
+    #: True (the default) if the method trains or decodes a language model. Such a method runs
+    #: only on a task with one (`Task.model_based`): `--methods all` leaves it out on a model-free
+    #: task and naming it there is a usage error; on a `cuda` run its stages get a GPU. A method
+    #: that only plans stages of its own on any task (like `dummy`) sets it to False.
     needs_model: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | None = None):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..contract.hookspecs import hookimpl
+from ..contract.hookspecs import API_VERSION, hookimpl
 from ..contract.interfaces import Executor, StageOutcome
 from .stages import Cache, Stage, StageLog, error_line, execute_stage, format_exception
 
@@ -106,6 +106,9 @@ class StageGraph:
 def log_stage_failed(runtime: Any, stage: Stage, line: str) -> None:
     """The one console line of a failed stage."""
     runtime.log(f"stage {stage.name} failed: {line}" if runtime.quiet else f"[red]stage {stage.name} failed: {line}[/red]")
+
+
+SIPO_BENCH_API = API_VERSION  # the built-in executor is written for the current API
 
 
 @hookimpl

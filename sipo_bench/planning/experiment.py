@@ -262,8 +262,9 @@ def resolve_methods(cfg: RunConfig, runtime: Runtime, task: Task) -> tuple[list[
         name = parse_label(label)[0]
         cls = load(name)  # unknown -> "Did you mean"
         if cls is not None and cls.needs_model and not task.model_based:
-            raise UsageError(f"`methods`: method {name!r} cannot run on task {task.name!r} (the method trains or decodes "
-                             f"a language model, and the task has none)")
+            raise UsageError(f"`methods`: method {name!r} cannot run on task {task.name!r}: the task has no language "
+                             f"model and {cls.__name__}.needs_model is True (the default); set needs_model = False on "
+                             f"{cls.__name__} if it needs no language model")
         labels.append(label)
     return list(dict.fromkeys(labels)), broken
 

@@ -18,6 +18,7 @@ from typing import Any
 import pluggy
 
 from ..contract import hookspecs
+from ..contract.hookspecs import LEGACY_API_VERSION
 from . import localplugins
 from ..errors import PluginError
 from ..contract.interfaces import Executor, Generator, Method, Objective, Scorer, Task
@@ -33,6 +34,7 @@ class PluginInfo:
     version: str
     source: str  # "entry point" | "plugins-dir" | "registered"
     registers: dict[str, list[str]] = field(default_factory=dict)
+    api: str = LEGACY_API_VERSION  # the plugin's `SIPO_BENCH_API`: the API version it was written for
 
 
 @dataclass
@@ -43,6 +45,11 @@ class BrokenPlugin:
     source: str  # "entry point" | "plugins-dir" | "registered"
     error: str  # one line: `plugin 'x' (...): what went wrong`
     requested: bool = False  # named in SIPO_BENCH_PLUGINS or a --plugins-dir file: must load
+
+
+def api_version(plugin: Any) -> str:
+    """The API version a plugin module declares (`SIPO_BENCH_API`), or 0.1 when it declares none."""
+    return str(getattr(plugin, "SIPO_BENCH_API", None) or LEGACY_API_VERSION)
 
 
 def _allow_list() -> set[str] | None:
@@ -221,7 +228,7 @@ class Registries:
                                                     f"{'the built-in ' if builtin(other) else ''}plugin {other!r}")
                     continue
             src, version = sources.get(name, ("registered", getattr(pm.get_plugin(name), "__version__", "?")))[:2]
-            info = self.plugins.setdefault(name, PluginInfo(name, str(version), src))
+            info = self.plugins.setdefault(name, PluginInfo(name, str(version), src, api=api_version(pm.get_plugin(name))))
             for attr, n, v in named:
                 regs[attr].add(v, name)
                 owner[(attr, n)] = name
@@ -233,7 +240,7 @@ class Registries:
             n = name[0]
             if n and n not in self.plugins and n not in self.broken and not n.startswith("_"):
                 src, version = sources.get(n, ("registered", "?"))[:2]
-                self.plugins[n] = PluginInfo(n, str(version), src)
+                self.plugins[n] = PluginInfo(n, str(version), src, api=api_version(pm.get_plugin(n)))
 
     def _break(self, name: str, source: str, error: str) -> None:
         requested = source == "plugins-dir" or _allow_list() is not None

@@ -10,6 +10,7 @@ from sipo_bench.api import Lazy, hookimpl
 from .objectives import OBJECTIVES
 
 __version__ = "0.1.0"
+SIPO_BENCH_API = "0.2"  # the sipo_bench.api version this plugin is written for
 
 
 @hookimpl
