@@ -42,7 +42,8 @@ from .contract.responses import as_response, response_body
 from .contract.weights import fmt, is_vertex, simplex_grid, validate_weights
 from .errors import PluginError, SipoBenchError, StageFailed, UsageError, did_you_mean
 from .execution.device import current, inference_dtype, mixed_precision, torch_device, using
-from .execution.executors import StageGraph, log_stage_failed, run_graph
+from .execution.executors import run_graph
+from .execution.graph import StageGraph, log_stage_failed
 from .execution.runtime import Runtime, on_release
 from .execution.stages import (DONE, Cache, Resources, Stage, StageContext, StageLog, atomic_write_text,
                                default_cache_dir, error_line, execute_stage, format_exception, read_jsonl,

@@ -204,16 +204,16 @@ def _pairs(summaries: list[dict]) -> list[tuple[str, str]]:
 
 
 def _cell(d: dict | None, with_counts: bool = False) -> str:
-    from ..reporting.report import _num
+    from ..reporting.text import num
 
     if not d:
         return "-"
     iv = d.get("interval")
-    text = _num(d["mean"]) + (f" [{_num(iv['lo'])}, {_num(iv['hi'])}]" if iv else "")
+    text = num(d["mean"]) + (f" [{num(iv['lo'])}, {num(iv['hi'])}]" if iv else "")
     if with_counts:
         p, holm = d.get("p_value") or {}, d.get("p_holm")
-        text += f" ({d['wins']}/{d['ties']}/{d['losses']}, p {_num(p.get('p'))}"
-        text += f", p Holm {_num(holm['p'])})" if holm else ")"
+        text += f" ({d['wins']}/{d['ties']}/{d['losses']}, p {num(p.get('p'))}"
+        text += f", p Holm {num(holm['p'])})" if holm else ")"
     return text
 
 
@@ -242,17 +242,18 @@ def sweep_tables(index: dict, summaries: list[dict]) -> list[tuple[str, list[str
 
 
 def sweep_md(index: dict, summaries: list[dict]) -> str:
-    from ..reporting.report import _count, _md_table, _vec, ranking_line
+    from ..reporting.report import ranking_line
+    from ..reporting.text import count, md_table, vec
 
     first = summaries[0]
     seeds = sorted({int(x) for s in summaries for x in s.get("seeds") or []})
     lines = [f"# sipo-bench sweep: {first['task']}", "",
              "- Sweep: " + "; ".join(f"`{k}` = {', '.join(_fmt(v) for v in vs)}" for k, vs in index["sweep"].items())
-             + f" ({_count(len(index['points']), 'point')}; each point's own report is in its folder).",
+             + f" ({count(len(index['points']), 'point')}; each point's own report is in its folder).",
              f"- Seeds: {', '.join(str(x) for x in seeds)}; objectives: "
              + ", ".join(f"{o['name']} ({'higher' if o['higher_is_better'] else 'lower'} is better)" for o in first["objectives"]) + ".",
              f"- HV per seed against that seed's reference point ({first.get('ref_point_source')})"
-             + (f" and against the floor {_vec(first.get('floor'))}" if first.get("floor") is not None else "")
+             + (f" and against the floor {vec(first.get('floor'))}" if first.get("floor") is not None else "")
              + f"; mean over seeds with a 95% interval (t 95% CI up to {stats.MIN_BOOTSTRAP - 1} seeds, percentile "
                f"bootstrap 95% CI from {stats.MIN_BOOTSTRAP}).",
              "- Paired ΔHV = HV(method) − HV(baseline) per seed over shared seeds, for each pair `compare_to` declares: "
@@ -260,7 +261,7 @@ def sweep_md(index: dict, summaries: list[dict]) -> str:
              f"{stats.MIN_BOOTSTRAP - 1} seeds] (wins/ties/losses, two-sided exact sign-flip p, and that p Holm-adjusted "
              "over the point's comparisons against the same baseline on the same indicator).", ""]
     for title, cols, body in sweep_tables(index, summaries):
-        lines += [f"## {title}", ""] + _md_table(cols, body, 1) + [""]
+        lines += [f"## {title}", ""] + md_table(cols, body, 1) + [""]
     ranking = [(p["label"], ranking_line(s)) for p, s in zip(index["points"], summaries)]
     if any(text for _, text in ranking):
         lines += ["## Ranking across references and IGD+", ""]

@@ -33,7 +33,7 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
-from .executors import StageGraph, log_stage_failed
+from .graph import StageGraph, log_stage_failed
 from ..contract.interfaces import StageOutcome
 from .stages import Cache, Stage, StageLog
 from .workers import WorkerProcess, describe_exit

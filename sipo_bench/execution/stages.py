@@ -41,10 +41,10 @@ class Resources:
 
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON for hashing: sorted keys, no whitespace, floats as repr."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=json_default)
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
     if isinstance(o, Stage):
         return {"__stage__": o.key}
     if isinstance(o, Path):
@@ -330,7 +330,7 @@ class Cache:
         from .integrity import record_files
 
         if result is not None:
-            _write_durable(tmp / RESULT, json.dumps(result, default=_json_default, indent=1))
+            _write_durable(tmp / RESULT, json.dumps(result, default=json_default, indent=1))
         marker = {
             "format": MARKER_FORMAT, "name": stage.name, "key": stage.key, "fn": stage.fn,
             "config": stage.config, "inputs": {n: d.key for n, d in stage.inputs.items()},
@@ -338,9 +338,9 @@ class Cache:
         }
         for dirpath, _dirs, _files in os.walk(tmp):
             fsync_dir(Path(dirpath))
-        _write_durable(tmp / DONE, json.dumps(marker, default=_json_default, indent=1))
+        _write_durable(tmp / DONE, json.dumps(marker, default=json_default, indent=1))
         fsync_dir(tmp)
-        return json.loads(json.dumps(marker, default=_json_default))
+        return json.loads(json.dumps(marker, default=json_default))
 
     # --- temp dirs and run records ---------------------------------------------------------
 
@@ -419,11 +419,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[Mapping[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(r, default=json_default) + "\n" for r in rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:

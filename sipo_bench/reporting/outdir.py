@@ -246,13 +246,13 @@ def write_report(out: Path | str, summary: dict, failures: Mapping[str, str] | N
     to `out` with the run's other files (`run_files`: relative path -> bytes, e.g. curves/)."""
     from . import report
     from .html_report import render_html
-    from ..execution.stages import _json_default
+    from ..execution.stages import json_default
 
     s = report.normalize(summary)
     run_files = dict(run_files or {})
     files = {
         **run_files,
-        "summary.json": (json.dumps(summary, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8"),
+        "summary.json": (json.dumps(summary, indent=2, sort_keys=False, default=json_default) + "\n").encode("utf-8"),
         "table.md": report.table_md(s).encode("utf-8"),
         "points.csv": report.points_csv(s).encode("utf-8"),
         "front.png": report.front_png_bytes(s),

@@ -22,7 +22,8 @@ from . import curves
 from ..scoring import stats
 from ..errors import UsageError
 from ..execution.fsio import atomic_write_bytes
-from ..execution.stages import _json_default
+from ..execution.stages import json_default
+from .text import count as _count, md_cell as _md_cell, md_table as _md_table, num as _num, vec as _vec
 
 __all__ = ["load_summaries", "merge", "render_files", "console_table", "table_md", "points_csv",
            "front_figure", "front_png_bytes", "plot_front", "plot_figure", "normalize", "comparison_table",
@@ -36,7 +37,7 @@ REQUIRED_KEYS = ("schema_version", "task", "objectives", "methods")
 
 def normalize(summary: dict) -> dict:
     """`summary` exactly as it reads back from `summary.json` (string keys, lists, floats)."""
-    return json.loads(json.dumps(summary, default=_json_default))
+    return json.loads(json.dumps(summary, default=json_default))
 
 
 def _load_one(d: Path) -> dict:
@@ -293,26 +294,6 @@ def _eval_se(entry: dict) -> dict:
 
 
 # --- Formatting -----------------------------------------------------------------------------
-
-
-def _num(x: Any) -> str:
-    """Stable number text: 4 decimals in [1e-3, 1e6), else 4 significant digits in e-notation."""
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return str(x).lower()
-    if isinstance(x, int):
-        return str(x)
-    x = float(x) + 0.0  # no "-0.0000"
-    if not math.isfinite(x):
-        return str(x)
-    if x == 0 or 1e-3 <= abs(x) < 1e6:
-        return f"{x:.4f}"
-    return f"{x:.3e}"
-
-
-def _vec(values: Sequence[float] | None) -> str:
-    return "-" if values is None else "(" + ", ".join(_num(v) for v in values) + ")"
 
 
 def _named_vec(summary: dict, values: Sequence[float]) -> str:
@@ -642,21 +623,6 @@ def extra_table(summary: dict) -> tuple[list[str], list[list[str]]]:
             row.append(_num(sum(present) / len(present)))
         out.append(row)
     return cols, out
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(cols: list[str], body: list[list[str]], n_labels: int) -> list[str]:
-    """A Markdown table; the first `n_labels` columns are left-aligned text, the rest numbers."""
-    lines = ["| " + " | ".join(_md_cell(c) for c in cols) + " |",
-             "|" + "|".join("---" if i < n_labels else "--:" for i in range(len(cols))) + "|"]
-    return lines + ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in body]
 
 
 def _ref_lines(summary: dict) -> list[str]:
