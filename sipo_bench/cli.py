@@ -286,7 +286,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .reporting.outdir import ResultsDir, write_report
-    from .reporting.report import console_table, load_summaries, merge, render_files
+    from .reporting.outdir import render_files
+    from .reporting.report import console_table, load_summaries, merge
 
     from .configs.sweep import is_sweep_dir, render_sweep
 

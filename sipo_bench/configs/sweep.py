@@ -149,7 +149,8 @@ def write_sweep(cfg: Any, points: list[SweepPoint], outcomes: dict, cache: Any, 
     with the tracebacks of its own failed stages), then write `OUT/sweep.json` and the
     multi-run report; returns the sweep index (`sweep.json`). `failures`: `<key>.txt` ->
     traceback of every failed stage of the run."""
-    from ..planning.experiment import SCHEMA_VERSION, plan_failures, run_files, summarize
+    from ..planning.experiment import plan_failures, run_files, summarize
+    from ..reporting.summary_schema import SCHEMA_VERSION
     from ..reporting.outdir import write_report
     from ..execution.stages import write_json
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import __version__
-from ..scoring import extra_scorers, pareto, stats
+from ..scoring import extra_scorers, stats
 from ..configs.schema import ConfigError, build, check, field, to_dict
 from ..errors import UsageError
 from ..contract.interfaces import DecodingConfig, FitContext, PolicySpec, Task
@@ -32,9 +32,9 @@ from ..execution.stages import Cache, Stage, StageLog, default_cache_dir, walk
 from .taskstages import plan_task_stages
 from ..configs.variants import check_compare_to, compare_pairs, parse_label
 from ..contract.weights import fmt, simplex_grid, validate_weights
+from ..reporting.summary_schema import SCHEMA_VERSION
+from ..scoring.indicators import method_indicators
 
-SCHEMA_VERSION = 3  # 2: intervals name their method and level (`interval`), `comparisons`, evaluation noise;
-#                     3: t-intervals up to 20 seeds (paired t for comparisons), Holm-adjusted p, IGD+ per seed
 DEFAULT_TASK = "synthetic-hh"
 #: seeds go to numpy / torch / `random`, whose seeds are 32-bit
 MAX_SEED = 2**31 - 1
@@ -816,30 +816,6 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
     }
     extra_scorers.add_to_summary(summary, plan, result)
     return summary
-
-
-def method_indicators(entry: dict, ref_points: dict, floor: list[float] | None, objectives: list[tuple[str, bool]],
-                      seeds: list[int], eval_se: dict | None = None) -> None:
-    """Fill a method entry's `mean_points` (mean over seeds per w), `front` (of those means),
-    `hypervolume` / `hypervolume_floor` (per seed, then over seeds; only for an ok method) and
-    `best` from its `points`. Used by the run and by `report.merge`."""
-    maximize = [hib for _, hib in objectives]
-    by_w: dict[tuple, list[list[float]]] = {}
-    for pt in entry["points"]:
-        by_w.setdefault(tuple(pt["w"]), []).append(pt["scores"])
-    mean_points = [{"w": list(w), "scores": np.mean(v, axis=0).tolist(), "n_seeds": len(v)} for w, v in by_w.items()]
-    entry["mean_points"] = mean_points
-    entry["front"], entry["hypervolume"], entry["hypervolume_floor"] = [], None, None
-    if mean_points and entry["status"] == "ok":
-        arr = np.array([m["scores"] for m in mean_points])
-        entry["front"] = [mean_points[i] for i in pareto.pareto_front(arr, maximize)]
-        se = eval_se or {}
-        entry["hypervolume"] = stats.hv_stats(entry["points"], ref_points, maximize, seeds, se.get("hypervolume"))
-        if floor is not None:
-            entry["hypervolume_floor"] = stats.hv_stats(entry["points"], {s: floor for s in seeds}, maximize, seeds,
-                                                        se.get("hypervolume_floor"))
-    entry["best"] = ({name: (max if hib else min)(m["scores"][i] for m in mean_points)
-                      for i, (name, hib) in enumerate(objectives)} if mean_points else {})
 
 
 VOLATILE_METHOD_KEYS = ("stage_seconds", "seconds")

@@ -261,4 +261,15 @@ def write_report(out: Path | str, summary: dict, failures: Mapping[str, str] | N
     ResultsDir(out, flag).commit(files, failures)
 
 
-__all__ = ["ResultsDir", "ReportWriteError", "write_report", "REPORT_FILES"]
+def render_files(summary: dict, out: Path, extra: Mapping[str, bytes] | None = None) -> None:
+    """Write table.md, points.csv and front.png (and `extra`, e.g. index.html) into `out`
+    together (one transaction, :meth:`ResultsDir.commit`); summary.json and the rest of
+    `out` are kept."""
+    from . import report
+
+    s = report.normalize(summary)
+    ResultsDir(out).commit({"table.md": report.table_md(s).encode("utf-8"), "points.csv": report.points_csv(s).encode("utf-8"),
+                            "front.png": report.front_png_bytes(s), **(extra or {})}, None)
+
+
+__all__ = ["ResultsDir", "ReportWriteError", "write_report", "render_files", "REPORT_FILES"]

@@ -25,7 +25,7 @@ from ..execution.fsio import atomic_write_bytes
 from ..execution.stages import json_default
 from .text import count as _count, md_cell as _md_cell, md_table as _md_table, num as _num, vec as _vec
 
-__all__ = ["load_summaries", "merge", "render_files", "console_table", "table_md", "points_csv",
+__all__ = ["load_summaries", "merge", "console_table", "table_md", "points_csv",
            "front_figure", "front_png_bytes", "plot_front", "plot_figure", "normalize", "comparison_table",
            "noise_table", "per_seed_table", "upgrade"]
 
@@ -41,7 +41,7 @@ def normalize(summary: dict) -> dict:
 
 
 def _load_one(d: Path) -> dict:
-    from ..planning.experiment import SCHEMA_VERSION
+    from .summary_schema import SCHEMA_VERSION
 
     path = d / "summary.json" if not d.is_file() else d
     if not path.is_file():
@@ -87,7 +87,7 @@ def upgrade(summary: dict) -> dict:
       with IGD+ per seed (:func:`sipo_bench.stats.igd_plus_per_seed`, from the per-seed points).
 
     `upgraded_from_schema` records the version read."""
-    from ..planning.experiment import SCHEMA_VERSION
+    from .summary_schema import SCHEMA_VERSION
 
     version = summary.get("schema_version", 0)
     if version >= SCHEMA_VERSION:
@@ -149,7 +149,7 @@ def merge(summaries: Sequence[dict]) -> dict:
       functions as the run; `merged_from` records every source run;
     - `config`, `versions`, `git_commit` and descriptions are those of the first run.
     """
-    from ..planning.experiment import method_indicators
+    from ..scoring.indicators import method_indicators
 
     if not summaries:
         raise UsageError("`dirs`: expected at least one run directory, got none")
@@ -906,14 +906,3 @@ def plot_front(summary: dict, path: Path) -> None:
 def plot_figure(fig: Any, path: Path) -> None:
     """Write a matplotlib `Figure` as a PNG to `path` atomically."""
     atomic_write_bytes(Path(path), figure_png_bytes(fig))
-
-
-def render_files(summary: dict, out: Path, extra: Mapping[str, bytes] | None = None) -> None:
-    """Write table.md, points.csv and front.png (and `extra`, e.g. index.html) into `out`
-    together (one transaction, see :mod:`sipo_bench.outdir`); summary.json and the rest of
-    `out` are kept."""
-    from .outdir import ResultsDir
-
-    s = normalize(summary)
-    ResultsDir(out).commit({"table.md": table_md(s).encode("utf-8"), "points.csv": points_csv(s).encode("utf-8"),
-                            "front.png": front_png_bytes(s), **(extra or {})}, None)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+SCHEMA_VERSION = 3  # 2: intervals name their method and level (`interval`), `comparisons`, evaluation noise;
+#                     3: t-intervals up to 20 seeds (paired t for comparisons), Holm-adjusted p, IGD+ per seed
+
 
 class _Spec:
     what = "?"
