@@ -1,4 +1,4 @@
-"""The compute counters (`sipo_bench.compute`): stages record what they spent in their cache
+"""The compute counters (`sipo_bench.execution.compute`, plugins use `sipo_bench.api.count`): stages record what they spent in their cache
 marker, the summary sums them per method, reports say "not recorded" where a stage has no
 record; trainers count optimizer steps and tokens, generation backends generated tokens."""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench import compute, report
+from sipo_bench.execution import compute
+from sipo_bench.reporting import report
 from sipo_bench.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -97,7 +98,7 @@ def test_trainer_and_generator_count_what_they_did(tmp_path):
     pytest.importorskip("torch")
     from tiny_models import make_tiny_model
 
-    from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
+    from sipo_bench.api import DecodingConfig, ResolvedPolicy
     from sipo_bench_baselines.losses import DPOLoss
     from sipo_bench_baselines.trainer import train_preference_adapter
     from sipo_bench_plugins.hf_generation.backend import HFGenerator, ModelCache

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sipo_bench.cli import main
-from sipo_bench.fsio import TMP_MARK
+from sipo_bench.execution.fsio import TMP_MARK
 
 from fsfaults import fill, tmpfs  # noqa: E402
 
@@ -66,7 +66,7 @@ def test_read_only_filesystem_while_writing_the_report(tmp_path, monkeypatch, ca
     def erofs(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr("sipo_bench.outdir.make_temp_dir", erofs)  # the mount went read-only mid-run
+    monkeypatch.setattr("sipo_bench.reporting.outdir.make_temp_dir", erofs)  # the mount went read-only mid-run
     assert run(out, cache) == 1
     err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("sipo-bench: error")]
     assert err == [f"sipo-bench: error: cannot write the report into {str(out)!r}: Read-only file system; "
@@ -76,7 +76,7 @@ def test_read_only_filesystem_while_writing_the_report(tmp_path, monkeypatch, ca
 
 KILL_AT = textwrap.dedent("""
     import os, signal, sys
-    import sipo_bench.outdir as o
+    import sipo_bench.reporting.outdir as o
     where = sys.argv[1]
     if where == "swap":
         o.swap_dirs = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
@@ -146,7 +146,7 @@ def test_a_directory_sipo_bench_did_not_write_is_never_replaced(tmp_path, capsys
 
 FLAKY = textwrap.dedent("""
     import os
-    from sipo_bench.hookspecs import hookimpl
+    from sipo_bench.contract.hookspecs import hookimpl
     from sipo_bench_plugins.dummy import DummyMethod, train_dummy_adapter
 
     def flaky_train(ctx):
@@ -214,7 +214,7 @@ def test_system_exit_in_a_stage_is_a_stage_failure(tmp_path, faults, capsys):
 
 
 BAD_BASE = textwrap.dedent("""
-    from sipo_bench.hookspecs import hookimpl
+    from sipo_bench.contract.hookspecs import hookimpl
     from sipo_bench_plugins.dummy import DummyScorer, DummyTask
 
     class PickyScorer(DummyScorer):
@@ -297,3 +297,35 @@ def test_sigterm_cleans_up_says_so_and_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     rows = log_rows(out)
     assert finished <= {r["key"] for r in rows if r["event"] == "cached"}
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_report_folders_are_replaced_whole_and_other_files_kept(tmp_path, monkeypatch, in_place):
+    """curves/ of a new report replaces the old folder (no stale curve survives); files the
+    report does not name (notes, tracking/) are kept; both the swap and the in-place commit."""
+    from sipo_bench.reporting.outdir import ResultsDir
+
+    out = tmp_path / "out"
+    r = ResultsDir(out)
+    r.commit({"curves/a.json": b"1", "samples.json": b"s", "summary.json": b"{}"}, None)
+    (out / "notes.txt").write_text("mine")
+    used: list[str] = []
+    if in_place:  # OUT's parent refuses the temp dir: the files are renamed into OUT one by one
+        import sipo_bench.reporting.outdir as outdir
+
+        real = outdir.make_temp_dir
+
+        def temp_dir(parent, prefix):
+            if Path(parent) != out:
+                raise PermissionError("parent not writable")
+            used.append(prefix)
+            return real(parent, prefix)
+
+        monkeypatch.setattr(outdir, "make_temp_dir", temp_dir)
+    r.commit({"curves/b.json": b"2", "summary.json": b"{\"n\": 2}"}, None)
+    assert sorted(p.name for p in (out / "curves").iterdir()) == ["b.json"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "samples.json").read_bytes() == b"s"
+    assert (out / "summary.json").read_bytes() == b"{\"n\": 2}"
+    assert used == ([".report"] if in_place else [])
+    with pytest.raises(ValueError, match="relative path inside OUT"):
+        r.commit({"../escape.json": b"x"}, None)

@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from sipo_bench.compute import count_training, trained_tokens
-from sipo_bench.stages import Stage, StageContext
+from sipo_bench.api import Stage, StageContext, count_training, trained_tokens
 
 FN = "sipo_bench_baselines.reward_model:reward_model_stage"
 META = "reward_model.json"
@@ -111,7 +110,7 @@ class LearnedRewardModel:
         import torch
         from peft import PeftModel
 
-        from sipo_bench.device import inference_dtype, torch_device
+        from sipo_bench.api import inference_dtype, torch_device
 
         meta = json.loads((Path(rm_dir) / META).read_text())
         device = torch_device()
@@ -162,7 +161,7 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
     from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
-    from sipo_bench.device import torch_device
+    from sipo_bench.api import CurvesCallback, torch_device
 
     from .divergence import DivergenceGuard, check_finite_parameters
     from .trainer import ProgressCallback
@@ -194,7 +193,8 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
                              bias="none", task_type="SEQ_CLS")
     with contextlib.ExitStack() as stack:
         guard = DivergenceGuard({"rm_learning_rate": rm["learning_rate"]}, what="reward-model training")
-        cbs = [*callbacks, guard]
+        recorder = CurvesCallback(out, "RewardTrainer")
+        cbs = [*callbacks, guard, recorder]
         if progress is not None:
             cbs.append(ProgressCallback(stack.enter_context(progress(steps, f"reward model {out.name}"))))
         trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
@@ -210,6 +210,9 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
     check_finite_parameters(model, knobs=guard.knobs, what=guard.what)
     train_acc = _accuracy(model, tok, probe, batch)
     val_acc = _accuracy(model, tok, val, batch)
+    recorder.extra.update(initial_train_accuracy=initial_train_acc, train_accuracy=train_acc,
+                          initial_val_accuracy=initial_val_acc, val_accuracy=val_acc)
+    recorder.write()
     train_scores = np.asarray(_score_texts(model, tok, [r["prompt"] + r[k] + tok.eos_token for r in rows
                                                         for k in ("chosen", "rejected")], batch))
     if not np.all(np.isfinite(train_scores)):

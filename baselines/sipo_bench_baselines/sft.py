@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from sipo_bench.compute import count_training, trained_tokens
+from sipo_bench.api import count_training, trained_tokens
 
 from .trainer import ProgressCallback, lora_config
 
@@ -32,6 +32,8 @@ def train_sft_model(out: Path, model_ref: str, rows: Sequence[Mapping[str, str]]
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
+
+    from sipo_bench.api import CurvesCallback
 
     t0 = time.time()
     out = Path(out)
@@ -64,6 +66,8 @@ def train_sft_model(out: Path, model_ref: str, rows: Sequence[Mapping[str, str]]
     total = steps_per_epoch * math.ceil(float(sft["epochs"]))
     with contextlib.ExitStack() as stack:
         callbacks = [ProgressCallback(stack.enter_context(progress(total, f"sft {out.name}")))] if progress else []
+        recorder = CurvesCallback(out, "SFTTrainer")
+        callbacks.append(recorder)
         trainer = SFTTrainer(model=model, args=args, processing_class=tok, peft_config=lora_config(sft),
                              train_dataset=Dataset.from_list([dict(r) for r in rows]),
                              eval_dataset=Dataset.from_list([dict(r) for r in val_rows]) if use_eval else None,
@@ -74,6 +78,8 @@ def train_sft_model(out: Path, model_ref: str, rows: Sequence[Mapping[str, str]]
         result = trainer.train()
         final = float(trainer.evaluate(eval_dataset=probe, metric_key_prefix="probe")["probe_loss"])
     count_training(int(result.global_step), trained_tokens(trainer.train_dataset, {"input_ids": 1}, trainer.state.epoch or 0.0))
+    recorder.extra.update(initial_loss=initial, final_loss=final)
+    recorder.write()
     merged = trainer.model.merge_and_unload()
     merged.save_pretrained(str(out))
     tok.save_pretrained(str(out))

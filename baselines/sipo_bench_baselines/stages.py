@@ -18,9 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from sipo_bench.compute import count
-from sipo_bench.interfaces import TaskData
-from sipo_bench.stages import StageContext, read_jsonl
+from sipo_bench.api import StageContext, TaskData, count, read_jsonl
 
 
 def _task(ctx: StageContext):
