@@ -1,5 +1,5 @@
 """The built-in `local` executor: with `jobs` 1, runs stages in this process one after another;
-with more, in that many worker processes side by side (:mod:`sipo_bench.parallel`)."""
+with more, in that many worker processes side by side (:mod:`sipo_bench.execution.parallel`)."""
 
 from __future__ import annotations
 

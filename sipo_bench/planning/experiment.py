@@ -73,7 +73,7 @@ class RunConfig:
     compare_to: Any = field(None, help="Paired comparisons: a baseline label or a list of them (every other method "
                                        "vs each), or a mapping {method: baseline or [baselines]}.")
     sweep: dict = field({}, help="Sweep: {option path: [values]}, e.g. {task_options.conflict_fraction: [0.0, 0.6]}; "
-                                 "one run per combination, shared stages run once (sipo_bench.sweep).")
+                                 "one run per combination, shared stages run once (sipo_bench.configs.sweep).")
     eval_noise_replicates: int = field(500, help="Prompt-bootstrap replicates of HV's evaluation-noise SE per method "
                                                  "and seed; 0 = do not measure.")
     cpu_threads: int | None = field(1, help="torch intra-op threads per stage (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
@@ -399,6 +399,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         spec = spec.normalized()
         tag = f"{label},w={fmt(w)},seed={seed}" if w is not None else f"{label},seed={seed}"
         backend = spec_generator(spec, label)
+        # 0.1 names of the stage functions: part of the keys (sipo_bench.compat)
         gen = Stage(f"generate[{tag}]", "sipo_bench.evaluation:generate_stage",
                     {**task.stage_config("generate"), "policy": spec.to_config(), "decoding": decoding,
                      "generator": backend, "seed": seed, "max_test_prompts": cfg.max_test_prompts},
@@ -546,7 +547,7 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     failures are recorded in the summary instead; a report that cannot be written raises
     `ReportWriteError` with the previous report left intact. A config with a `sweep` plans
     every sweep point, runs the union of their stages once and returns the sweep index
-    (`sipo_bench.sweep`)."""
+    (`sipo_bench.configs.sweep`)."""
     from ..configs import sweep as sweeps
     from ..reporting.outdir import ResultsDir
 

@@ -15,6 +15,7 @@ def plan_task_stages(task: Task, seed: int, data_resources: Resources | None = N
     task's base reads it. Every caller (a run, `sipo-bench conflicts`, figure scripts) plans
     them here, so they share cache keys."""
     kw: dict[str, Any] = {"resources": data_resources} if data_resources is not None else {}
+    # the core's stage functions keep their 0.1 names: part of every key (sipo_bench.compat)
     data = Stage(f"data[seed={seed}]", "sipo_bench.taskstages:data_stage", {**task.stage_config("data"), "seed": seed}, **kw)
     kw = {"resources": base_resources} if base_resources is not None else {}
     base = Stage(f"base[seed={seed}]", "sipo_bench.taskstages:base_stage", {**task.stage_config("base"), "seed": seed},

@@ -81,10 +81,10 @@ def upgrade(summary: dict) -> dict:
     values it stores, with the functions a run uses today (nothing trained or scored again):
 
     - schema 1: the HV `ci95` (a percentile bootstrap even on 3 seeds) is dropped;
-    - schema 1-2: every HV `interval` follows today's rule (:func:`sipo_bench.stats.mean_interval`:
+    - schema 1-2: every HV `interval` follows today's rule (:func:`sipo_bench.scoring.stats.mean_interval`:
       a t-interval up to 20 seeds), and the paired comparisons of `compare_to` are recomputed
-      (:func:`sipo_bench.stats.comparisons`: paired t-interval, sign-flip p, Holm-adjusted p),
-      with IGD+ per seed (:func:`sipo_bench.stats.igd_plus_per_seed`, from the per-seed points).
+      (:func:`sipo_bench.scoring.stats.comparisons`: paired t-interval, sign-flip p, Holm-adjusted p),
+      with IGD+ per seed (:func:`sipo_bench.scoring.stats.igd_plus_per_seed`, from the per-seed points).
 
     `upgraded_from_schema` records the version read."""
     from .summary_schema import SCHEMA_VERSION
