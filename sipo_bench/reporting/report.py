@@ -16,7 +16,7 @@ import math
 import statistics
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 from . import curves
 from ..scoring import stats
