@@ -14,12 +14,12 @@ import pytest
 
 from sipo_bench import determinism
 from sipo_bench.cli import main
-from sipo_bench.experiment import comparable, make_config, plan_run
-from sipo_bench.runtime import Runtime
+from sipo_bench.planning.experiment import comparable, make_config, plan_run
+from sipo_bench.execution.runtime import Runtime
 
 PROBE = textwrap.dedent('''
     """A dummy method with one more stage that reports what its process sees."""
-    from sipo_bench.hookspecs import hookimpl
+    from sipo_bench.api import hookimpl
     from sipo_bench_plugins.dummy import DummyFamily, DummyMethod
 
     KEYS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -131,7 +131,7 @@ def test_the_default_mode_keeps_the_keys_of_earlier_versions():
     caches (and committed results) of earlier versions stay valid."""
     import hashlib
 
-    from sipo_bench.stages import Stage, canonical_json
+    from sipo_bench.execution.stages import Stage, canonical_json
 
     s = Stage("x", "tests.stage_fns:write", {"v": 1})
     payload = {"fn": s.fn, "version": "1", "config": {"v": 1}, "inputs": {}}

@@ -12,9 +12,10 @@ import stat
 
 import pytest
 
-from sipo_bench import provenance, report
+from sipo_bench import provenance
+from sipo_bench.reporting import report
 from sipo_bench.cli import main
-from sipo_bench.experiment import comparable
+from sipo_bench.planning.experiment import comparable
 
 
 def test_collect_names_cpu_capability_blas_mode_and_threads(monkeypatch):
