@@ -52,7 +52,9 @@ class LocalExecutor(Executor):
     def run(self, stages: list[Stage], runtime: Any, cache: Cache | None = None, log: StageLog | None = None,
             overall: Any = None) -> dict[str, StageOutcome]:
         jobs = int(getattr(runtime, "jobs", 1) or 1)
-        if jobs <= 1 or all(cache.is_done(s) for s in stages):
+        # `fresh_processes`: even one job runs in a worker (a deterministic run whose kernels this
+        # process cannot pin, sipo_bench.determinism)
+        if (jobs <= 1 and not getattr(runtime, "fresh_processes", False)) or all(cache.is_done(s) for s in stages):
             return run_graph(stages, cache, runtime, log, overall)
         from .device import visible_gpus
         from .parallel import ParallelRun

@@ -75,8 +75,15 @@ class Stage:
     resources: Resources = field(default_factory=Resources)
     version: str = "1"
     tags: Mapping[str, Any] = field(default_factory=dict)  # e.g. method/weight/seed, not hashed
+    #: the run mode the stage is keyed under: None (default), or "deterministic" for every stage
+    #: planned by a deterministic run (taken from `sipo_bench.determinism.key_mode` when None)
+    mode: str | None = None
 
     def __post_init__(self) -> None:
+        if self.mode is None:
+            from ..determinism import current_key_mode
+
+            self.mode = current_key_mode()
         if callable(self.fn):
             self.fn = fn_ref(self.fn, self.name)
         if not isinstance(self.fn, str) or ":" not in self.fn:
@@ -92,6 +99,8 @@ class Stage:
                 "config": self.config,
                 "inputs": {k: v.key for k, v in sorted(self.inputs.items())},
             }
+            if self.mode is not None:  # the default mode's keys are those of every earlier version
+                payload["mode"] = self.mode
             self._key = hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
         return self._key
 
