@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--extra-scorers", type=_csv, metavar="S[,S]", help="Scorers whose objectives are also reported on "
                    "every point (`extra_scorers` with default options; the HV stays over the task's objectives).")
     r.add_argument("--quiet", action="store_true", default=None, help="Log lines only, no progress bars.")
+    r.add_argument("--tracking", metavar="NAME", help="Send curves and HV to an experiment tracker: tensorboard, wandb, "
+                                                      "mlflow or none (docs/reporting.md).")
+    r.add_argument("--samples-per-point", type=int, metavar="N", help="Sample responses kept per evaluated point "
+                                                                      "(samples.json, index.html); 0 = none.")
 
     pl = sub.add_parser("plugins", help="List plugins, versions and what they register.")
     pl.add_argument("--json", action="store_true")
@@ -87,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="Re-render reports from summary.json; several dirs are merged.")
     rep.add_argument("dirs", nargs="+")
     rep.add_argument("--out", help="Where to write a merged report (default: the single DIR).")
+    rep.add_argument("--html", action="store_true", help="Also write index.html, the self-contained results page "
+                                                        "(a run and a merged report always write it).")
 
     ca = sub.add_parser("cache", help="Check or clean the stage cache.")
     csub = ca.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
@@ -121,7 +127,8 @@ def _run_config(args: argparse.Namespace) -> Any:
         "out": args.out, "executor": args.executor, "plugins_dir": args.plugins_dir,
         "cache_dir": args.cache_dir, "no_cache": args.no_cache, "quiet": args.quiet,
         "max_test_prompts": args.max_test_prompts, "overwrite": args.overwrite, "jobs": args.jobs,
-        "device": args.device, "compare_to": args.compare_to,
+        "device": args.device, "compare_to": args.compare_to, "tracking": args.tracking,
+        "samples_per_point": args.samples_per_point,
     }
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.extra_scorers is not None:
@@ -291,8 +298,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         index, _ = load_sweep(Path(sweeps[0]))
         for p in index["points"]:
-            render_files(load_summaries([Path(sweeps[0]) / p["dir"]])[0], Path(sweeps[0]) / p["dir"])
-        render_sweep(Path(sweeps[0]))
+            d = Path(sweeps[0]) / p["dir"]
+            summary = load_summaries([d])[0]
+            render_files(summary, d, _html_file(summary, d) if args.html else None)
+        render_sweep(Path(sweeps[0]), html=args.html)
         _show_sweep(Path(sweeps[0]), quiet=False)  # re-rendering succeeded even if a method had failed
         return 0
     if len(args.dirs) > 1 and not args.out:
@@ -310,10 +319,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         if why:
             raise UsageError(f"`{args.dirs[0]}`: cannot write the report into {str(out)!r} ({why}); "
                              f"write it elsewhere with --out DIR")
-        render_files(summary, out)
+        render_files(summary, out, _html_file(summary, out) if args.html else None)
     with _stdout_may_close():
         _console().print(console_table(summary))
     return 0
+
+
+def _html_file(summary: dict, out: Path) -> dict[str, bytes]:
+    """{"index.html": the page of `summary` with the run files in `out`} (`report --html`)."""
+    from .html_report import render_html, run_dir_files
+
+    return {"index.html": render_html(summary, run_dir_files(out)).encode("utf-8")}
 
 
 def _probe(path: Path) -> str | None:

@@ -32,14 +32,15 @@ from .taskstages import plan_task_stages
 from .variants import check_compare_to, compare_pairs, parse_label
 from .weights import fmt, simplex_grid, validate_weights
 
-SCHEMA_VERSION = 2  # 2: intervals name their method and level (`interval`), `comparisons`, evaluation noise
+SCHEMA_VERSION = 3  # 2: intervals name their method and level (`interval`), `comparisons`, evaluation noise;
+#                     3: t-intervals up to 20 seeds (paired t for comparisons), Holm-adjusted p, IGD+ per seed
 DEFAULT_TASK = "synthetic-hh"
 #: seeds go to numpy / torch / `random`, whose seeds are 32-bit
 MAX_SEED = 2**31 - 1
 #: RunConfig fields that say how or where a run executes, not what it computes: a rerun that
 #: changes only these resumes into the same OUT (and `comparable` ignores them)
 HOW_NOT_WHAT = ("out", "cache_dir", "quiet", "no_cache", "cpu_threads", "overwrite", "executor", "executor_options", "jobs",
-                "plugins_dir")
+                "plugins_dir", "samples_per_point", "tracking")
 
 
 @dataclass
@@ -78,6 +79,10 @@ class RunConfig:
     jobs: int | None = field(None, help="Stages run side by side in this many worker processes (local executor); "
                                         "null = the cores available to this process divided by cpu_threads; "
                                         "1 = one after another in this process.")
+    samples_per_point: int = field(4, help="Sample responses kept per evaluated point (the first seed's first test "
+                                           "prompts, with their scores) in OUT/samples.json and index.html; 0 = none.")
+    tracking: str = field("none", help="Experiment tracker the run's curves and HV go to: tensorboard, wandb, mlflow "
+                                      "or none (docs/reporting.md).")
     device: Literal["auto", "cpu", "cuda"] = field("auto", help="Where models run: cuda (one GPU stage per visible "
                                                                 "GPU), cpu, or auto = cuda when a GPU is visible.")
 
@@ -92,6 +97,11 @@ class RunConfig:
         check_sweep(self.sweep)
         check(isinstance(self.eval_noise_replicates, int) and (self.eval_noise_replicates == 0 or self.eval_noise_replicates >= 2),
               "eval_noise_replicates", "0 or an integer >= 2", self.eval_noise_replicates)
+        check(isinstance(self.samples_per_point, int) and not isinstance(self.samples_per_point, bool)
+              and self.samples_per_point >= 0, "samples_per_point", "an integer >= 0", self.samples_per_point)
+        from .tracking import check_tracking
+
+        check_tracking(self.tracking)
         check(len(self.seeds) > 0, "seeds", "at least one integer seed", self.seeds)
         for i, s in enumerate(self.seeds):
             check(isinstance(s, int) and not isinstance(s, bool), f"seeds[{i}]", "an integer", s)
@@ -596,8 +606,30 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     summary = summarize(plan, outcomes, cache, wall_seconds=time.time() - t0, run_id=run_id)
     from .outdir import write_report
 
-    write_report(out, summary, failures)
+    files = run_files(plan, outcomes, cache, summary)
+    write_report(out, summary, failures, files)
+    from .tracking import track_run
+
+    track_run(cfg.tracking, summary, files, out, log=runtime.log)
     return summary, out
+
+
+def run_files(plan: Plan, outcomes: dict, cache: Cache, summary: dict) -> dict[str, bytes]:
+    """The run's files beside the report: `curves/<key>.json` of every training stage in
+    `summary["training"]` (copies of the cached stages' curves) and `samples.json`."""
+    from . import samples
+    from .curves import CURVES
+
+    files: dict[str, bytes] = {}
+    for key, st in ((summary.get("training") or {}).get("stages") or {}).items():
+        p = cache.path(key) / CURVES
+        if p.is_file():
+            files[st["file"]] = p.read_bytes()
+    content = samples.collect(plan, outcomes, cache, plan.config.samples_per_point)
+    if content is not None:
+        files[samples.SAMPLES] = samples.encode(content)
+        summary["samples"] = {"file": samples.SAMPLES, "per_point": content["per_point"], "seed": content["seed"]}
+    return files
 
 
 def plan_failures(plan: Plan) -> dict[str, str]:
@@ -688,6 +720,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
     base_meta = {seed: result(st) for seed, st in plan.base.items()}
 
     methods: dict[str, Any] = {}
+    own_stages: dict[str, list[Stage]] = {}
     for name, mp in plan.methods.items():
         entry: dict[str, Any] = {"status": "ok", "error": mp.error, "trained_on": mp.trained_on,
                                  "variant": mp.variant, "config": mp.config, "points": [],
@@ -696,6 +729,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         failed = [(p, o) for p, o in failed if o is None or o.status in ("failed", "skipped")]
         own = [s for p in mp.points for s in (p.score, *p.extra)] + [x for ex in mp.extra.values() for x in ex.values()]
         own += list(mp.noise.values())
+        own_stages[name] = [s for p in mp.points for s in (p.score, *p.extra)] + [x for ex in mp.extra.values() for x in ex.values()]
         upstream = [s for s in walk(own) if outcomes.get(s.key) is not None and outcomes[s.key].status == "failed"]
         if mp.error or failed or upstream:
             entry["status"] = "failed"
@@ -727,7 +761,16 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         entry["extra"] = {str(seed): {n: result(st) for n, st in ex.items()} for seed, ex in mp.extra.items() if ex}
         methods[name] = entry
 
+    from . import curves
+
+    training, _ = curves.collect(own_stages, cache, walk)
+    for key, st in training.items():
+        for label in st["methods"]:
+            methods[label].setdefault("training", []).append(key)
+    for entry in methods.values():
+        entry.setdefault("training", [])
     union_front = stats.union_front_igd_plus(methods, maximize)
+    stats.igd_plus_per_seed(methods, maximize)
     stats.comparisons(methods, plan.compare)
 
     stages = plan.stages()
@@ -758,6 +801,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "task_data": {str(s): v for s, v in data_meta.items()},
         "task_base": {str(s): v for s, v in base_meta.items()},
         "methods": methods,
+        "training": {"stages": training, "flags": dict(curves.FLAGS)},
         "failed_stages": failed_stages,
         "generator": plan.generator,
         "device": plan.device,

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 from .errors import SipoBenchError, UsageError
 from .fsio import TMP_MARK, atomic_write_text, make_dir, make_temp_dir, owner_alive, probe_writable, swap_dirs
 
-REPORT_FILES = ("front.png", "points.csv", "table.md", "summary.json")  # the order of an in-place commit
+REPORT_FILES = ("front.png", "points.csv", "table.md", "index.html", "summary.json")  # the order of an in-place commit
 LOGS = "logs"
 FAILURES = "failures"
 RUN_FILE = "run.json"
@@ -156,16 +156,15 @@ class ResultsDir:
 
     @staticmethod
     def _replaced(files: Mapping[str, bytes], failures: Mapping[str, str] | None) -> set[str]:
-        skip = set(files)
+        skip = {name.split("/", 1)[0] for name in files}  # a folder of the report (curves/) is replaced whole
         if failures is not None:
             skip.add(f"{LOGS}/{FAILURES}")
         return skip
 
     @staticmethod
     def _fill(d: Path, files: Mapping[str, bytes], failures: Mapping[str, str] | None) -> None:
-        for name in REPORT_FILES:
-            if name in files:
-                _write_new(d / name, files[name])
+        for name in _commit_order(files):
+            _write_new(d / name, files[name])
         if failures:
             make_dir(d / LOGS / FAILURES)
             for name, text in failures.items():
@@ -183,11 +182,23 @@ class ResultsDir:
                 if failures:
                     make_dir(self.logs)
                     os.rename(stage / LOGS / FAILURES, self.logs / FAILURES)
-            for name in REPORT_FILES:  # summary.json last
-                if name in files:
+            for folder in sorted({n.split("/", 1)[0] for n in files if "/" in n}):
+                shutil.rmtree(self.path / folder, ignore_errors=True)
+                os.rename(stage / folder, self.path / folder)
+            for name in _commit_order(files):  # summary.json last
+                if "/" not in name:
                     os.replace(stage / name, self.path / name)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _commit_order(files: Mapping[str, bytes]) -> list[str]:
+    """Names of `files`: the run's other files (curves/, samples.json) first, then the report
+    files in :data:`REPORT_FILES` order (summary.json last)."""
+    for name in files:
+        if name.startswith("/") or ".." in name.split("/") or not name:
+            raise ValueError(f"report file name must be a relative path inside OUT, got {name!r}")
+    return sorted(n for n in files if n not in REPORT_FILES) + [n for n in REPORT_FILES if n in files]
 
 
 def _write_new(path: Path, data: bytes) -> None:
@@ -229,17 +240,23 @@ def _first_run_id(path: Path) -> str | None:
     return None
 
 
-def write_report(out: Path | str, summary: dict, failures: Mapping[str, str] | None, flag: str = "--out") -> None:
-    """Render `summary` (summary.json, table.md, points.csv, front.png) and commit it to `out`."""
+def write_report(out: Path | str, summary: dict, failures: Mapping[str, str] | None, run_files: Mapping[str, bytes] | None = None,
+                 flag: str = "--out") -> None:
+    """Render `summary` (summary.json, table.md, points.csv, front.png, index.html) and commit it
+    to `out` with the run's other files (`run_files`: relative path -> bytes, e.g. curves/)."""
     from . import report
+    from .html_report import render_html
     from .stages import _json_default
 
     s = report.normalize(summary)
+    run_files = dict(run_files or {})
     files = {
+        **run_files,
         "summary.json": (json.dumps(summary, indent=2, sort_keys=False, default=_json_default) + "\n").encode("utf-8"),
         "table.md": report.table_md(s).encode("utf-8"),
         "points.csv": report.points_csv(s).encode("utf-8"),
         "front.png": report.front_png_bytes(s),
+        "index.html": render_html(s, run_files).encode("utf-8"),
     }
     ResultsDir(out, flag).commit(files, failures)
 

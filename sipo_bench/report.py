@@ -16,9 +16,9 @@ import math
 import statistics
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from . import stats
+from . import curves, stats
 from .errors import UsageError
 from .fsio import atomic_write_bytes
 from .stages import _json_default
@@ -75,11 +75,22 @@ def _load_one(d: Path) -> dict:
 
 
 def upgrade(summary: dict) -> dict:
-    """A schema-1 summary in the current shape: its HV `ci95` (a percentile bootstrap even on 3
-    seeds) is replaced by the `interval` today's rule gives for the same per-seed values
-    (:func:`sipo_bench.stats.mean_interval`); nothing else is recomputed."""
-    if summary.get("schema_version", 0) >= 2:
+    """An older summary in the current shape, its statistics recomputed from the per-seed
+    values it stores, with the functions a run uses today (nothing trained or scored again):
+
+    - schema 1: the HV `ci95` (a percentile bootstrap even on 3 seeds) is dropped;
+    - schema 1-2: every HV `interval` follows today's rule (:func:`sipo_bench.stats.mean_interval`:
+      a t-interval up to 20 seeds), and the paired comparisons of `compare_to` are recomputed
+      (:func:`sipo_bench.stats.comparisons`: paired t-interval, sign-flip p, Holm-adjusted p),
+      with IGD+ per seed (:func:`sipo_bench.stats.igd_plus_per_seed`, from the per-seed points).
+
+    `upgraded_from_schema` records the version read."""
+    from .experiment import SCHEMA_VERSION
+
+    version = summary.get("schema_version", 0)
+    if version >= SCHEMA_VERSION:
         return summary
+    summary.setdefault("compare_to", [])
     for m in summary["methods"].values():
         if not isinstance(m, dict):
             continue
@@ -88,9 +99,13 @@ def upgrade(summary: dict) -> dict:
             if isinstance(hv, dict) and isinstance(hv.get("per_seed"), dict):
                 hv.pop("ci95", None)
                 hv["interval"] = stats.mean_interval(list(hv["per_seed"].values()))
-    summary.setdefault("compare_to", [])
-    summary["upgraded_from_schema"] = summary["schema_version"]
-    summary["schema_version"] = 2
+    methods = {n: m for n, m in summary["methods"].items() if isinstance(m, dict)}
+    objectives = summary.get("objectives")
+    if isinstance(objectives, list) and all(isinstance(o, dict) and "higher_is_better" in o for o in objectives):
+        stats.igd_plus_per_seed(methods, [bool(o["higher_is_better"]) for o in objectives])
+    stats.comparisons(methods, [tuple(p) for p in summary["compare_to"]])
+    summary["upgraded_from_schema"] = summary.get("upgraded_from_schema", version)
+    summary["schema_version"] = SCHEMA_VERSION
     return summary
 
 
@@ -214,6 +229,7 @@ def merge(summaries: Sequence[dict]) -> dict:
         entry["points"] = list(entry.get("points") or [])
         method_indicators(entry, refs_by_seed, floor, objectives, seed_list, eval_se)
     union_front = stats.union_front_igd_plus(methods, maximize)
+    stats.igd_plus_per_seed(methods, maximize)
     pairs = [p for p in pairs if p[0] in methods and p[1] in methods]
     stats.comparisons(methods, pairs)
     valid = [r for r in ref_points.values() if r is not None]
@@ -376,7 +392,10 @@ def header(summary: dict, *, with_ref: bool = True) -> list[str]:
     if _has_floor(summary):
         floor = " " + _vec(summary["floor"]) if with_ref else ""
         cols.append(f"HV vs floor{floor}{_kind_suffix(_kinds(_hv_intervals(summary, 'hypervolume_floor')))}")
-    cols += ["IGD+ (lower is better)", "front points"]
+    cols += ["IGD+ (lower is better)"]
+    if _has_igd_seeds(summary):
+        cols.append(f"IGD+ per seed (lower is better){_kind_suffix(_kinds(_hv_intervals(summary, 'igd_plus_per_seed')))}")
+    cols += ["front points"]
     cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'})" for o in summary["objectives"]]
     cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'}; extra)" for o in _extra_objectives(summary)]
     return cols
@@ -386,7 +405,7 @@ def rows(summary: dict, *, with_time: bool = False) -> list[list[str]]:
     """One row of text per method, in the summary's order; '-' where a value is absent.
     `with_time` appends the method's summed stage seconds (console only: it varies by run)."""
     n_seeds = len(summary.get("seeds") or [])
-    mixed = {key: len(_kinds(_hv_intervals(summary, key))) > 1 for key in stats.HV_KEYS}
+    mixed = {key: len(_kinds(_hv_intervals(summary, key))) > 1 for key in stats.INDICATORS}
     out = []
     for name, m in summary["methods"].items():
         best = m.get("best") or {}
@@ -394,12 +413,20 @@ def rows(summary: dict, *, with_time: bool = False) -> list[list[str]]:
                _hv_cell(m.get("hypervolume"), n_seeds, mixed["hypervolume"])]
         if _has_floor(summary):
             row.append(_hv_cell(m.get("hypervolume_floor"), n_seeds, mixed["hypervolume_floor"]))
-        row += [_num(m.get("igd_plus")), str(len(m.get("front") or []))]
+        row += [_num(m.get("igd_plus"))]
+        if _has_igd_seeds(summary):
+            row.append(_hv_cell(m.get("igd_plus_per_seed"), n_seeds, mixed["igd_plus_per_seed"]))
+        row += [str(len(m.get("front") or []))]
         row += [_num(best.get(o["name"])) for o in summary["objectives"] + _extra_objectives(summary)]
         if with_time:
             row.append(_num(m.get("seconds")))
         out.append(row)
     return out
+
+
+def _has_igd_seeds(summary: dict) -> bool:
+    """Whether the summary has IGD+ per seed (schema 3 and upgraded summaries)."""
+    return any("igd_plus_per_seed" in m for m in summary["methods"].values())
 
 
 def _hv_refs(summary: dict) -> list[tuple[str, str]]:
@@ -430,32 +457,110 @@ def _p_cell(p: dict | None) -> str:
     return f"{_num(p['p'])} ({how})"
 
 
+def _compared(summary: dict) -> list[tuple[str, str, str]]:
+    """(indicator key, Δ label, suffix) of each indicator the comparisons cover: HV vs each
+    reference, then IGD+ per seed when the summary has it."""
+    out = [(key, f"ΔHV vs {ref}", f"vs {ref}") for key, ref in _hv_refs(summary)]
+    if any("igd_plus_per_seed" in c for m in summary["methods"].values() for c in (m.get("comparisons") or {}).values()):
+        out.append(("igd_plus_per_seed", "ΔIGD+", "IGD+"))
+    return out
+
+
 def comparison_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Paired comparisons: one row per declared (method, baseline) pair; for each HV reference
-    the mean ΔHV with its paired interval, wins/ties/losses out of n, and the sign-flip p."""
+    (and IGD+ per seed, where a win is a lower IGD+) the mean difference with its paired
+    interval, wins/ties/losses out of n, the sign-flip p and the Holm-adjusted p (family: the
+    column's comparisons against that baseline)."""
     items = [(name, b, c) for name, m in summary["methods"].items() for b, c in (m.get("comparisons") or {}).items()]
     if not items:
         return [], []
-    refs = _hv_refs(summary)
+    refs = _compared(summary)
     cols = ["method", "baseline"]
-    for key, ref in refs:
+    for key, delta, ref in refs:
         kinds = _kinds((c.get(key) or {}).get("interval") for _, _, c in items)
-        cols += [f"ΔHV vs {ref}{_kind_suffix(kinds)}", f"W/T/L vs {ref}", f"p vs {ref} (sign-flip)"]
+        cols += [f"{delta}{_kind_suffix(kinds)}", f"W/T/L {ref}", f"p {ref} (sign-flip)", f"p Holm {ref}"]
     body = []
     for name, b, c in items:
         row = [name, b]
-        for key, _ in refs:
+        for key, _, _ in refs:
             d = c.get(key)
             if not d:
-                row += ["-", "-", "-"]
+                row += ["-", "-", "-", "-"]
                 continue
             mixed = len(_kinds((x.get(key) or {}).get("interval") for _, _, x in items)) > 1
             iv = d.get("interval")
             cell = _num(d["mean"]) + (" " + _interval_text(iv) if iv else "")
             cell += f" ({stats.interval_label(iv)})" if iv and mixed else ""
-            row += [cell, f"{d['wins']}/{d['ties']}/{d['losses']} of {d['n']}", _p_cell(d.get("p_value"))]
+            row += [cell, f"{d['wins']}/{d['ties']}/{d['losses']} of {d['n']}", _p_cell(d.get("p_value")),
+                    _num((d.get("p_holm") or {}).get("p"))]
         body.append(row)
     return cols, body
+
+
+def _sign(d: dict | None, higher_is_better: bool) -> str | None:
+    """'+' when the method is better than the baseline on average, '−' when worse, '=' on a tie."""
+    if not d:
+        return None
+    mean = float(d["mean"]) * (1.0 if higher_is_better else -1.0)
+    return "=" if abs(mean) <= stats.TIE_TOL else "+" if mean > 0 else "−"
+
+
+def ranking_line(summary: dict) -> str:
+    """Whether each comparison's direction (method better or worse than its baseline, by the
+    sign of the mean paired difference) is the same against both HV references and by IGD+,
+    naming every comparison where it flips and what it depends on. '' without comparisons."""
+    refs = _compared(summary)
+    items = [(name, b, c) for name, m in summary["methods"].items() for b, c in (m.get("comparisons") or {}).items()]
+    if not items or len(refs) < 2:
+        return ""
+    names = {"hypervolume": "vs ref", "hypervolume_floor": "vs floor", "igd_plus_per_seed": "by IGD+"}
+    full = {"hypervolume": "HV vs ref", "hypervolume_floor": "HV vs floor", "igd_plus_per_seed": "IGD+"}
+    what = " and ".join([", ".join(full[k] for k, _, _ in refs[:-1]), full[refs[-1][0]]])
+    flips, checked = [], 0
+    for name, b, c in items:
+        signs = {k: _sign(c.get(k), stats.INDICATORS[k]) for k, _, _ in refs}
+        signs = {k: v for k, v in signs.items() if v is not None}
+        if len(signs) < 2:
+            continue
+        checked += 1
+        if len(set(signs.values())) == 1:
+            continue
+        hv = {k: signs[k] for k in stats.HV_KEYS if k in signs}
+        igd = signs.get("igd_plus_per_seed")
+        if len(set(hv.values())) > 1:
+            why = "ranking depends on the reference point"
+            same = [full[k] for k, v in hv.items() if v == igd]
+            why += f" (IGD+ sides with {same[0]})" if igd is not None and same else ""
+        else:
+            why = "IGD+ disagrees with HV"
+        flips.append(f"{name} vs {b}: " + ", ".join(f"{v} {names[k]}" for k, v in signs.items()) + f": {why}")
+    if not checked:
+        return ""
+    head = (f"Ranking across {what} (the sign of each mean paired difference; + = the method is better): ")
+    if not flips:
+        return head + f"the same in all {checked} comparisons."
+    return head + f"the same in {checked - len(flips)} of {checked} comparisons; it flips for " + "; ".join(flips) + "."
+
+
+def holm_text(summary: dict) -> str:
+    """What the `p Holm` columns adjust over: each family's baseline, indicator and size."""
+    fams: dict[str, int] = {}
+    for m in summary["methods"].values():
+        for c in (m.get("comparisons") or {}).values():
+            for d in c.values():
+                h = (d or {}).get("p_holm")
+                if h:
+                    fams[h["family"]] = h["m"]
+    if not fams:
+        return ""
+    names = {"hypervolume": "HV vs ref", "hypervolume_floor": "HV vs floor", "igd_plus_per_seed": "IGD+"}
+
+    def label(f: str) -> str:
+        key, _, b = f.partition(" vs ")
+        return f"{names.get(key, key)} vs {b}: {fams[f]}"
+
+    return ("p Holm: the sign-flip p adjusted by Holm's step-down method within its family, the comparisons of one "
+            "column against one baseline (family sizes: " + "; ".join(label(f) for f in fams) + ").")
 
 
 def noise_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -578,12 +683,15 @@ def table_md(summary: dict) -> str:
     lines += [f"- Objectives: {objs}.",
               f"- Weight grid: {_count(len(s.get('weights') or []), 'point')}; seeds: {', '.join(str(x) for x in seeds) or '-'}.",
               "- HV: per seed against that seed's reference point, then the mean over seeds with an interval in "
-              f"brackets whose kind the column names: a 95% t-interval (mean ± t·sd/√n) below {stats.MIN_BOOTSTRAP} "
-              f"seeds, a 95% percentile bootstrap from {stats.MIN_BOOTSTRAP} seeds up; none with one seed.",
+              f"brackets whose kind the column names: a t 95% CI (mean ± t·sd/√n, Student t with n − 1 df) up to "
+              f"{stats.MIN_BOOTSTRAP - 1} seeds, a percentile bootstrap 95% CI from {stats.MIN_BOOTSTRAP} seeds up "
+              "(below that it under-covers); none with one seed.",
               "- Points: the mean score over the test prompts (per prompt first the mean over its samples); "
               "their standard errors over prompts are in points.csv and summary.json.",
               f"- IGD+: each method's mean front against the union front of all methods "
-              f"({_count(len(s.get('union_front') or []), 'point')}); lower is better.",
+              f"({_count(len(s.get('union_front') or []), 'point')}); lower is better. IGD+ per seed: each seed's "
+              "points against that seed's union front (of every ok method's points of that seed), then the mean over "
+              "seeds with its interval, as for HV.",
               "- front points: non-dominated mean points (mean over seeds per weight); best: over mean points. "
               "Timings are in summary.json and the console, not here, so reruns give the same file.",
               *_extra_lines(s), ""]
@@ -598,26 +706,36 @@ def table_md(summary: dict) -> str:
         lines += [f"- `{n}`: {_md_cell(e or 'no error recorded')}" for n, e in failed]
     cols, body = comparison_table(s)
     if body:
-        lines += ["", "## Paired comparisons", "", COMPARISON_TEXT, ""] + _md_table(cols, body, 2)
+        lines += ["", "## Paired comparisons", "", COMPARISON_TEXT, "", holm_text(s), ""] + _md_table(cols, body, 2)
+        if ranking_line(s):
+            lines += ["", ranking_line(s)]
     cols, body = per_seed_table(s)
     if body:
         lines += ["", "## HV per seed", "", f"The values each interval above is computed from (a t-interval is used "
-                  f"below {stats.MIN_BOOTSTRAP} seeds).", ""] + _md_table(cols, body, 2)
+                  f"up to {stats.MIN_BOOTSTRAP - 1} seeds).", ""] + _md_table(cols, body, 2)
     cols, body = noise_table(s)
     if body:
         lines += ["", "## Evaluation noise", ""] + noise_lines(s) + [""] + _md_table(cols, body, 3)
     cols, body = extra_table(s)
     if body:
         lines += ["", "## Extra stage results", ""] + _md_table(cols, body, 3)
+    training = curves.training_lines(s)
+    if training is not None:  # absent from summaries written before curves were recorded
+        lines += ["", "## Training", ""] + training
+        cols, body = curves.training_table(s)
+        if body:
+            lines += [""] + _md_table(cols, body, 3)
     return "\n".join(lines) + "\n"
 
 
 COMPARISON_TEXT = (
     "ΔHV = HV(method) − HV(baseline) per seed, over the seeds both have (the seeds share data, base "
-    f"model and DPO endpoints, so the comparison is paired): the mean with a paired 95% interval (t below "
-    f"{stats.MIN_BOOTSTRAP} pairs, percentile bootstrap from {stats.MIN_BOOTSTRAP}), wins/ties/losses out of n seeds, "
+    f"model and DPO endpoints, so the comparison is paired): the mean with a paired 95% interval (paired t 95% CI, "
+    f"Student t on the n per-seed differences, up to {stats.MIN_BOOTSTRAP - 1} pairs; percentile bootstrap 95% CI from "
+    f"{stats.MIN_BOOTSTRAP}), wins/ties/losses out of n seeds, "
     "and the two-sided sign-flip permutation p-value (exact over all 2^n sign patterns up to n = 16, Monte Carlo "
-    "beyond, the number of draws stated).")
+    "beyond, the number of draws stated). ΔIGD+ likewise from IGD+ per seed (each seed's points against that "
+    "seed's union front); lower IGD+ is better, so a win is ΔIGD+ < 0.")
 
 
 def points_csv(summary: dict) -> str:
@@ -648,7 +766,9 @@ def _extra_caption(summary: dict) -> list[str]:
 def _console_header(summary: dict) -> list[str]:
     hv = [f"HV vs {ref}{_kind_suffix(_kinds(_hv_intervals(summary, key)))}" for key, ref in _hv_refs(summary)]
     cols = ["method", *[k.replace("_", " ") for k in _label_columns(summary)], "status", *hv]
-    cols += ["IGD+ ↓", "front", *[f"best {o['name']} {'↑' if o['higher_is_better'] else '↓'}" for o in summary["objectives"]]]
+    cols += ["IGD+ ↓"] + ([f"IGD+ per seed ↓{_kind_suffix(_kinds(_hv_intervals(summary, 'igd_plus_per_seed')))}"]
+                         if _has_igd_seeds(summary) else [])
+    cols += ["front", *[f"best {o['name']} {'↑' if o['higher_is_better'] else '↓'}" for o in summary["objectives"]]]
     cols += [f"best {o['name']} {'↑' if o['higher_is_better'] else '↓'} (extra)" for o in _extra_objectives(summary)]
     return cols + ["time s"]
 
@@ -688,10 +808,11 @@ def console_table(summary: dict) -> Any:
             e.add_row(*[Text(c) for c in r])
         parts.append(e)
 
-    table("paired comparisons", *comparison_table(s), 2, COMPARISON_TEXT)
+    table("paired comparisons", *comparison_table(s), 2, " ".join(x for x in (COMPARISON_TEXT, holm_text(s), ranking_line(s)) if x))
     table("HV per seed", *per_seed_table(s), 2)
     table("evaluation noise of HV", *noise_table(s), 3, " ".join(noise_lines(s)))
     table("extra stage results", *extra_table(s), 3)
+    table("flagged training stages", *curves.training_table(s), 3, " ".join(curves.training_lines(s) or []))
     return Group(*parts)
 
 
@@ -820,11 +941,12 @@ def plot_figure(fig: Any, path: Path) -> None:
     atomic_write_bytes(Path(path), figure_png_bytes(fig))
 
 
-def render_files(summary: dict, out: Path) -> None:
-    """Write table.md, points.csv and front.png into `out` together (one transaction, see
-    :mod:`sipo_bench.outdir`); summary.json and the rest of `out` are kept."""
+def render_files(summary: dict, out: Path, extra: Mapping[str, bytes] | None = None) -> None:
+    """Write table.md, points.csv and front.png (and `extra`, e.g. index.html) into `out`
+    together (one transaction, see :mod:`sipo_bench.outdir`); summary.json and the rest of
+    `out` are kept."""
     from .outdir import ResultsDir
 
     s = normalize(summary)
     ResultsDir(out).commit({"table.md": table_md(s).encode("utf-8"), "points.csv": points_csv(s).encode("utf-8"),
-                            "front.png": front_png_bytes(s)}, None)
+                            "front.png": front_png_bytes(s), **(extra or {})}, None)

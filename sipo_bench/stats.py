@@ -4,7 +4,8 @@ noise estimate that a run summary or a report shows.
 Public API:
 
 - :func:`mean_interval` -- the interval of a mean over seeds, by the project's rule: a
-  t-interval below :data:`MIN_BOOTSTRAP` values, a percentile bootstrap from there up;
+  t-interval below :data:`MIN_BOOTSTRAP` values (so up to 20 seeds), a percentile bootstrap
+  from there up (the percentile bootstrap under-covers at small n);
 - :func:`t_interval`, :func:`bootstrap_interval`, :func:`bootstrap_ci` -- the two kinds;
 - :func:`sign_flip_p` -- exact (or Monte Carlo) sign-flip permutation p-value of paired
   differences;
@@ -15,15 +16,21 @@ Public API:
 - :func:`prompt_bootstrap_hv` -- HV's evaluation-noise SE from a bootstrap over test prompts;
 - :func:`noise_split` -- evaluation variance vs seed-to-seed variance of HV, and what it implies;
 - :func:`union_front_igd_plus` -- the union front of several methods and each one's IGD+;
-- :func:`comparisons` -- :func:`paired_comparison` for every declared (method, baseline) pair.
+- :func:`igd_plus_per_seed` -- per seed, the union front of every method's points of that seed
+  and each method's IGD+ to it, then the mean over seeds with its interval;
+- :func:`holm` -- Holm's step-down adjustment of a family of p-values;
+- :func:`comparisons` -- :func:`paired_comparison` for every declared (method, baseline) pair,
+  with Holm-adjusted p-values over each family (one baseline, one indicator).
 
-Every interval is a dict that names its method and nominal coverage, e.g.
-``{"method": "t", "level": 0.95, "lo": .., "hi": .., "n": 3, "df": 2}`` or
-``{"method": "percentile bootstrap", "level": 0.95, "lo": .., "hi": .., "n": 10,
-"resamples": "exact"}``; :func:`interval_label` is how tables name it. With one value there
-is no interval (``None``). Below 10 values a percentile bootstrap is not used: with 3 values
-every tail of the bootstrap distribution holds at least 1/27 > 2.5%, so a "95%" bootstrap
-interval would be the range of the values.
+Every interval is a dict that names its method and nominal coverage (`coverage`, and the same
+number as `level`), e.g. ``{"method": "t", "level": 0.95, "coverage": 0.95, "lo": .., "hi":
+.., "n": 3, "df": 2}``, ``{"method": "paired t", ...}`` for a mean of paired differences, or
+``{"method": "percentile bootstrap", "level": 0.95, "coverage": 0.95, "lo": .., "hi": .., "n":
+30, "resamples": 10000}``; :func:`interval_label` is how tables name it (`paired t 95% CI`).
+With one value there is no interval (``None``). Up to 20 values a percentile bootstrap is not
+used: with 3 values every tail of the bootstrap distribution holds at least 1/27 > 2.5%, so a
+"95%" bootstrap interval would be the range of the values, and at 10 values it still
+under-covers (it uses the n-divisor sd and normal-like tails where Student's t is wider).
 """
 
 from __future__ import annotations
@@ -38,10 +45,11 @@ from . import pareto
 
 __all__ = ["MIN_BOOTSTRAP", "LEVEL", "mean_interval", "t_interval", "bootstrap_interval", "bootstrap_ci",
            "interval_label", "sign_flip_p", "paired_comparison", "hv_stats", "prompt_bootstrap_hv", "noise_split",
-           "union_front_igd_plus", "comparisons", "TIE_TOL"]
+           "union_front_igd_plus", "igd_plus_per_seed", "comparisons", "holm", "TIE_TOL", "INDICATORS"]
 
 #: the smallest number of values for which a percentile bootstrap interval is reported
-MIN_BOOTSTRAP = 10
+#: (up to 20 values the t-interval is the interval)
+MIN_BOOTSTRAP = 21
 #: nominal coverage of every interval the project reports
 LEVEL = 0.95
 #: |difference| at or below this is a tie (HVs of the same stages are bit-identical)
@@ -71,10 +79,11 @@ def _level(level: float) -> float:
 # --- Intervals of a mean ----------------------------------------------------------------------
 
 
-def t_interval(values: Sequence[float], level: float = LEVEL) -> dict | None:
+def t_interval(values: Sequence[float], level: float = LEVEL, *, paired: bool = False) -> dict | None:
     """Student-t interval of the mean: mean ± t_{1-a/2, n-1} · sd / sqrt(n), with a = 1 - level
     and sd the sample standard deviation (ddof 1). None with fewer than two values; constant
-    values give the degenerate interval (mean, mean)."""
+    values give the degenerate interval (mean, mean). `paired`: the values are paired
+    differences (per-seed A − B), and the method is named `paired t`."""
     from scipy.stats import t as student_t
 
     level = _level(level)
@@ -84,7 +93,8 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> dict | None:
         return None
     mean = float(v.mean())
     half = float(student_t.ppf(0.5 + level / 2.0, n - 1)) * float(v.std(ddof=1)) / math.sqrt(n)
-    return {"method": "t", "level": level, "lo": mean - half, "hi": mean + half, "n": int(n), "df": int(n - 1)}
+    return {"method": "paired t" if paired else "t", "level": level, "coverage": level, "lo": mean - half,
+            "hi": mean + half, "n": int(n), "df": int(n - 1)}
 
 
 def _exact_bootstrap(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +148,7 @@ def bootstrap_interval(values: Sequence[float], level: float = LEVEL, n_resample
     lo = _lower_quantile(means, p, a)
     hi = -_lower_quantile(-means, p, a)
     vmin, vmax = float(v.min()), float(v.max())
-    return {"method": "percentile bootstrap", "level": level, "lo": min(max(lo, vmin), vmax),
+    return {"method": "percentile bootstrap", "level": level, "coverage": level, "lo": min(max(lo, vmin), vmax),
             "hi": min(max(hi, vmin), vmax), "n": int(v.size), "resamples": "exact" if exact else int(n_resamples)}
 
 
@@ -149,23 +159,25 @@ def bootstrap_ci(values: Sequence[float], level: float = LEVEL, n_resamples: int
     return None if iv is None else (iv["lo"], iv["hi"])
 
 
-def mean_interval(values: Sequence[float], level: float = LEVEL, min_bootstrap: int = MIN_BOOTSTRAP) -> dict | None:
-    """The interval the project reports for a mean over seeds (or over paired differences):
-    :func:`t_interval` below `min_bootstrap` values, :func:`bootstrap_interval` from there up;
-    None with fewer than two values."""
+def mean_interval(values: Sequence[float], level: float = LEVEL, min_bootstrap: int = MIN_BOOTSTRAP, *,
+                  paired: bool = False) -> dict | None:
+    """The interval the project reports for a mean over seeds (or, `paired`, over paired
+    differences): :func:`t_interval` below `min_bootstrap` values (up to 20 by default),
+    :func:`bootstrap_interval` from there up; None with fewer than two values."""
     v = _values(values)
     if v.size < 2:
         return None
-    return bootstrap_interval(v, level) if v.size >= min_bootstrap else t_interval(v, level)
+    return bootstrap_interval(v, level) if v.size >= min_bootstrap else t_interval(v, level, paired=paired)
 
 
 def interval_label(iv: Mapping[str, Any] | None) -> str:
-    """How a table names an interval: `95% t` or `95% percentile bootstrap`."""
+    """How a table names an interval: `t 95% CI`, `paired t 95% CI` or `percentile bootstrap
+    95% CI` (method, then nominal coverage)."""
     if not iv:
         return "no interval"
-    level = float(iv.get("level", LEVEL)) * 100
+    level = float(iv.get("coverage", iv.get("level", LEVEL))) * 100
     pct = f"{level:.0f}" if abs(level - round(level)) < 1e-9 else f"{level:g}"
-    return f"{pct}% {iv.get('method')}"
+    return f"{iv.get('method')} {pct}% CI"
 
 
 # --- Paired comparison --------------------------------------------------------------------------
@@ -204,42 +216,79 @@ def sign_flip_p(diffs: Sequence[float], *, max_exact: int = MAX_EXACT_PATTERNS, 
     return {"p": (1 + hits) / (1 + int(draws)), "method": "monte carlo", "draws": int(draws), "n": int(n)}
 
 
-def paired_comparison(a: Mapping[Any, float], b: Mapping[Any, float], level: float = LEVEL) -> dict | None:
+def paired_comparison(a: Mapping[Any, float], b: Mapping[Any, float], level: float = LEVEL, *,
+                      higher_is_better: bool = True) -> dict | None:
     """A − B over the keys (seeds) both hold: `{n, seeds, per_seed, mean, interval, wins, ties,
-    losses, p_value}`. `interval` follows :func:`mean_interval` (t below 10 pairs, percentile
-    bootstrap from 10); a win is a difference > 0 (higher is better), a tie |d| <= 1e-12;
-    `p_value` is :func:`sign_flip_p`. None when no key is shared."""
+    losses, p_value}`. `interval` follows :func:`mean_interval` (paired t up to 20 pairs,
+    percentile bootstrap from 21); a win is a difference > 0 (< 0 when not `higher_is_better`,
+    e.g. IGD+), a tie |d| <= 1e-12; `p_value` is :func:`sign_flip_p`. None when no key is shared."""
     shared = [k for k in a if k in b and a[k] is not None and b[k] is not None]
     shared.sort(key=lambda k: (not str(k).lstrip("-").isdigit(), int(k) if str(k).lstrip("-").isdigit() else 0, str(k)))
     if not shared:
         return None
     d = np.array([float(a[k]) - float(b[k]) for k in shared])
+    sign = 1.0 if higher_is_better else -1.0
     return {"n": len(shared), "seeds": [str(k) for k in shared],
             "per_seed": {str(k): float(x) for k, x in zip(shared, d)},
             "mean": float(d.mean()), "sd": float(d.std(ddof=1)) if d.size > 1 else None,
-            "interval": mean_interval(d, level),
-            "wins": int(np.count_nonzero(d > TIE_TOL)), "ties": int(np.count_nonzero(np.abs(d) <= TIE_TOL)),
-            "losses": int(np.count_nonzero(d < -TIE_TOL)), "p_value": sign_flip_p(d)}
+            "interval": mean_interval(d, level, paired=True),
+            "wins": int(np.count_nonzero(sign * d > TIE_TOL)), "ties": int(np.count_nonzero(np.abs(d) <= TIE_TOL)),
+            "losses": int(np.count_nonzero(sign * d < -TIE_TOL)), "p_value": sign_flip_p(d)}
 
 
 HV_KEYS = ("hypervolume", "hypervolume_floor")
+#: every per-seed indicator a comparison covers: summary key -> higher is better
+INDICATORS = {"hypervolume": True, "hypervolume_floor": True, "igd_plus_per_seed": False}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error control, any dependence): with the m
+    p-values sorted ascending p_(1) <= ... <= p_(m), p_adj_(i) = max_{j <= i} min(1, (m - j + 1)
+    p_(j)); returned in the input order. Ties keep their input order (the max makes the result
+    the same either way)."""
+    p = _values(p_values, "p_values")
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError(f"p_values: expected numbers in [0, 1], got {p.tolist()}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p[i])))
+        adj[i] = running
+    return adj.tolist()
 
 
 def comparisons(methods: Mapping[str, dict], pairs: Sequence[Sequence[str]], level: float = LEVEL) -> None:
-    """Set `methods[m]["comparisons"] = {baseline: {hv key: paired_comparison or None}}` for
-    every declared (m, baseline) pair, comparing per-seed HVs (both references); a pair whose
-    method or baseline failed gets None values. Methods in no pair get no key."""
+    """Set `methods[m]["comparisons"] = {baseline: {indicator: paired_comparison or None}}` for
+    every declared (m, baseline) pair, comparing the per-seed values of every indicator of
+    :data:`INDICATORS` the entries hold (HV vs both references, IGD+ per seed, lower is better);
+    a pair whose method or baseline failed gets None values. Methods in no pair get no key.
+
+    Multiplicity: the comparisons against one baseline on one indicator (a column of the
+    report's comparison table, e.g. every method vs `mod` on HV vs ref) are one family, and
+    each comparison gets `p_holm = {p, method: "Holm", family, m}`, its sign-flip p adjusted
+    by :func:`holm` over that family (m comparisons; m = 1 leaves p as it is)."""
     for entry in methods.values():
         entry.pop("comparisons", None)
+    families: dict[tuple[str, str], list[dict]] = {}
     for m, b in pairs:
         if m not in methods or b not in methods or m == b:
             continue
         out = {}
-        for key in HV_KEYS:
+        for key, hib in INDICATORS.items():
+            if key not in HV_KEYS and key not in methods[m] and key not in methods[b]:
+                continue  # a summary from before IGD+ per seed
             hm, hb = methods[m].get(key), methods[b].get(key)
             ok = methods[m].get("status") == "ok" and methods[b].get("status") == "ok"
-            out[key] = paired_comparison(hm["per_seed"], hb["per_seed"], level) if ok and hm and hb else None
+            out[key] = (paired_comparison(hm["per_seed"], hb["per_seed"], level, higher_is_better=hib)
+                        if ok and hm and hb else None)
+            if out[key] is not None and out[key].get("p_value"):
+                families.setdefault((b, key), []).append(out[key])
         methods[m].setdefault("comparisons", {})[b] = out
+    for (b, key), family in families.items():
+        for c, adj in zip(family, holm([c["p_value"]["p"] for c in family])):
+            c["p_holm"] = {"p": adj, "method": "Holm", "family": f"{key} vs {b}", "m": len(family)}
 
 
 # --- HV over seeds ------------------------------------------------------------------------------
@@ -354,3 +403,35 @@ def union_front_igd_plus(methods: Mapping[str, dict], maximize: Sequence[bool]) 
         entry["igd_plus"] = (pareto.igd_plus([f["scores"] for f in entry["front"]], union_front, maximize)
                              if entry["front"] else None)
     return union_front
+
+
+def igd_plus_per_seed(methods: Mapping[str, dict], maximize: Sequence[bool], level: float = LEVEL) -> None:
+    """Set each method's `igd_plus_per_seed`: for every seed, the union front of that seed is the
+    non-dominated subset of the points (one per weight) of every ok method on that seed, and a
+    method's IGD+ on the seed is that of its points against it (:func:`pareto.igd_plus`, lower
+    is better); then `{mean, per_seed, std, interval, union_front_points}` over seeds as for HV
+    (`interval` by :func:`mean_interval`). Failed methods, and methods without points, get None.
+    Paired over seeds like HV, since every seed's union front is shared by all methods."""
+    ok = {n: e for n, e in methods.items() if e.get("status") == "ok" and e.get("points")}
+    by_seed: dict[str, list[list[float]]] = {}
+    for e in ok.values():
+        for p in e["points"]:
+            by_seed.setdefault(str(p["seed"]), []).append(list(p["scores"]))
+    fronts = {}
+    for seed, pts in by_seed.items():
+        union = [list(x) for x in dict.fromkeys(tuple(x) for x in pts)]
+        fronts[seed] = [union[i] for i in pareto.pareto_front(union, maximize)]
+    order = sorted(fronts, key=lambda x: (not x.lstrip("-").isdigit(), int(x) if x.lstrip("-").isdigit() else 0, x))
+    for name, entry in methods.items():
+        if name not in ok:
+            entry["igd_plus_per_seed"] = None
+            continue
+        per_seed = {}
+        for seed in order:
+            pts = [p["scores"] for p in entry["points"] if str(p["seed"]) == seed]
+            if pts:
+                per_seed[seed] = pareto.igd_plus(pts, fronts[seed], maximize)
+        vals = list(per_seed.values())
+        entry["igd_plus_per_seed"] = {
+            "mean": float(np.mean(vals)), "per_seed": per_seed, "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+            "interval": mean_interval(vals, level), "union_front_points": {s: len(fronts[s]) for s in per_seed}}

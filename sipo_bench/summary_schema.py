@@ -109,7 +109,7 @@ POINT = Obj({"w": FVEC, "seed": INT, "scores": VEC, "se": Opt(ListOf(Opt(ANYNUM)
 MEAN_POINT = Obj({"w": FVEC, "scores": VEC, "n_seeds": INT}, required=("w", "scores"))
 METHOD = Obj({
     "status": STR, "error": Opt(STR), "config": Opt(DictOf(ANY)), "points": ListOf(POINT), "mean_points": ListOf(MEAN_POINT),
-    "front": ListOf(MEAN_POINT), "hypervolume": HV, "hypervolume_floor": HV, "igd_plus": Opt(NUM),
+    "front": ListOf(MEAN_POINT), "hypervolume": HV, "hypervolume_floor": HV, "igd_plus": Opt(NUM), "igd_plus_per_seed": HV,
     "best": DictOf(ANYNUM), "stage_seconds": DictOf(NUM), "seconds": Opt(NUM), "extra": Opt(DictOf(ANY)),
     "trained_on": Opt(STR), "variant": Opt(STR), "comparisons": Opt(DictOf(DictOf(COMPARISON))),
 }, required=("status",))

@@ -149,15 +149,16 @@ def write_sweep(cfg: Any, points: list[SweepPoint], outcomes: dict, cache: Any, 
     with the tracebacks of its own failed stages), then write `OUT/sweep.json` and the
     multi-run report; returns the sweep index (`sweep.json`). `failures`: `<key>.txt` ->
     traceback of every failed stage of the run."""
-    from .experiment import SCHEMA_VERSION, plan_failures, summarize
+    from .experiment import SCHEMA_VERSION, plan_failures, run_files, summarize
     from .outdir import write_report
     from .stages import write_json
 
     for p in points:
         summary = summarize(p.plan, outcomes, cache, wall_seconds=time.time() - t0, run_id=run_id)
         own = {f"{s.key}.txt" for s in p.plan.stages()}
+        files = run_files(p.plan, outcomes, cache, summary)
         write_report(out / p.dirname, summary, {**{k: v for k, v in failures.items() if k in own},
-                                                **plan_failures(p.plan)})
+                                                **plan_failures(p.plan)}, files)
     task = points[0].plan.task
     index = {
         "schema_version": SWEEP_SCHEMA, "kind": "sweep", "summary_schema_version": SCHEMA_VERSION,
@@ -210,8 +211,9 @@ def _cell(d: dict | None, with_counts: bool = False) -> str:
     iv = d.get("interval")
     text = _num(d["mean"]) + (f" [{_num(iv['lo'])}, {_num(iv['hi'])}]" if iv else "")
     if with_counts:
-        p = d.get("p_value") or {}
-        text += f" ({d['wins']}/{d['ties']}/{d['losses']}, p {_num(p.get('p'))})"
+        p, holm = d.get("p_value") or {}, d.get("p_holm")
+        text += f" ({d['wins']}/{d['ties']}/{d['losses']}, p {_num(p.get('p'))}"
+        text += f", p Holm {_num(holm['p'])})" if holm else ")"
     return text
 
 
@@ -234,13 +236,13 @@ def sweep_tables(index: dict, summaries: list[dict]) -> list[tuple[str, list[str
             diffs = {(m, b): [((s["methods"].get(m, {}).get("comparisons") or {}).get(b) or {}).get(key) for s in summaries]
                      for m, b in pairs}
             kind = _kind([d for ds in diffs.values() for d in ds])
-            tables.append((f"paired ΔHV vs {ref}{kind} (wins/ties/losses, sign-flip p)", ["method − baseline", *labels],
+            tables.append((f"paired ΔHV vs {ref}{kind} (wins/ties/losses, sign-flip p, Holm p)", ["method − baseline", *labels],
                            [[f"{m} − {b}", *[_cell(d, True) for d in ds]] for (m, b), ds in diffs.items()]))
     return tables
 
 
 def sweep_md(index: dict, summaries: list[dict]) -> str:
-    from .report import _count, _md_table, _vec
+    from .report import _count, _md_table, _vec, ranking_line
 
     first = summaries[0]
     seeds = sorted({int(x) for s in summaries for x in s.get("seeds") or []})
@@ -251,12 +253,18 @@ def sweep_md(index: dict, summaries: list[dict]) -> str:
              + ", ".join(f"{o['name']} ({'higher' if o['higher_is_better'] else 'lower'} is better)" for o in first["objectives"]) + ".",
              f"- HV per seed against that seed's reference point ({first.get('ref_point_source')})"
              + (f" and against the floor {_vec(first.get('floor'))}" if first.get("floor") is not None else "")
-             + f"; mean over seeds with a 95% interval (t below {stats.MIN_BOOTSTRAP} seeds, percentile bootstrap "
-               f"from {stats.MIN_BOOTSTRAP}).",
+             + f"; mean over seeds with a 95% interval (t 95% CI up to {stats.MIN_BOOTSTRAP - 1} seeds, percentile "
+               f"bootstrap 95% CI from {stats.MIN_BOOTSTRAP}).",
              "- Paired ΔHV = HV(method) − HV(baseline) per seed over shared seeds, for each pair `compare_to` declares: "
-             "mean [paired 95% interval] (wins/ties/losses, two-sided exact sign-flip p).", ""]
+             "mean [paired t 95% CI up to "
+             f"{stats.MIN_BOOTSTRAP - 1} seeds] (wins/ties/losses, two-sided exact sign-flip p, and that p Holm-adjusted "
+             "over the point's comparisons against the same baseline on the same indicator).", ""]
     for title, cols, body in sweep_tables(index, summaries):
         lines += [f"## {title}", ""] + _md_table(cols, body, 1) + [""]
+    ranking = [(p["label"], ranking_line(s)) for p, s in zip(index["points"], summaries)]
+    if any(text for _, text in ranking):
+        lines += ["## Ranking across references and IGD+", ""]
+        lines += [f"- {label}: {text}" for label, text in ranking if text] + [""]
     return "\n".join(lines)
 
 
@@ -266,7 +274,7 @@ def sweep_csv(index: dict, summaries: list[dict]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     paths = list(index["sweep"])
     w.writerow(["point", *paths, "quantity", "method", "baseline", "reference", "mean", "lo", "hi", "interval",
-                "level", "n", "wins", "ties", "losses", "p", "p_method"])
+                "level", "n", "wins", "ties", "losses", "p", "p_method", "p_holm"])
     for point, s in zip(index["points"], summaries):
         vals = [_fmt(point["values"][p]) for p in paths]
         for key, ref in _refs(summaries):
@@ -280,7 +288,8 @@ def sweep_csv(index: dict, summaries: list[dict]) -> str:
                     n = d.get("n", len(d.get("per_seed") or {}))
                     w.writerow([point["label"], *vals, quantity, name, b, ref, d["mean"], iv.get("lo", ""), iv.get("hi", ""),
                                 iv.get("method", ""), iv.get("level", ""), n, d.get("wins", ""), d.get("ties", ""),
-                                d.get("losses", ""), p.get("p", ""), p.get("method", "")])
+                                d.get("losses", ""), p.get("p", ""), p.get("method", ""),
+                                (d.get("p_holm") or {}).get("p", "")])
     return buf.getvalue()
 
 
@@ -321,7 +330,7 @@ def sweep_figure(index: dict, summaries: list[dict]) -> Any:
         if pairs:
             ax.axhline(0.0, color="0.4", lw=0.9, ls=":")
         what = "paired ΔHV" if pairs else "HV"
-        ax.set_ylabel(f"{what} vs {ref}" + (f" ({', '.join(sorted(kinds))} interval)" if kinds else ""))
+        ax.set_ylabel(f"{what} vs {ref}" + (f" ({', '.join(sorted(kinds))})" if kinds else ""))
         ax.set_xlabel(paths[0] if numeric else "sweep point")
         if not numeric:
             ax.set_xticks(xs, [p["label"] for p in index["points"]], rotation=20, ha="right")
@@ -332,9 +341,9 @@ def sweep_figure(index: dict, summaries: list[dict]) -> Any:
     return fig
 
 
-def render_sweep(out: Path, index: dict | None = None) -> tuple[dict, list[dict]]:
-    """(Re-)write sweep.md, sweep.csv and sweep.png of the sweep in `out` from its points'
-    summary.json files."""
+def render_sweep(out: Path, index: dict | None = None, *, html: bool = True) -> tuple[dict, list[dict]]:
+    """(Re-)write sweep.md, sweep.csv and sweep.png (and with `html` index.html, linking each
+    point's page) of the sweep in `out` from its points' summary.json files."""
     from .fsio import atomic_write_text
     from .report import load_summaries, plot_figure
 
@@ -346,6 +355,11 @@ def render_sweep(out: Path, index: dict | None = None) -> tuple[dict, list[dict]
     atomic_write_text(out / "sweep.md", sweep_md(index, summaries))
     atomic_write_text(out / "sweep.csv", sweep_csv(index, summaries))
     plot_figure(sweep_figure(index, summaries), out / "sweep.png")
+    if html:
+        from .html_report import render_sweep_html
+
+        atomic_write_text(out / "index.html", render_sweep_html(index, sweep_md(index, summaries),
+                                                                (out / "sweep.png").read_bytes()))
     return index, summaries
 
 

@@ -74,6 +74,15 @@ def test_dpo_trainer_changes_parameters_and_lowers_the_loss(tiny, dpo_pair):
     assert m["initial_loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy = reference at the start
     assert m["final_loss"] < 0.5 * m["initial_loss"], m
     assert m["steps"] == 8 and m["n_train_pairs"] == 32
+    from sipo_bench.curves import read_curves, series
+
+    rec = read_curves(out)  # the stage's curves, kept beside its adapter
+    assert rec["trainer"] == "PreferenceTrainer" and rec["selection"]["global_step"] == 8
+    assert [s for s, _ in series(rec["train"], "loss")] == list(range(1, 9))
+    assert series(rec["train"], "loss")[0][1] == pytest.approx(math.log(2), abs=1e-4)
+    for key in ("rewards/margins", "rewards/accuracies", "learning_rate"):
+        assert len(series(rec["train"], key)) == 8, key
+    assert rec["extra"]["initial_loss"] == m["initial_loss"] and rec["extra"]["final_loss"] == m["final_loss"]
     _, mb = dpo_pair["bad"]
     assert mb["final_loss"] < 0.5 * mb["initial_loss"]
 
@@ -295,6 +304,10 @@ def test_rloo_raises_the_reward_and_changes_parameters(tiny):
               target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], gradient_checkpointing=False, bf16=False)
     m = train_rloo_adapter(out, tiny["base"], QUESTIONS, TEMPLATE.format, reward, rl, 0)
     assert m["steps"] == 16 and lora_b_norm(out) > 0 and not (out / "_trainer").exists()
+    from sipo_bench.curves import read_curves, series
+
+    rec = read_curves(out)
+    assert rec["trainer"] == "RLOOTrainer" and len(series(rec["train"], "reward")) == 16
     assert m["late_mean_reward"] > m["early_mean_reward"], (target, m)
 
 
@@ -309,3 +322,10 @@ def test_validation_every_fraction_of_an_epoch_keeps_the_best_checkpoint(tiny):
                                  {**TRAIN, "eval_every": 0.5, "load_best": True, "epochs": 1, "batch_size": 4}, 0)
     assert m["n_val_pairs"] == 8 and m["best_eval_loss"] is not None and m["best_eval_loss"] < math.log(2)
     assert not (out / "_trainer").exists() and (out / "adapter_model.safetensors").is_file()
+    from sipo_bench.curves import read_curves, series
+
+    rec = read_curves(out)  # 32 pairs / batch 4 = 8 steps, evaluated every 4
+    evals = series(rec["eval"], "eval_loss")
+    assert [s for s, _ in evals] == [4, 8]
+    assert rec["selection"]["selected_step"] == min(evals, key=lambda e: e[1])[0] == m["best_eval_step"]
+    assert rec["extra"]["initial_val_loss"] == m["initial_val_loss"]

@@ -200,7 +200,7 @@ def test_run_and_validate_ok(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", "--config", cfg, "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["schema_version"] == 2 and s["task"] == "dummy"
+    assert s["schema_version"] == 3 and s["task"] == "dummy"
     assert s["objectives"] == [{"name": "a", "higher_is_better": True, "description": "share of the letter a"},
                                {"name": "b", "higher_is_better": True, "description": "share of the letter b"}]
     assert s["weights"] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]

@@ -143,16 +143,18 @@ def test_paired_comparison_in_summary_and_tables(noisy):
     b = s["methods"]["dummy"]["hypervolume_floor"]["per_seed"]
     d = [a[k] - b[k] for k in ("0", "1", "2")]
     assert c["per_seed"] == {k: pytest.approx(x) for k, x in zip(("0", "1", "2"), d)}
-    assert c["mean"] == pytest.approx(np.mean(d)) and c["interval"]["method"] == "t"
+    assert c["mean"] == pytest.approx(np.mean(d)) and c["interval"]["method"] == "paired t"
     half = 4.302652729749464 * np.std(d, ddof=1) / math.sqrt(3)
     assert (c["interval"]["lo"], c["interval"]["hi"]) == (pytest.approx(np.mean(d) - half), pytest.approx(np.mean(d) + half))
     assert all(x < 0 for x in d) and (c["wins"], c["ties"], c["losses"]) == (0, 0, 3)
     assert c["p_value"] == {"p": 0.25, "method": "exact", "patterns": 8, "n": 3}  # 2 of 8 patterns reach |sum d|
     table = (out / "table.md").read_text()
     assert "## Paired comparisons" in table
-    assert "| method | baseline | ΔHV vs ref [95% t] | W/T/L vs ref | p vs ref (sign-flip) | ΔHV vs floor [95% t] |" in table
+    assert "| method | baseline | ΔHV vs ref [paired t 95% CI] | W/T/L vs ref | p vs ref (sign-flip) |" in table
     row = next(l for l in table.splitlines() if l.startswith("| dummy@strength=1.0 | dummy |"))
     assert f"{np.mean(d):.4f} [{np.mean(d) - half:.4f}, {np.mean(d) + half:.4f}] | 0/0/3 of 3 | 0.2500 (exact, 8 patterns) |" in row
+    assert "| p vs ref (sign-flip) | p Holm vs ref |" in table and "| p vs floor (sign-flip) | p Holm vs floor |" in table
+    assert "p Holm: the sign-flip p adjusted by Holm's step-down method" in table and "HV vs floor vs dummy: 2" in table
     assert "## HV per seed" in table and "## Evaluation noise" in table and "Test prompts per seed: 12." in table
 
 
@@ -160,7 +162,7 @@ def test_console_shows_comparisons_and_noise(noisy, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "260")
     assert main(["report", str(noisy["out"])]) == 0
     text = capsys.readouterr().out
-    for needle in ("paired comparisons", "0/0/3 of 3", "exact, 8", "evaluation noise of HV", "HV per seed", "95% t"):
+    for needle in ("paired comparisons", "0/0/3 of 3", "exact, 8", "evaluation noise of HV", "HV per seed", "t 95% CI"):
         assert needle in text, needle
 
 
@@ -174,7 +176,7 @@ def test_merge_recomputes_comparisons(noisy, tmp_path):
     assert "comparisons" not in report.merge([only])["methods"]["dummy@strength=1.0"]  # its baseline is gone
 
 
-def test_ten_seeds_get_a_bootstrap_interval_and_no_per_seed_table(tmp_path):
+def test_ten_seeds_get_a_t_interval_and_the_per_seed_table(tmp_path):
     s = run(tmp_path, "ten", """\
         task: dummy
         task_options: {prompt_noise: 0.3, n_test: 6}
@@ -185,13 +187,13 @@ def test_ten_seeds_get_a_bootstrap_interval_and_no_per_seed_table(tmp_path):
         eval_noise_replicates: 0
         """, tmp_path / "cache")
     hv = s["methods"]["dummy"]["hypervolume_floor"]
-    assert hv["interval"]["method"] == "percentile bootstrap" and hv["interval"]["n"] == 10
-    assert (hv["interval"]["lo"], hv["interval"]["hi"]) == stats.bootstrap_ci(list(hv["per_seed"].values()))
+    assert hv["interval"] == stats.t_interval(list(hv["per_seed"].values()))  # the bootstrap under-covers at 10
+    assert hv["interval"]["n"] == 10
     assert "eval_se" not in hv and s["evaluation"]["noise_replicates"] == 0
     c = s["methods"]["dummy@strength=1.0"]["comparisons"]["dummy"]["hypervolume_floor"]
-    assert c["interval"]["method"] == "percentile bootstrap" and c["p_value"]["patterns"] == 1024
+    assert c["interval"]["method"] == "paired t" and c["p_value"]["patterns"] == 1024
     table = (tmp_path / "ten" / "table.md").read_text()
-    assert "HV vs floor (0.0000, 0.0000) [95% percentile bootstrap]" in table and "## HV per seed" not in table
+    assert "HV vs floor (0.0000, 0.0000) [t 95% CI]" in table and "## HV per seed" in table
     assert "## Evaluation noise" not in table
 
 
@@ -251,4 +253,4 @@ def test_schema_1_summary_gets_honest_intervals(tmp_path):
     s = report.load_summaries([tmp_path])[0]
     hv = s["methods"]["m"]["hypervolume"]
     assert "ci95" not in hv and hv["interval"] == stats.t_interval([0.0, 1.0, 5.0])
-    assert s["schema_version"] == 2 and s["upgraded_from_schema"] == 1
+    assert s["schema_version"] == 3 and s["upgraded_from_schema"] == 1

@@ -297,3 +297,35 @@ def test_sigterm_cleans_up_says_so_and_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     rows = log_rows(out)
     assert finished <= {r["key"] for r in rows if r["event"] == "cached"}
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_report_folders_are_replaced_whole_and_other_files_kept(tmp_path, monkeypatch, in_place):
+    """curves/ of a new report replaces the old folder (no stale curve survives); files the
+    report does not name (notes, tracking/) are kept; both the swap and the in-place commit."""
+    from sipo_bench.outdir import ResultsDir
+
+    out = tmp_path / "out"
+    r = ResultsDir(out)
+    r.commit({"curves/a.json": b"1", "samples.json": b"s", "summary.json": b"{}"}, None)
+    (out / "notes.txt").write_text("mine")
+    used: list[str] = []
+    if in_place:  # OUT's parent refuses the temp dir: the files are renamed into OUT one by one
+        import sipo_bench.outdir as outdir
+
+        real = outdir.make_temp_dir
+
+        def temp_dir(parent, prefix):
+            if Path(parent) != out:
+                raise PermissionError("parent not writable")
+            used.append(prefix)
+            return real(parent, prefix)
+
+        monkeypatch.setattr(outdir, "make_temp_dir", temp_dir)
+    r.commit({"curves/b.json": b"2", "summary.json": b"{\"n\": 2}"}, None)
+    assert sorted(p.name for p in (out / "curves").iterdir()) == ["b.json"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "samples.json").read_bytes() == b"s"
+    assert (out / "summary.json").read_bytes() == b"{\"n\": 2}"
+    assert used == ([".report"] if in_place else [])
+    with pytest.raises(ValueError, match="relative path inside OUT"):
+        r.commit({"../escape.json": b"x"}, None)

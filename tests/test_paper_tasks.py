@@ -330,6 +330,11 @@ def test_helpsteer_base_stage_sfts_a_pretrained_model(tmp_path, tokenizer_dir):
     assert resolve_model_path(out) == str(out) and not (out / "pointer.json").exists()
     assert result["final_loss"] < result["initial_loss"] and result["n_rows"] == len(expected)
     assert result["n_val_rows"] > 0 and result["best_eval_loss"] is not None
+    from sipo_bench.curves import read_curves, series
+
+    rec = read_curves(out)  # the SFT stage's curves, evaluated every half epoch
+    assert rec["trainer"] == "SFTTrainer" and series(rec["train"], "loss") and len(series(rec["eval"], "eval_loss")) >= 2
+    assert rec["extra"]["initial_loss"] == result["initial_loss"]
     a = AutoModelForCausalLM.from_pretrained(pretrained).state_dict()
     b = AutoModelForCausalLM.from_pretrained(out).state_dict()
     assert set(a) == set(b)  # a plain model: the LoRA is merged

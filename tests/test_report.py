@@ -158,13 +158,13 @@ def test_real_run_numbers_trace_to_summary(runs):
     assert m["hypervolume_floor"]["mean"] == pytest.approx(DUMMY_HV_FLOOR, abs=1e-12)
     assert m["hypervolume_floor"]["per_seed"] == {k: pytest.approx(DUMMY_HV_FLOOR) for k in ("0", "1", "2")}
     assert m["hypervolume"]["mean"] == 0.0
-    assert m["hypervolume"]["interval"] == {"method": "t", "level": 0.95, "lo": 0.0, "hi": 0.0, "n": 3, "df": 2}
+    assert m["hypervolume"]["interval"] == {"method": "t", "level": 0.95, "coverage": 0.95, "lo": 0.0, "hi": 0.0, "n": 3, "df": 2}
     assert s["union_front"] == [f["scores"] for f in m["front"]] and m["igd_plus"] == 0.0
     table = (out / "table.md").read_text()
     row = md_row(table, "dummy")
-    assert row == ["dummy", "ok", "0.0000 [0.0000, 0.0000]", "0.4100 [0.4100, 0.4100]", "0.0000", "5", "0.9000", "0.9000"]
-    assert "HV vs ref (0.5000, 0.5000) [95% t]" in table and "HV vs floor (0.0000, 0.0000) [95% t]" in table
-    assert "CI" not in table and "bootstrap]" not in table  # 3 seeds: never a bootstrap interval
+    assert row == ["dummy", "ok", "0.0000 [0.0000, 0.0000]", "0.4100 [0.4100, 0.4100]", "0.0000", "0.0000 [0.0000, 0.0000]", "5", "0.9000", "0.9000"]
+    assert "HV vs ref (0.5000, 0.5000) [t 95% CI]" in table and "HV vs floor (0.0000, 0.0000) [t 95% CI]" in table
+    assert "bootstrap]" not in table and "bootstrap 95% CI]" not in table  # 3 seeds: never a bootstrap interval
     assert "HV reference point: a=0.5000, b=0.5000; source: base policy mean test scores" in table
     assert "HV floor: a=0.0000, b=0.0000; source: task dummy." in table
     csv_rows = (out / "points.csv").read_text().splitlines()
@@ -212,7 +212,7 @@ def test_config_reference_point_is_used_and_named(tmp_path, runs):
     ("{not json", "summary.json is not valid JSON (Expecting property name"),
     ("[1, 2]", "expected a JSON object in summary.json, got list"),
     ('{"task": "x"}', "summary.json is not a sipo-bench summary (missing key(s) schema_version, objectives, methods)"),
-    ('{"schema_version": 99, "task": "x", "objectives": [], "methods": {}}', "expected summary schema_version <= 2, got 99"),
+    ('{"schema_version": 99, "task": "x", "objectives": [], "methods": {}}', "expected summary schema_version <= 3, got 99"),
     ('{"schema_version": 1, "task": "x", "objectives": [{"name": "a"}], "methods": {}}', "expected `objectives`"),
 ])
 def test_load_summaries_errors_name_the_dir(tmp_path, capsys, content, message):
@@ -492,7 +492,7 @@ def test_k3_plot_has_pairwise_panels(tmp_path):
     for third in np.array_split(img[..., :3], 3, axis=1):  # every panel has content
         assert third.std() > 0.05
     table = report.table_md(s)
-    assert "HV vs ref (0.2250, 0.2000, 0.1750) [95% t] | HV vs floor (0.0000, 0.0000, 0.0000) |" in table  # no floor HVs here
+    assert "HV vs ref (0.2250, 0.2000, 0.1750) [t 95% CI] | HV vs floor (0.0000, 0.0000, 0.0000) |" in table  # no floor HVs here
     assert "Per seed (each seed's HV uses its own): seed 0: (0.2000, 0.2000, 0.2000); seed 1: (0.2500, 0.2000, 0.1500)." in table
 
 
@@ -522,7 +522,7 @@ def test_trained_on_and_variant_columns_when_methods_carry_them():
     s["methods"]["dpo"]["trained_on"] = "pair labels"
     s["methods"]["dpo"]["variant"] = "beta=0.1"
     table = report.table_md(s)
-    assert "| method | trained on | variant | status | HV vs ref (0.0500, 1.0500) [95% t] |" in table
+    assert "| method | trained on | variant | status | HV vs ref (0.0500, 1.0500) [t 95% CI] |" in table
     assert md_row(table, "dpo")[:4] == ["dpo", "pair labels", "beta=0.1", "ok"]
     assert md_row(table, "modpo")[:4] == ["modpo", "-", "-", "failed"]
     assert "|---|---|---|---|--:|" in table  # the label columns are text (left-aligned)

@@ -57,6 +57,14 @@ def test_reward_model_learns_the_objectives_preferences(run):
     from sipo_bench_baselines.reward_model import LearnedRewardModel, _load
 
     summary, dirs = run
+    from sipo_bench.curves import read_curves, series
+
+    for o in ("helpful", "harmless"):  # the reward models' and RLOO stages' curves are kept and indexed
+        assert read_curves(dirs[f"reward-model[{o},seed=0]"])["trainer"] == "RewardTrainer"
+        assert series(read_curves(dirs[f"reward-model[{o},seed=0]"])["train"], "loss")
+        assert read_curves(dirs[f"rl[{o},seed=0]"])["trainer"] == "RLOOTrainer"
+    kinds = {st["kind"] for st in summary["training"]["stages"].values()}
+    assert {"reward-model", "rl", "base"} <= kinds
     extra = summary["methods"]["rewarded-soups"]["extra"]["0"]
     base = dirs["base[seed=0]"]
     for o in ("helpful", "harmless"):

@@ -106,23 +106,23 @@ def test_sweep_tables_trace_to_the_point_summaries(swept):
     s08 = json.loads((swept["out"] / "strength=0.8" / "summary.json").read_text())
     hv = s08["methods"]["dummy"]["hypervolume_floor"]
     c = s08["methods"]["dummy@strength=1.0"]["comparisons"]["dummy"]["hypervolume_floor"]
-    assert "## HV vs floor [95% t]" in md and "| method | strength=0.6 | strength=0.8 |" in md
+    assert "## HV vs floor [t 95% CI]" in md and "| method | strength=0.6 | strength=0.8 |" in md
     iv = hv["interval"]
     assert f"{hv['mean']:.4f} [{iv['lo']:.4f}, {iv['hi']:.4f}]" in next(l for l in md.split("## HV vs floor")[1].splitlines()
                                                                        if l.startswith("| dummy |"))
     row = next(l for l in md.split("## paired ΔHV vs floor")[1].splitlines() if l.startswith("| dummy@strength=1.0 − dummy |"))
     iv = c["interval"]
-    assert f"{c['mean']:.4f} [{iv['lo']:.4f}, {iv['hi']:.4f}] ({c['wins']}/{c['ties']}/{c['losses']}, p {c['p_value']['p']:.4f})" in row
+    assert f"{c['mean']:.4f} [{iv['lo']:.4f}, {iv['hi']:.4f}] ({c['wins']}/{c['ties']}/{c['losses']}, p {c['p_value']['p']:.4f}, p Holm {c['p_holm']['p']:.4f})" in row
     rows = (swept["out"] / "sweep.csv").read_text().splitlines()
     assert rows[0].startswith("point,method_options.dummy.strength,quantity,method,baseline,reference,mean,lo,hi,interval")
     line = next(r for r in rows if r.startswith("strength=0.8,0.8,delta_hv,dummy@strength=1.0,dummy,floor,"))
-    assert line.split(",")[6] == repr(c["mean"]) and line.split(",")[-2:] == [repr(c["p_value"]["p"]), "exact"]
+    assert line.split(",")[6] == repr(c["mean"]) and line.split(",")[-3:] == [repr(c["p_value"]["p"]), "exact", repr(c["p_holm"]["p"])]
 
 
 def test_sweep_plot_has_one_series_per_declared_pair(swept):
     index, summaries = sweep.load_sweep(swept["out"])
     fig = sweep.sweep_figure(index, summaries)
-    assert [ax.get_ylabel() for ax in fig.axes] == ["paired ΔHV vs ref (95% t interval)", "paired ΔHV vs floor (95% t interval)"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["paired ΔHV vs ref (paired t 95% CI)", "paired ΔHV vs floor (paired t 95% CI)"]
     assert fig.axes[1].get_xlabel() == "method_options.dummy.strength"
     lines = [l for l in fig.axes[1].get_lines() if l.get_gid() == "series:dummy@strength=1.0 − dummy"]
     assert lines

@@ -161,6 +161,7 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
     from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
+    from sipo_bench.curves_callback import CurvesCallback
     from sipo_bench.device import torch_device
 
     from .divergence import DivergenceGuard, check_finite_parameters
@@ -193,7 +194,8 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
                              bias="none", task_type="SEQ_CLS")
     with contextlib.ExitStack() as stack:
         guard = DivergenceGuard({"rm_learning_rate": rm["learning_rate"]}, what="reward-model training")
-        cbs = [*callbacks, guard]
+        recorder = CurvesCallback(out, "RewardTrainer")
+        cbs = [*callbacks, guard, recorder]
         if progress is not None:
             cbs.append(ProgressCallback(stack.enter_context(progress(steps, f"reward model {out.name}"))))
         trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
@@ -207,6 +209,9 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
     check_finite_parameters(model, knobs=guard.knobs, what=guard.what)
     train_acc = _accuracy(model, tok, probe, batch)
     val_acc = _accuracy(model, tok, val, batch)
+    recorder.extra.update(initial_train_accuracy=initial_train_acc, train_accuracy=train_acc,
+                          initial_val_accuracy=initial_val_acc, val_accuracy=val_acc)
+    recorder.write()
     train_scores = np.asarray(_score_texts(model, tok, [r["prompt"] + r[k] + tok.eos_token for r in rows
                                                         for k in ("chosen", "rejected")], batch))
     if not np.all(np.isfinite(train_scores)):

@@ -43,6 +43,8 @@ def train_rloo_adapter(out: Path, base_dir: Path | str, prompts: Sequence[str], 
     from transformers.trainer_callback import PrinterCallback
     from trl import RLOOConfig, RLOOTrainer
 
+    from sipo_bench.curves_callback import CurvesCallback
+
     t0 = time.time()
     out = Path(out)
     prompts = list(prompts)
@@ -77,7 +79,7 @@ def train_rloo_adapter(out: Path, base_dir: Path | str, prompts: Sequence[str], 
     guard = DivergenceGuard({"learning_rate": rl["learning_rate"]}, what="RLOO training")
     dataset = Dataset.from_list([{"prompt": format_prompt(p), "raw_prompt": p} for p in prompts])
     with contextlib.ExitStack() as stack:
-        callbacks: list = [guard]
+        callbacks: list = [guard, CurvesCallback(out, "RLOOTrainer")]
         if progress is not None:
             callbacks.append(ProgressCallback(stack.enter_context(progress(steps, f"rloo {out.name}"))))
         trainer = RLOOTrainer(model=model, reward_funcs=reward_fn, args=args, train_dataset=dataset,

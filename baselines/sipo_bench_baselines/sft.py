@@ -31,6 +31,8 @@ def train_sft_model(out: Path, model_ref: str, rows: Sequence[Mapping[str, str]]
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    from sipo_bench.curves_callback import CurvesCallback
+
     t0 = time.time()
     out = Path(out)
     rows = list(rows)[: int(sft["max_rows"])] if sft.get("max_rows") else list(rows)
@@ -62,6 +64,8 @@ def train_sft_model(out: Path, model_ref: str, rows: Sequence[Mapping[str, str]]
     total = steps_per_epoch * math.ceil(float(sft["epochs"]))
     with contextlib.ExitStack() as stack:
         callbacks = [ProgressCallback(stack.enter_context(progress(total, f"sft {out.name}")))] if progress else []
+        recorder = CurvesCallback(out, "SFTTrainer")
+        callbacks.append(recorder)
         trainer = SFTTrainer(model=model, args=args, processing_class=tok, peft_config=lora_config(sft),
                              train_dataset=Dataset.from_list([dict(r) for r in rows]),
                              eval_dataset=Dataset.from_list([dict(r) for r in val_rows]) if use_eval else None,
@@ -71,6 +75,8 @@ def train_sft_model(out: Path, model_ref: str, rows: Sequence[Mapping[str, str]]
         initial = float(trainer.evaluate(eval_dataset=probe, metric_key_prefix="probe")["probe_loss"])
         result = trainer.train()
         final = float(trainer.evaluate(eval_dataset=probe, metric_key_prefix="probe")["probe_loss"])
+    recorder.extra.update(initial_loss=initial, final_loss=final)
+    recorder.write()
     merged = trainer.model.merge_and_unload()
     merged.save_pretrained(str(out))
     tok.save_pretrained(str(out))

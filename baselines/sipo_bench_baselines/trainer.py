@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from sipo_bench.curves_callback import CurvesCallback
 from sipo_bench.device import torch_device
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
@@ -284,7 +285,8 @@ def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_r
     trainer = PreferenceTrainer(
         model=model, args=args, loss=loss, processing_class=tok, peft_config=lora_config(train),
         train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(val_rows) if use_eval else None, callbacks=[guard, *callbacks])
+        eval_dataset=Dataset.from_list(val_rows) if use_eval else None,
+        callbacks=[guard, CurvesCallback(out, "PreferenceTrainer"), *callbacks])
     trainer.remove_callback(PrinterCallback)  # logs stay in trainer.state.log_history
     trainer.dropped_long_pairs = dropped
     return trainer
@@ -343,12 +345,16 @@ def train_preference_adapter(out: Path, base_dir: Path | str, train_rows: list[d
         initial = mean_loss(trainer, probe)
         use_eval = trainer.args.eval_strategy != "no"
         initial_val = mean_loss(trainer, trainer.eval_dataset) if use_eval else None
+        recorder = next(c for c in trainer.callback_handler.callbacks if isinstance(c, CurvesCallback))
+        recorder.extra.update(initial_loss=initial, initial_val_loss=initial_val)
         result = trainer.train()
         final = mean_loss(trainer, probe)
     guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, DivergenceGuard))
     check_finite_parameters(trainer.model, knobs=guard.knobs, what=guard.what)  # the model about to be saved
     check_finite_loss(final, knobs=guard.knobs, what=guard.what, name="the final loss on training pairs")
     final_val = mean_loss(trainer, trainer.eval_dataset) if use_eval else None  # of the model saved
+    recorder.extra.update(final_loss=final, final_val_loss=final_val)
+    recorder.write()
     save_adapter(trainer, out, ref_adapter_dir)
     shutil.rmtree(out / "_trainer", ignore_errors=True)
     step_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

@@ -327,6 +327,10 @@ def _build_sft_model(task: "SyntheticTask", data: TaskData | None, out: Path, se
         losses = train(model, tok, rows, c, seed, advance)
     train_seconds, train_cpu = time.time() - t0, time.process_time() - cpu0
     loss_after = mean_loss(model, tok, held_rows)
+    from sipo_bench.curves import write_curves
+
+    write_curves(out, [{"step": i + 1, "loss": float(x)} for i, x in enumerate(losses)], trainer="synthetic SFT",
+                 selection={"global_step": len(losses)}, extra={"heldout_loss_before": loss_before, "heldout_loss_after": loss_after})
     model.save_pretrained(out)
     tok.save_pretrained(out)
     _log(ctx, f"SFT: {train_seconds:.1f}s, held-out loss {loss_before:.3f} -> {loss_after:.3f}")

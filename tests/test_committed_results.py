@@ -1,0 +1,88 @@
+"""The committed `results/`: the statistics a report derives from their summaries.
+
+These read the committed summary.json files only (no training): the ranking line of the main
+table names the comparisons whose direction depends on the reference point, and (below) the
+hypervolumes agree with an independent implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from sipo_bench import report
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+SUMMARIES = sorted(RESULTS.glob("**/summary.json"))
+
+
+def test_there_are_committed_summaries():
+    assert len(SUMMARIES) >= 4, SUMMARIES
+
+
+def test_main_table_says_where_the_ranking_depends_on_the_reference_point():
+    s = report.load_summaries([RESULTS / "synthetic-main"])[0]
+    line = report.ranking_line(s)
+    # MODPO beats MOD against the SFT reference point on 9 of 10 seeds and loses against the floor on 8 of 10
+    assert "modpo vs mod: + vs ref, − vs floor, − by IGD+: ranking depends on the reference point" in line
+    assert "the same in 8 of 12 comparisons" in line
+    c = s["methods"]["sipo"]["comparisons"]["mod"]
+    assert c["hypervolume"]["interval"]["method"] == "paired t" and c["hypervolume"]["p_holm"]["m"] == 6
+    assert c["igd_plus_per_seed"]["wins"] == 7 and c["igd_plus_per_seed"]["n"] == 10
+
+
+def _hv_cases():
+    """(summary, method, reference kind, seed, points, reference point, stored HV) of every
+    per-seed HV of every ok method in every committed summary, against both references."""
+    import json
+
+    for path in SUMMARIES:
+        s = json.loads(path.read_text())
+        maximize = [bool(o["higher_is_better"]) for o in s["objectives"]]
+        for name, m in s["methods"].items():
+            if m.get("status") != "ok":
+                continue
+            for key, refs in (("hypervolume", s.get("ref_points") or {}),
+                              ("hypervolume_floor", {seed: s.get("floor") for seed in s.get("ref_points") or {}})):
+                for seed, stored in ((m.get(key) or {}).get("per_seed") or {}).items():
+                    pts = [p["scores"] for p in m["points"] if str(p["seed"]) == seed]
+                    yield (f"{path.parent.relative_to(RESULTS)}:{name}:{key}:{seed}", pts, refs[seed], maximize, stored)
+
+
+def test_hypervolume_agrees_with_moocore_on_every_committed_summary():
+    """Every per-seed HV of the committed results, recomputed by moocore (an independent C
+    implementation) from the summary's points and reference points, equals the stored value
+    and today's `pareto.hypervolume` to 1e-12 relative (they agree exactly today)."""
+    moocore = pytest.importorskip("moocore", reason="moocore is a dev dependency: pip install -e '.[dev]'")
+    from sipo_bench import pareto
+
+    cases = list(_hv_cases())
+    assert len(cases) >= 642, len(cases)  # main, ablation, reference and 4 sweep points: methods x seeds x 2 references
+    bad, exact, positive = [], 0, 0
+    for label, pts, ref, maximize, stored in cases:
+        theirs = float(moocore.hypervolume(pts, ref=ref, maximise=maximize))
+        ours = pareto.hypervolume(pts, ref, maximize)
+        if not (math.isclose(theirs, stored, rel_tol=1e-12, abs_tol=0.0) and math.isclose(ours, stored, rel_tol=1e-12, abs_tol=0.0)):
+            bad.append((label, stored, ours, theirs))
+        exact += theirs == stored
+        positive += stored > 0
+    assert not bad, bad[:5]
+    assert positive > len(cases) // 2  # not a comparison of zeros
+
+
+@pytest.mark.parametrize("path", SUMMARIES, ids=lambda p: str(p.parent.relative_to(RESULTS)))
+def test_committed_tables_are_rendered_from_their_summaries(path):
+    """Each committed table.md is what `sipo-bench report` renders from the summary beside it
+    today (re-render after changing a renderer: `sipo-bench report results/<dir>`)."""
+    s = report.load_summaries([path.parent])[0]
+    assert (path.parent / "table.md").read_text() == report.table_md(s)
+
+
+def test_committed_sweep_report_is_rendered_from_its_points():
+    from sipo_bench.sweep import load_sweep, sweep_md
+
+    d = RESULTS / "synthetic-conflict-sweep"
+    index, summaries = load_sweep(d)
+    assert (d / "sweep.md").read_text() == sweep_md(index, summaries)
