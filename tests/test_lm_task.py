@@ -297,3 +297,44 @@ def test_gguf_model_is_rebuilt_into_a_plain_checkpoint(tmp_path):
     with torch.no_grad():
         assert torch.equal(plain(ids).logits, ref(ids).logits)
     assert tok.eos_token == "<|im_end|>"
+
+
+# --- every method end to end on the tiny model -------------------------------------------------
+
+TINY_TRAIN = {"lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3, "epochs": 1, "batch_size": 4, "grad_accum": 1,
+              "max_length": 96, "eval_every": 0.0, "load_best": False}
+
+
+@pytest.mark.slow
+def test_every_method_runs_on_the_lm_task(tiny_chat_model, tmp_path):
+    """lm-task on the tiny chat model: AI-feedback pool -> per-objective DPO (LoRA q/k/v/o) ->
+    soups, MOD (fused decode), MODPO, DPO-LW, rewarded soups (RL on reward models learned from
+    the pairs) and SIPO (review/rewrite through the chat template) -> evaluation by the
+    evaluation scorers, which here differ from the labelling ones."""
+    from sipo_bench.experiment import execute, make_config
+    from sipo_bench.runtime import Runtime
+
+    methods = ["dpo", "dpo-soups", "mod", "modpo", "dpo-lw", "rewarded-soups", "sipo"]
+    opts = options(tiny_chat_model, write_prompts(tmp_path / "p.jsonl", n_topics=6, per_topic=4))
+    opts["eval_scorers"] = [{"scorer": "length", "options": {"objective": "short"}},
+                            {"scorer": "lm-judge", "options": opts["objectives"][0]["options"]}]
+    data = {
+        "task": "lm-task", "task_options": opts, "methods": methods, "seeds": [0], "weights": 2,
+        "generator": "transformers", "jobs": 1,
+        "decoding": {"greedy": True, "max_new_tokens": 6, "batch_size": 8},
+        "method_options": {
+            "dpo": TINY_TRAIN, "modpo": TINY_TRAIN, "dpo-lw": TINY_TRAIN,
+            "rewarded-soups": {"lora_r": 4, "lora_alpha": 8, "rm_lora_r": 4, "rm_lora_alpha": 8, "rm_epochs": 1,
+                               "rm_batch_size": 4, "rm_max_length": 96, "max_steps": 1, "batch_size": 4,
+                               "num_generations": 2, "max_new_tokens": 4, "max_prompts": 4},
+            "sipo": {"lora_r": 4, "lora_alpha": 8, "batch_size": 4, "grad_accum": 1, "max_length": 160,
+                     "eval_every": 0.0, "load_best": False, "realign_learning_rate": 1e-3, "realign_epochs": 1,
+                     "max_new_tokens": 6, "max_prompts": 4, "generation_batch_size": 8},
+        },
+        "out": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "quiet": True,
+    }
+    summary, out = execute(make_config(data), Runtime(quiet=True))
+    assert {m: summary["methods"][m]["status"] for m in methods} == {m: "ok" for m in methods}, \
+        {m: summary["methods"][m].get("error") for m in methods}
+    for m in ("dpo-soups", "mod", "modpo", "dpo-lw", "rewarded-soups", "sipo"):
+        assert len(summary["methods"][m]["points"]) == 3, m
