@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sipo_bench.cache_admin import verify  # noqa: E402
-from sipo_bench.stages import Cache, Stage, execute_stage  # noqa: E402
+from sipo_bench.execution.cache_admin import verify  # noqa: E402
+from sipo_bench.execution.stages import Cache, Stage, execute_stage  # noqa: E402
 
 CHUNK = 64 << 20
 

@@ -78,7 +78,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
+    from sipo_bench.contract.interfaces import DecodingConfig, ResolvedPolicy
     from sipo_bench_plugins.hf_generation.backend import HFGenerator, ModelCache, grouped, use_adapter
     from tiny_models import COMMON_WORDS, make_tiny_lora, make_tiny_model
 

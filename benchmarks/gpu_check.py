@@ -64,8 +64,8 @@ def check_run(summary: dict, out: Path, device: str) -> list[str]:
     evs = _events(out)
     if device == "cuda":
         starts = [e for e in evs if e["event"] == "start"]
-        from sipo_bench.experiment import make_config, plan_run
-        from sipo_bench.runtime import Runtime
+        from sipo_bench.planning.experiment import make_config, plan_run
+        from sipo_bench.execution.runtime import Runtime
 
         cfg = make_config({**summary["config"], "device": device})  # what each stage declares on `device`
         wants = {s.key: s.resources.gpus > 0 for s in plan_run(cfg, Runtime(quiet=True)).stages()}
@@ -82,7 +82,7 @@ def measure_generation(base_dir: Path, prompts: list[str], max_new_tokens: int) 
     """Greedy batched generation on the trained base model, timed after a warm-up batch."""
     import torch
 
-    from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
+    from sipo_bench.contract.interfaces import DecodingConfig, ResolvedPolicy
     from sipo_bench_plugins.hf_generation.backend import HFGenerator, ModelCache
 
     gen = HFGenerator(cache=ModelCache())
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GPU: {props.name}, {props.total_memory / 1024 ** 3:.0f} GiB, {torch.cuda.device_count()} visible, "
               f"bf16 {'supported' if torch.cuda.is_bf16_supported() else 'NOT supported (fp16 instead)'}; "
               f"torch {torch.__version__}, CUDA {torch.version.cuda}")
-    from sipo_bench.experiment import execute, make_config
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.planning.experiment import execute, make_config
+    from sipo_bench.execution.runtime import Runtime
 
     work = Path(ns.work) if ns.work else Path(tempfile.mkdtemp(prefix="sipo-gpu-check-"))
     options = dict(SIZES[size])
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     first = lambda kind: stages / next(k for k, e in done.items() if e["stage"].startswith(kind + "["))  # noqa: E731
     base_dir = first("base")
     test = [json.loads(line)["prompt"] for line in (first("data") / "test.jsonl").read_text().splitlines()]
-    from sipo_bench.device import using
+    from sipo_bench.execution.device import using
 
     task = Runtime(quiet=True).task("synthetic-hh", options)
     prompts = [task.format_prompt(p) for p in (test * 8)[: (256 if size == "gpu" else 16)]]

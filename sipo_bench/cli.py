@@ -16,7 +16,7 @@ def _csv(value: str) -> list[str]:
 
 
 def _labels(value: str) -> list[str]:
-    from .variants import split_labels
+    from .configs.variants import split_labels
 
     return split_labels(value)
 
@@ -119,7 +119,7 @@ def _version() -> str:
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from .experiment import load_yaml, make_config
+    from .planning.experiment import load_yaml, make_config
 
     data = load_yaml(args.config) if getattr(args, "config", None) else {}
     overrides = {
@@ -156,9 +156,9 @@ def _warn_plugins(regs: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import execute
-    from .report import console_table
-    from .runtime import Runtime
+    from .planning.experiment import execute
+    from .reporting.report import console_table
+    from .execution.runtime import Runtime
 
     cfg = _run_config(args)
     runtime = Runtime(plugins_dir=cfg.plugins_dir, quiet=cfg.quiet)
@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     rc = 1 if failed or failed_stages else 0
     with _stdout_may_close():
         if cfg.quiet:
-            from .report import table_md
+            from .reporting.report import table_md
 
             print(table_md(summary))
         else:
@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _show_sweep(out: Path, quiet: bool) -> int:
     """Print a sweep's multi-run tables; exit 1 when a method failed at any point."""
-    from .sweep import failures, load_sweep, sweep_console, sweep_md
+    from .configs.sweep import failures, load_sweep, sweep_console, sweep_md
 
     index, summaries = load_sweep(out)
     if quiet:
@@ -207,33 +207,34 @@ def _show_sweep(out: Path, quiet: bool) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import load
+    from .plugin_host.manager import load
 
     regs = load(args.plugins_dir, strict=False)  # list broken plugins with their errors, never fail on them
     infos = regs.plugin_list()
     broken = [regs.broken[k] for k in sorted(regs.broken)]
     if args.json:
-        print(json.dumps([{"name": i.name, "version": i.version, "source": i.source, "registers": i.registers,
-                           "error": None} for i in infos]
-                         + [{"name": b.name, "version": None, "source": b.source, "registers": {}, "error": b.error}
+        print(json.dumps([{"name": i.name, "version": i.version, "api": i.api, "source": i.source,
+                           "registers": i.registers, "error": None} for i in infos]
+                         + [{"name": b.name, "version": None, "api": None, "source": b.source, "registers": {},
+                             "error": b.error}
                             for b in broken], indent=2))
         return 1 if broken else 0
     from rich.table import Table
     from rich.text import Text
 
     t = Table(title="sipo-bench plugins")
-    for c in ("plugin", "version", "source", "registers"):
+    for c in ("plugin", "version", "api", "source", "registers"):
         t.add_column(c)
     for i in infos:
-        t.add_row(i.name, i.version, i.source, "; ".join(f"{k}: {', '.join(v)}" for k, v in i.registers.items()))
+        t.add_row(i.name, i.version, i.api, i.source, "; ".join(f"{k}: {', '.join(v)}" for k, v in i.registers.items()))
     for b in broken:
-        t.add_row(Text(b.name, style="red"), "-", b.source, Text(f"BROKEN: {b.error}", style="red"))
+        t.add_row(Text(b.name, style="red"), "-", "-", b.source, Text(f"BROKEN: {b.error}", style="red"))
     _console().print(t)
     return 1 if broken else 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .plugins import load
+    from .plugin_host.manager import load
 
     regs = load(args.plugins_dir)
     _warn_plugins(regs)
@@ -245,8 +246,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .plugins import load
-    from .show import describe, render
+    from .plugin_host.manager import load
+    from .reporting.show import describe, render
 
     regs = load(args.plugins_dir)
     _warn_plugins(regs)
@@ -256,10 +257,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .experiment import load_yaml, make_config, plan_run
-    from .runtime import Runtime
-    from .stages import walk
-    from .sweep import plan_sweep
+    from .planning.experiment import load_yaml, make_config, plan_run
+    from .execution.runtime import Runtime
+    from .execution.stages import walk
+    from .configs.sweep import plan_sweep
 
     data = load_yaml(args.config)
     if args.plugins_dir:
@@ -284,17 +285,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .outdir import ResultsDir, write_report
-    from .report import console_table, load_summaries, merge, render_files
+    from .reporting.outdir import ResultsDir, write_report
+    from .reporting.outdir import render_files
+    from .reporting.report import console_table, load_summaries, merge
 
-    from .sweep import is_sweep_dir, render_sweep
+    from .configs.sweep import is_sweep_dir, render_sweep
 
     sweeps = [d for d in args.dirs if is_sweep_dir(Path(d))]
     if sweeps:
         if len(args.dirs) > 1 or args.out:
             raise UsageError(f"`{sweeps[0]}`: a sweep directory is re-rendered on its own (one DIR, no --out), "
                              f"got {len(args.dirs)} DIR(s){' and --out' if args.out else ''}")
-        from .sweep import load_sweep
+        from .configs.sweep import load_sweep
 
         index, _ = load_sweep(Path(sweeps[0]))
         for p in index["points"]:
@@ -327,21 +329,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _html_file(summary: dict, out: Path) -> dict[str, bytes]:
     """{"index.html": the page of `summary` with the run files in `out`} (`report --html`)."""
-    from .html_report import render_html, run_dir_files
+    from .reporting.html_report import render_html, run_dir_files
 
     return {"index.html": render_html(summary, run_dir_files(out)).encode("utf-8")}
 
 
 def _probe(path: Path) -> str | None:
-    from .fsio import probe_writable
+    from .execution.fsio import probe_writable
 
     return probe_writable(path)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache_admin import gc, verify
-    from .fsio import human_bytes
-    from .stages import Cache, default_cache_dir
+    from .execution.cache_admin import gc, verify
+    from .execution.fsio import human_bytes
+    from .execution.stages import Cache, default_cache_dir
 
     cache = Cache(args.cache_dir or default_cache_dir())
     if not (cache.root / "stages").is_dir() and not cache.root.is_dir():
@@ -364,7 +366,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_conflicts(args: argparse.Namespace) -> int:
-    from .conflicts import conflict_report
+    from .scoring.conflicts import conflict_report
 
     return conflict_report(args)
 
@@ -418,7 +420,7 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .signals import Terminated, sigterm_raises
+    from .execution.signals import Terminated, sigterm_raises
 
     _quiet_libraries()
     args = build_parser().parse_args(argv)

@@ -32,6 +32,6 @@ def fresh_cache(tmp_path):
 
 @pytest.fixture
 def runtime():
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.execution.runtime import Runtime
 
     return Runtime(quiet=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench.config import ConfigError, build
-from sipo_bench.interfaces import FitContext, Objective, Task
-from sipo_bench.stages import Stage, walk
-from sipo_bench.weights import simplex_grid
+from sipo_bench.configs.schema import ConfigError, build
+from sipo_bench.contract.interfaces import FitContext, Objective, Task
+from sipo_bench.execution.stages import Stage, walk
+from sipo_bench.contract.weights import simplex_grid
 from sipo_bench_baselines.configs import DPOConfig, MODConfig, MODPOConfig, RewardedSoupsConfig
 from sipo_bench_baselines.dpo import DPOMethod, dpo_stages
 from sipo_bench_baselines.dpo_lw import DPOLWMethod
@@ -108,7 +108,7 @@ def test_paper_defaults():
 
 
 def test_paper_preset_is_a_valid_run_config():
-    from sipo_bench.experiment import load_yaml, make_config
+    from sipo_bench.planning.experiment import load_yaml, make_config
 
     cfg = make_config(load_yaml(Path(__file__).parents[1] / "presets" / "paper-methods.yaml"))
     for name, opts in cfg.method_options.items():

@@ -74,7 +74,7 @@ def test_dpo_trainer_changes_parameters_and_lowers_the_loss(tiny, dpo_pair):
     assert m["initial_loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy = reference at the start
     assert m["final_loss"] < 0.5 * m["initial_loss"], m
     assert m["steps"] == 8 and m["n_train_pairs"] == 32
-    from sipo_bench.curves import read_curves, series
+    from sipo_bench.reporting.curves import read_curves, series
 
     rec = read_curves(out)  # the stage's curves, kept beside its adapter
     assert rec["trainer"] == "PreferenceTrainer" and rec["selection"]["global_step"] == 8
@@ -239,7 +239,7 @@ def test_soup_of_trained_adapters_is_the_exact_interpolation(tiny, dpo_pair):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sipo_bench.interfaces import ResolvedPolicy
+    from sipo_bench.contract.interfaces import ResolvedPolicy
     from sipo_bench_plugins.hf_generation.backend import HFGenerator, ModelCache
 
     a, b = dpo_pair["good"][0], dpo_pair["bad"][0]
@@ -279,7 +279,7 @@ def test_rloo_raises_the_reward_and_changes_parameters(tiny):
     its own samples, so the random model gives a learnable signal)."""
     from collections import Counter
 
-    from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
+    from sipo_bench.contract.interfaces import DecodingConfig, ResolvedPolicy
     from sipo_bench_baselines.rl import train_rloo_adapter
     from sipo_bench_plugins.hf_generation.backend import HFGenerator, ModelCache
 
@@ -304,7 +304,7 @@ def test_rloo_raises_the_reward_and_changes_parameters(tiny):
               target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], gradient_checkpointing=False, bf16=False)
     m = train_rloo_adapter(out, tiny["base"], QUESTIONS, TEMPLATE.format, reward, rl, 0)
     assert m["steps"] == 16 and lora_b_norm(out) > 0 and not (out / "_trainer").exists()
-    from sipo_bench.curves import read_curves, series
+    from sipo_bench.reporting.curves import read_curves, series
 
     rec = read_curves(out)
     assert rec["trainer"] == "RLOOTrainer" and len(series(rec["train"], "reward")) == 16
@@ -322,7 +322,7 @@ def test_validation_every_fraction_of_an_epoch_keeps_the_best_checkpoint(tiny):
                                  {**TRAIN, "eval_every": 0.5, "load_best": True, "epochs": 1, "batch_size": 4}, 0)
     assert m["n_val_pairs"] == 8 and m["best_eval_loss"] is not None and m["best_eval_loss"] < math.log(2)
     assert not (out / "_trainer").exists() and (out / "adapter_model.safetensors").is_file()
-    from sipo_bench.curves import read_curves, series
+    from sipo_bench.reporting.curves import read_curves, series
 
     rec = read_curves(out)  # 32 pairs / batch 4 = 8 steps, evaluated every 4
     evals = series(rec["eval"], "eval_loss")

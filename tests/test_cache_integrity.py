@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench import integrity
+from sipo_bench.execution import integrity
 from sipo_bench.cli import main
-from sipo_bench.experiment import comparable
-from sipo_bench.stages import DONE, RESULT, Cache, Stage, execute_stage
+from sipo_bench.planning.experiment import comparable
+from sipo_bench.execution.stages import DONE, RESULT, Cache, Stage, execute_stage
 
 FN = "tests.stage_fns:"
 
@@ -180,7 +180,7 @@ def test_gc_waits_for_no_run_and_verify_needs_a_cache(tmp_path, capsys):
 
 BUILDER = textwrap.dedent("""
     import sys, time
-    from sipo_bench.stages import Cache, Stage
+    from sipo_bench.execution.stages import Cache, Stage
     with Cache(sys.argv[1]).building(Stage("long", "tests.stage_fns:write", {"v": 9})) as tmp:
         (tmp / "partial.bin").write_bytes(b"x" * 1000)
         print(tmp, flush=True)

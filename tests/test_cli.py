@@ -49,7 +49,7 @@ def test_unknown_scorer_in_task(tmp_path):
     plug = tmp_path / "plugs"
     plug.mkdir()
     (plug / "badtask.py").write_text(textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
+        from sipo_bench.contract.hookspecs import hookimpl
         from sipo_bench_plugins.dummy import DummyTask
         class BadTask(DummyTask):
             name = "bad-task"
@@ -106,7 +106,7 @@ def test_failing_method_keeps_the_others(tmp_path, capsys):
     plug = tmp_path / "plugs"
     plug.mkdir()
     (plug / "twin.py").write_text(textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
+        from sipo_bench.contract.hookspecs import hookimpl
         from sipo_bench_plugins.dummy import DummyMethod
         class Twin(DummyMethod):
             name = "twin"
@@ -138,8 +138,8 @@ def test_method_that_raises_in_fit(tmp_path, capsys):
     plug = tmp_path / "plugs"
     plug.mkdir()
     (plug / "broken.py").write_text(textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
-        from sipo_bench.interfaces import Method
+        from sipo_bench.contract.hookspecs import hookimpl
+        from sipo_bench.contract.interfaces import Method
         class Broken(Method):
             name = "broken"
             needs_model = False
@@ -170,7 +170,7 @@ def test_duplicate_plugin_name_is_usage_error(tmp_path):
     plug = tmp_path / "plugs"
     plug.mkdir()
     (plug / "clash.py").write_text(textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
+        from sipo_bench.contract.hookspecs import hookimpl
         from sipo_bench_plugins.dummy import DummyTask
         @hookimpl
         def sipo_bench_register_tasks():
@@ -237,7 +237,7 @@ def test_scorer_direction_must_match_objective(tmp_path, capsys):
     plug = tmp_path / "plugs"
     plug.mkdir()
     (plug / "flip.py").write_text(textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
+        from sipo_bench.contract.hookspecs import hookimpl
         from sipo_bench_plugins.dummy import DummyScorer, DummyTask
         class LowerIsBetterA(DummyScorer):
             name = "flipped"

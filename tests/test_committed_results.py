@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench import report
+from sipo_bench.reporting import report
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SUMMARIES = sorted(RESULTS.glob("**/summary.json"))
@@ -56,7 +56,7 @@ def test_hypervolume_agrees_with_moocore_on_every_committed_summary():
     implementation) from the summary's points and reference points, equals the stored value
     and today's `pareto.hypervolume` to 1e-12 relative (they agree exactly today)."""
     moocore = pytest.importorskip("moocore", reason="moocore is a dev dependency: pip install -e '.[dev]'")
-    from sipo_bench import pareto
+    from sipo_bench.scoring import pareto
 
     cases = list(_hv_cases())
     assert len(cases) >= 642, len(cases)  # main, ablation, reference and 4 sweep points: methods x seeds x 2 references
@@ -81,7 +81,7 @@ def test_committed_tables_are_rendered_from_their_summaries(path):
 
 
 def test_committed_sweep_report_is_rendered_from_its_points():
-    from sipo_bench.sweep import load_sweep, sweep_md
+    from sipo_bench.configs.sweep import load_sweep, sweep_md
 
     d = RESULTS / "synthetic-conflict-sweep"
     index, summaries = load_sweep(d)

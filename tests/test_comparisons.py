@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sipo_bench import pareto, report, stats
+from sipo_bench.scoring import pareto
+from sipo_bench.reporting import report
+from sipo_bench.scoring import stats
 from sipo_bench.cli import main
-from sipo_bench.stages import read_jsonl
-from sipo_bench.variants import compare_pairs, parse_label, split_labels
+from sipo_bench.execution.stages import read_jsonl
+from sipo_bench.configs.variants import compare_pairs, parse_label, split_labels
 
 
 def write_yaml(path: Path, text: str) -> str:

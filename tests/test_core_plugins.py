@@ -8,10 +8,10 @@ import textwrap
 import pytest
 
 from sipo_bench.errors import PluginError, UsageError
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.interfaces import Method, Objective, Scorer, Task
-from sipo_bench.plugins import Registries, get_plugin_manager, load
-from sipo_bench.registry import Lazy, Registry
+from sipo_bench.contract.hookspecs import hookimpl
+from sipo_bench.contract.interfaces import Method, Objective, Scorer, Task
+from sipo_bench.plugin_host.manager import Registries, get_plugin_manager, load
+from sipo_bench.plugin_host.registry import Lazy, Registry
 
 
 class _M(Method):
@@ -26,7 +26,7 @@ def test_registry_rejects_duplicates_and_wrong_base():
     reg.add(_M, "p1")
     with pytest.raises(PluginError, match=r"plugin 'p2': method name 'm1' is already registered by plugin 'p1'"):
         reg.add(_M, "p2")
-    with pytest.raises(PluginError, match="is not a subclass of sipo_bench.interfaces.Method"):
+    with pytest.raises(PluginError, match="is not a subclass of sipo_bench.contract.interfaces.Method"):
         reg.add(int, "p3")
     with pytest.raises(UsageError, match=r"unknown method 'm'\. Did you mean 'm1'\? Available: m1"):
         reg.get("m")
@@ -51,8 +51,8 @@ def test_lazy_entry_is_imported_only_on_use():
 
 def test_lazy_entry_wrong_base_fails_on_load():
     reg = Registry("scorer", Scorer)
-    reg.add(Lazy("bad", "sipo_bench.interfaces:Objective"), "p")
-    with pytest.raises(PluginError, match="is not a subclass of sipo_bench.interfaces.Scorer"):
+    reg.add(Lazy("bad", "sipo_bench.contract.interfaces:Objective"), "p")
+    with pytest.raises(PluginError, match="is not a subclass of sipo_bench.contract.interfaces.Scorer"):
         reg.get("bad")
 
 
@@ -67,7 +67,7 @@ def test_builtins_load_through_entry_points():
 def test_listing_plugins_does_not_import_torch():
     import subprocess
 
-    code = "import sys; from sipo_bench.plugins import load; load(); print('torch' in sys.modules)"
+    code = "import sys; from sipo_bench.plugin_host.manager import load; load(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -90,7 +90,7 @@ def test_extra_plugin_registered_and_unregistered():
 
 def test_misspelled_hook_fails_loudly(tmp_path):
     (tmp_path / "typo.py").write_text(textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
+        from sipo_bench.contract.hookspecs import hookimpl
         @hookimpl
         def sipo_bench_register_method():
             return []
@@ -104,8 +104,8 @@ def test_misspelled_hook_fails_loudly(tmp_path):
 
 def test_plugins_dir_and_allow_list(tmp_path, monkeypatch):
     (tmp_path / "extra_obj.py").write_text(textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
-        from sipo_bench.interfaces import Objective
+        from sipo_bench.contract.hookspecs import hookimpl
+        from sipo_bench.contract.interfaces import Objective
         @hookimpl
         def sipo_bench_register_objectives():
             return [Objective("fun", True, "how fun")]
@@ -121,7 +121,7 @@ def test_plugins_dir_and_allow_list(tmp_path, monkeypatch):
 
 def test_two_plugins_same_name(tmp_path):
     (tmp_path / "clash.py").write_text(textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
+        from sipo_bench.contract.hookspecs import hookimpl
         from sipo_bench_plugins.dummy import DummyMethod
         class Again(DummyMethod):
             pass
@@ -135,7 +135,7 @@ def test_two_plugins_same_name(tmp_path):
 
 def test_hook_must_return_list(tmp_path):
     (tmp_path / "notlist.py").write_text(textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
+        from sipo_bench.contract.hookspecs import hookimpl
         @hookimpl
         def sipo_bench_register_tasks():
             return "dummy"
@@ -145,7 +145,7 @@ def test_hook_must_return_list(tmp_path):
 
 
 def test_every_hook_is_documented():
-    from sipo_bench import hookspecs
+    from sipo_bench.contract import hookspecs
 
     hooks = [n for n in dir(hookspecs) if n.startswith("sipo_bench_")]
     assert len(hooks) == 6

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from sipo_bench.executors import run_graph
-from sipo_bench.runtime import Runtime
-from sipo_bench.stages import Cache, Stage, StageLog, atomic_write_text, walk
+from sipo_bench.execution.executors import run_graph
+from sipo_bench.execution.runtime import Runtime
+from sipo_bench.execution.stages import Cache, Stage, StageLog, atomic_write_text, walk
 
 FN = "tests.stage_fns:"
 
@@ -29,7 +29,7 @@ def test_key_changes_with_config_and_inputs_not_name():
 
 def test_method_config_key_sensitivity():
     """Changing any field of a method config changes its stage key; unrelated fields do not."""
-    from sipo_bench.config import to_dict
+    from sipo_bench.configs.schema import to_dict
     from sipo_bench_plugins.dummy import DummyMethodConfig
 
     base = to_dict(DummyMethodConfig())

@@ -1,4 +1,4 @@
-"""Device and dtype: one place decides (`sipo_bench.device`), and every site that puts a model
+"""Device and dtype: one place decides (`sipo_bench.execution.device`), and every site that puts a model
 somewhere asks it. No GPU is needed: the run's device is injected through `$SIPO_BENCH_DEVICE`
 and `torch.cuda` is monkeypatched, and each test checks what *would* go where (a recorded
 `.to(device)`, the dtype a model is loaded in, a trainer's `use_cpu`) or moves to the `meta`
@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import sipo_bench.device as device
+import sipo_bench.execution.device as device
 from sipo_bench.errors import UsageError
-from sipo_bench.stages import Resources, Stage
+from sipo_bench.execution.stages import Resources, Stage
 
 
 class Stop(Exception):
@@ -88,8 +88,8 @@ def test_stage_resources():
 def test_plan_declares_what_each_stage_needs(dev, cuda, monkeypatch):
     """Model stages (base, training, generation) ask for a GPU on a cuda run; the data stage
     and the oracle scorer's score stage do not; nothing does on a cpu run."""
-    from sipo_bench.experiment import make_config, plan_run
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.planning.experiment import make_config, plan_run
+    from sipo_bench.execution.runtime import Runtime
 
     cfg = make_config({"methods": ["dpo", "sipo"], "device": dev, "cpu_threads": 2, "quiet": True})
     plan = plan_run(cfg, Runtime(quiet=True))
@@ -197,7 +197,7 @@ def test_rloo_and_reward_model_trainers_device(dev, use_cpu, cuda, tmp_path, mon
     from sipo_bench_baselines.configs import RewardedSoupsConfig
     from sipo_bench_baselines.reward_model import train_reward_model
     from sipo_bench_baselines.rl import train_rloo_adapter
-    from sipo_bench.config import to_dict
+    from sipo_bench.configs.schema import to_dict
     from tiny_models import make_tiny_model
 
     monkeypatch.setenv(device.ENV, dev)
@@ -216,10 +216,12 @@ def test_rloo_and_reward_model_trainers_device(dev, use_cpu, cuda, tmp_path, mon
 def test_synthetic_sft_trains_on_the_run_device(monkeypatch, tmp_path):
     """The SFT model is built on the CPU (the same initial weights anywhere) and moved to the
     run's device before its first loss; autocast follows the device."""
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.execution.runtime import Runtime
     from sipo_bench_plugins.synthetic import model as sft
 
-    monkeypatch.setattr(device, "torch_device", lambda: torch.device("meta"))
+    import sipo_bench.api
+
+    monkeypatch.setattr(sipo_bench.api, "torch_device", lambda: torch.device("meta"))  # what plugins import
     seen = {}
 
     def loss_spy(m, tok, rows, batch_size=64):
@@ -263,7 +265,7 @@ class _Held:
 
 
 def test_runtime_releases_heavy_objects_between_gpu_stages_of_different_kinds(monkeypatch):
-    from sipo_bench import runtime as rt
+    from sipo_bench.execution import runtime as rt
 
     hook = _Held()
     monkeypatch.setattr(rt, "_RELEASE_HOOKS", [hook.close])
@@ -294,7 +296,7 @@ def test_an_exclusive_backend_frees_the_device_once_per_hand_over(monkeypatch):
     """A vLLM-like backend gets the device free of everything else when it is handed out; handed
     out again with nothing loaded in between, nothing is freed a second time. Another backend
     in between, or a stage that closes it, makes the next hand-over free the device again."""
-    from sipo_bench import runtime as rt
+    from sipo_bench.execution import runtime as rt
 
     hook = _Held()
     monkeypatch.setattr(rt, "_RELEASE_HOOKS", [hook.close])

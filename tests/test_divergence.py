@@ -94,7 +94,7 @@ def test_rloo_stops_when_rewards_overflow_the_loss(tmp_path):
 
 @pytest.mark.slow
 def test_synthetic_sft_with_a_huge_learning_rate_diverges(tmp_path):
-    from sipo_bench.interfaces import TaskData
+    from sipo_bench.contract.interfaces import TaskData
     from sipo_bench_plugins.synthetic.task import SyntheticTask, SyntheticTaskConfig
 
     t = SyntheticTask(SyntheticTaskConfig(sft_examples=64, review_examples=8, rewrite_examples=8, sft_epochs=2,
@@ -115,7 +115,7 @@ def test_a_finite_but_huge_learning_rate_fails_its_method_and_caches_nothing(tmp
     """`learning_rate: 1000.0` really diverges on the tiny synthetic model: that method fails
     (exit 1), its stage is not cached, the other method is ok."""
     from sipo_bench.cli import main
-    from sipo_bench.stages import Cache
+    from sipo_bench.execution.stages import Cache
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("task: synthetic-hh\nmethods: [dpo, dpo-lw]\nweights: 2\nmax_test_prompts: 8\n"

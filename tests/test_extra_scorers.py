@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 
 from sipo_bench.cli import main
-from sipo_bench.experiment import make_config, plan_run
-from sipo_bench.report import merge, table_md
-from sipo_bench.runtime import Runtime
+from sipo_bench.planning.experiment import make_config, plan_run
+from sipo_bench.reporting.report import merge, table_md
+from sipo_bench.execution.runtime import Runtime
 
 SCORERS = """
     from dataclasses import dataclass
     from typing import Literal
-    from sipo_bench.config import build, check, field
-    from sipo_bench.hookspecs import hookimpl
-    from sipo_bench.interfaces import Objective, Scorer
+    from sipo_bench.configs.schema import build, check, field
+    from sipo_bench.contract.hookspecs import hookimpl
+    from sipo_bench.contract.interfaces import Objective, Scorer
 
 
     @dataclass

@@ -60,9 +60,9 @@ def test_checks_catch_failures_and_misplaced_stages(tiny_run, monkeypatch):
     assert problems[1].startswith("stage graph: 70 stages, 68 ran")
 
     # asked for cuda: the device is wrong, and every stage that declares a GPU ran without one
-    import sipo_bench.device
+    import sipo_bench.execution.device
 
-    monkeypatch.setattr(sipo_bench.device, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(sipo_bench.execution.device, "cuda_device_count", lambda: 1)
     problems = gpu_check.check_run(summary, out, "cuda")
     assert problems[0] == "device: the run used 'cpu', asked for 'cuda'"
     assert "stage base[seed=0]: declares a GPU but ran without one" in problems

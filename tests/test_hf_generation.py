@@ -17,8 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy  # noqa: E402
-from sipo_bench.responses import as_response  # noqa: E402
+from sipo_bench.contract.interfaces import DecodingConfig, ResolvedPolicy  # noqa: E402
+from sipo_bench.contract.responses import as_response  # noqa: E402
 
 from tiny_models import make_tiny_lora, make_tiny_model  # noqa: E402
 

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from browser import Browser, chromium  # noqa: E402
 
-from sipo_bench import curves  # noqa: E402
-from sipo_bench.html_report import NOT_RECORDED, render_html, run_dir_files  # noqa: E402
+from sipo_bench.reporting import curves  # noqa: E402
+from sipo_bench.reporting.html_report import NOT_RECORDED, render_html, run_dir_files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "results" / "synthetic-main"
@@ -29,7 +29,7 @@ needs_chromium = pytest.mark.skipif(chromium() is None, reason="no chromium on P
 
 def old_summary() -> dict:
     """The committed summary as `sipo-bench report` reads it (older schemas upgraded)."""
-    from sipo_bench.report import load_summaries
+    from sipo_bench.reporting.report import load_summaries
 
     return load_summaries([MAIN])[0]
 
@@ -156,7 +156,7 @@ def test_a_run_keeps_curves_samples_page_and_tracker_files(cache_dir, tmp_path):
     index.html opens in Chromium; TensorBoard got event files. A rerun from the cache, without
     the tracker, gives the same curves and the same numbers."""
     from sipo_bench.cli import main
-    from sipo_bench.stages import Cache
+    from sipo_bench.execution.stages import Cache
 
     out = tmp_path / "out"
     args = ["run", "--task", "synthetic-hh", "--methods", "dpo-soups", "--weights", "2", "--max-test-prompts", "8",
@@ -190,7 +190,7 @@ def test_a_run_keeps_curves_samples_page_and_tracker_files(cache_dir, tmp_path):
 
 @pytest.mark.parametrize("d", sorted(p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "results").rglob("summary.json")))
 def test_every_committed_page_is_rendered_from_its_summary(d):
-    from sipo_bench.report import load_summaries
+    from sipo_bench.reporting.report import load_summaries
 
     path = ROOT / d
     assert (path / "index.html").read_text() == render_html(load_summaries([path])[0], run_dir_files(path)), (
@@ -198,8 +198,8 @@ def test_every_committed_page_is_rendered_from_its_summary(d):
 
 
 def test_point_samples_take_the_first_response_of_the_first_prompts(tmp_path):
-    from sipo_bench.samples import point_samples
-    from sipo_bench.stages import write_jsonl
+    from sipo_bench.reporting.samples import point_samples
+    from sipo_bench.execution.stages import write_jsonl
 
     rows = [{"prompt": f"p{i}", "response": f"r{i}.{j}", "prompt_index": i, "a": float(i), "b": float(j)}
             for i in range(3) for j in range(2)]  # two samples per prompt

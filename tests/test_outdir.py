@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sipo_bench.cli import main
-from sipo_bench.fsio import TMP_MARK
+from sipo_bench.execution.fsio import TMP_MARK
 
 from fsfaults import fill, tmpfs  # noqa: E402
 
@@ -66,7 +66,7 @@ def test_read_only_filesystem_while_writing_the_report(tmp_path, monkeypatch, ca
     def erofs(*a, **k):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr("sipo_bench.outdir.make_temp_dir", erofs)  # the mount went read-only mid-run
+    monkeypatch.setattr("sipo_bench.reporting.outdir.make_temp_dir", erofs)  # the mount went read-only mid-run
     assert run(out, cache) == 1
     err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("sipo-bench: error")]
     assert err == [f"sipo-bench: error: cannot write the report into {str(out)!r}: Read-only file system; "
@@ -76,7 +76,7 @@ def test_read_only_filesystem_while_writing_the_report(tmp_path, monkeypatch, ca
 
 KILL_AT = textwrap.dedent("""
     import os, signal, sys
-    import sipo_bench.outdir as o
+    import sipo_bench.reporting.outdir as o
     where = sys.argv[1]
     if where == "swap":
         o.swap_dirs = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
@@ -146,7 +146,7 @@ def test_a_directory_sipo_bench_did_not_write_is_never_replaced(tmp_path, capsys
 
 FLAKY = textwrap.dedent("""
     import os
-    from sipo_bench.hookspecs import hookimpl
+    from sipo_bench.contract.hookspecs import hookimpl
     from sipo_bench_plugins.dummy import DummyMethod, train_dummy_adapter
 
     def flaky_train(ctx):
@@ -214,7 +214,7 @@ def test_system_exit_in_a_stage_is_a_stage_failure(tmp_path, faults, capsys):
 
 
 BAD_BASE = textwrap.dedent("""
-    from sipo_bench.hookspecs import hookimpl
+    from sipo_bench.contract.hookspecs import hookimpl
     from sipo_bench_plugins.dummy import DummyScorer, DummyTask
 
     class PickyScorer(DummyScorer):
@@ -303,7 +303,7 @@ def test_sigterm_cleans_up_says_so_and_resumes(tmp_path):
 def test_report_folders_are_replaced_whole_and_other_files_kept(tmp_path, monkeypatch, in_place):
     """curves/ of a new report replaces the old folder (no stale curve survives); files the
     report does not name (notes, tracking/) are kept; both the swap and the in-place commit."""
-    from sipo_bench.outdir import ResultsDir
+    from sipo_bench.reporting.outdir import ResultsDir
 
     out = tmp_path / "out"
     r = ResultsDir(out)
@@ -311,7 +311,7 @@ def test_report_folders_are_replaced_whole_and_other_files_kept(tmp_path, monkey
     (out / "notes.txt").write_text("mine")
     used: list[str] = []
     if in_place:  # OUT's parent refuses the temp dir: the files are renamed into OUT one by one
-        import sipo_bench.outdir as outdir
+        import sipo_bench.reporting.outdir as outdir
 
         real = outdir.make_temp_dir
 

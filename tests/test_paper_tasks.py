@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench.config import ConfigError
-from sipo_bench.interfaces import TaskData
-from sipo_bench.stages import read_jsonl
+from sipo_bench.configs.schema import ConfigError
+from sipo_bench.contract.interfaces import TaskData
+from sipo_bench.execution.stages import read_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PKU10K = FIXTURES / "pku_saferlhf_10k"
@@ -45,7 +45,7 @@ def tokenizer_dir(tmp_path_factory):
 
 
 def task(name: str, **options):
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.execution.runtime import Runtime
 
     return Runtime(quiet=True).task(name, options)
 
@@ -330,7 +330,7 @@ def test_helpsteer_base_stage_sfts_a_pretrained_model(tmp_path, tokenizer_dir):
     assert resolve_model_path(out) == str(out) and not (out / "pointer.json").exists()
     assert result["final_loss"] < result["initial_loss"] and result["n_rows"] == len(expected)
     assert result["n_val_rows"] > 0 and result["best_eval_loss"] is not None
-    from sipo_bench.curves import read_curves, series
+    from sipo_bench.reporting.curves import read_curves, series
 
     rec = read_curves(out)  # the SFT stage's curves, evaluated every half epoch
     assert rec["trainer"] == "SFTTrainer" and series(rec["train"], "loss") and len(series(rec["eval"], "eval_loss")) >= 2
@@ -350,7 +350,7 @@ def test_helpsteer_base_stage_sfts_a_pretrained_model(tmp_path, tokenizer_dir):
 def test_paper_task_plugins_register_lazily():
     import subprocess
 
-    code = ("import sys; from sipo_bench.plugins import load; r = load(); "
+    code = ("import sys; from sipo_bench.plugin_host.manager import load; r = load(); "
             "print(sorted(n for n in r.tasks.names() if n in ('beavertails','helpsteer')), "
             "r.objectives.get('harmlessness').higher_is_better, r.objectives.get('verbosity').higher_is_better, "
             "'datasets' in sys.modules or 'torch' in sys.modules)")
@@ -373,9 +373,9 @@ def test_smoke_preset_runs_end_to_end(name, generator, tmp_path, monkeypatch):
     The base policy's mean scores are recomputed here from its generations with fresh scorers."""
     import numpy as np
 
-    from sipo_bench.experiment import execute, load_yaml, make_config, plan_run
-    from sipo_bench.runtime import Runtime
-    from sipo_bench.stages import Cache
+    from sipo_bench.planning.experiment import execute, load_yaml, make_config, plan_run
+    from sipo_bench.execution.runtime import Runtime
+    from sipo_bench.execution.stages import Cache
 
     tm = _tiny_models()
     paths = tm.build_stand_ins(tmp_path / "models")
@@ -437,8 +437,8 @@ def test_smoke_preset_runs_end_to_end(name, generator, tmp_path, monkeypatch):
 @pytest.mark.parametrize("preset", ["paper-beavertails", "paper-helpsteer"])
 def test_paper_presets_validate_with_the_paper_settings(preset, capsys):
     from sipo_bench.cli import main
-    from sipo_bench.experiment import load_yaml, make_config, plan_run
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.planning.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.execution.runtime import Runtime
 
     path = Path(__file__).parent.parent / "presets" / f"{preset}.yaml"
     assert main(["validate", "--config", str(path)]) == 0

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench.experiment import comparable, default_jobs, execute, make_config
-from sipo_bench.runtime import Runtime
-from sipo_bench.stages import Cache, Resources, Stage, StageLog, read_jsonl
+from sipo_bench.planning.experiment import comparable, default_jobs, execute, make_config
+from sipo_bench.execution.runtime import Runtime
+from sipo_bench.execution.stages import Cache, Resources, Stage, StageLog, read_jsonl
 from stage_events import events, max_concurrency, wait_for
 
 psutil = pytest.importorskip("psutil")
@@ -175,7 +175,7 @@ def test_worker_killed_mid_stage_fails_only_its_stage(serial, tmp_path):
 
 def test_resources_limit_what_runs_together(tmp_path):
     """A stage asking for every thread of the run runs alone; memory requests add up."""
-    from sipo_bench.executors import LocalExecutor
+    from sipo_bench.execution.executors import LocalExecutor
 
     train = "sipo_bench_plugins.dummy:train_dummy_adapter"
 
@@ -204,10 +204,10 @@ def test_gpu_stages_run_one_per_visible_gpu(tmp_path, monkeypatch):
     """On a cuda run with GPUs "3" and "5" and 3 jobs: two GPU slots, each worker seeing only
     its own GPU (CUDA_VISIBLE_DEVICES) as device cuda, so two GPU stages at a time; a CPU slot
     (no GPU visible, device cpu) for the stages that ask for none. No GPU is touched."""
-    import sipo_bench.device
-    from sipo_bench.executors import LocalExecutor
+    import sipo_bench.execution.device
+    from sipo_bench.execution.executors import LocalExecutor
 
-    monkeypatch.setattr(sipo_bench.device, "cuda_device_count", lambda: 2)
+    monkeypatch.setattr(sipo_bench.execution.device, "cuda_device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
 
     def stage(name: str, gpus: int, sleep: float) -> Stage:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from sipo_bench.pareto import hypervolume, igd_plus, pareto_front
+from sipo_bench.scoring.pareto import hypervolume, igd_plus, pareto_front
 
 MAX2 = [True, True]
 MAX3 = [True, True, True]

@@ -18,9 +18,9 @@ import pytest
 
 from sipo_bench.cli import main
 from sipo_bench.errors import UsageError
-from sipo_bench.experiment import make_config, plan_run
-from sipo_bench.runtime import Runtime
-from sipo_bench.stages import Stage, fn_ref, resolve_fn
+from sipo_bench.planning.experiment import make_config, plan_run
+from sipo_bench.execution.runtime import Runtime
+from sipo_bench.execution.stages import Stage, fn_ref, resolve_fn
 
 from tests import stage_fns
 
@@ -70,7 +70,7 @@ def test_resolve_fn_names_the_stage_and_hints_at_the_plugins_dir():
 
 LOOSE_METHOD = """
     import json
-    from sipo_bench.hookspecs import hookimpl
+    from sipo_bench.contract.hookspecs import hookimpl
     from sipo_bench_plugins.dummy import DummyFamily, DummyMethod
     from . import loose_helpers  # a sibling file, imported once (also loaded as a plugin)
 
@@ -129,8 +129,8 @@ def test_loose_file_stage_function_runs_without_knowing_the_prefix(loose_dir, tm
 def test_a_fresh_process_with_the_same_plugins_dir_imports_the_stage_function(loose_dir, tmp_path):
     """What a worker (Ray, a parallel local executor) does: rebuild the runtime from the plugins
     dir, unpickle the stage, run it. The module path depends on the file name only."""
-    from sipo_bench.executors import run_graph
-    from sipo_bench.stages import Cache, StageLog
+    from sipo_bench.execution.executors import run_graph
+    from sipo_bench.execution.stages import Cache, StageLog
 
     rt = Runtime(plugins_dir=loose_dir, quiet=True)
     stages = plan_run(make_config({"task": "dummy", "methods": ["loose"]}), rt).stages()
@@ -141,8 +141,8 @@ def test_a_fresh_process_with_the_same_plugins_dir_imports_the_stage_function(lo
     (tmp_path / "stage.pkl").write_bytes(pickle.dumps(train))
     code = textwrap.dedent(f"""
         import pickle, sys
-        from sipo_bench.runtime import Runtime
-        from sipo_bench.stages import Cache, execute_stage
+        from sipo_bench.execution.runtime import Runtime
+        from sipo_bench.execution.stages import Cache, execute_stage
         stage = pickle.loads(open({str(tmp_path / 'stage.pkl')!r}, "rb").read())
         if sys.argv[1] == "without":
             try:
@@ -163,8 +163,8 @@ def test_a_fresh_process_with_the_same_plugins_dir_imports_the_stage_function(lo
 
 def test_reloading_a_plugins_dir_reads_edited_files(tmp_path):
     d = write_plugin(tmp_path / "p", "obj", """
-        from sipo_bench.hookspecs import hookimpl
-        from sipo_bench.interfaces import Objective
+        from sipo_bench.contract.hookspecs import hookimpl
+        from sipo_bench.contract.interfaces import Objective
         @hookimpl
         def sipo_bench_register_objectives():
             return [Objective("first")]
@@ -178,7 +178,7 @@ def test_reloading_a_plugins_dir_reads_edited_files(tmp_path):
 # --- FitContext.method ------------------------------------------------------------------------
 
 FAMILY_USERS = """
-    from sipo_bench.hookspecs import hookimpl
+    from sipo_bench.contract.hookspecs import hookimpl
     from sipo_bench_plugins.dummy import DummyFamily, DummyMethod
 
     FITS = []

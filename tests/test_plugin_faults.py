@@ -16,15 +16,15 @@ FAKES = {
     # name: (distribution, entry point value, module source)
     "broken": ("broken-pkg", "broken_mod", "import no_such_module_xyz\n"),
     "ghost": ("ghost-pkg", "ghost_mod", textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
-        from sipo_bench.registry import Lazy
+        from sipo_bench.contract.hookspecs import hookimpl
+        from sipo_bench.plugin_host.registry import Lazy
         @hookimpl
         def sipo_bench_register_methods():
             return [Lazy("ghost", "no_such_module_ghost:Ghost", "a method whose code is missing")]
     """)),
     "aaa-dup": ("aaa-dup", "dup_mod", textwrap.dedent("""
-        from sipo_bench.hookspecs import hookimpl
-        from sipo_bench.interfaces import Method
+        from sipo_bench.contract.hookspecs import hookimpl
+        from sipo_bench.contract.interfaces import Method
         class NotDPO(Method):
             name = "dpo"
             def fit(self, ctx):

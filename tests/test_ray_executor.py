@@ -30,9 +30,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'sipo-bench[ray]')")
 psutil = pytest.importorskip("psutil")
 
-from sipo_bench.experiment import comparable, execute, make_config  # noqa: E402
-from sipo_bench.runtime import Runtime  # noqa: E402
-from sipo_bench.stages import Cache, Resources, Stage, StageLog  # noqa: E402
+from sipo_bench.planning.experiment import comparable, execute, make_config  # noqa: E402
+from sipo_bench.execution.runtime import Runtime  # noqa: E402
+from sipo_bench.execution.stages import Cache, Resources, Stage, StageLog  # noqa: E402
 from stage_events import events, max_concurrency, wait_for  # noqa: E402
 
 # one Ray instance at a time: every Ray test runs in the same test process (pytest-xdist)
@@ -45,7 +45,7 @@ TRAIN = "sipo_bench_plugins.dummy:train_dummy_adapter"
 PLUGIN = '''
 import dataclasses
 
-from sipo_bench.hookspecs import hookimpl
+from sipo_bench.contract.hookspecs import hookimpl
 from sipo_bench_plugins.dummy import DummyFamily, DummyMethod, train_dummy_adapter
 
 
@@ -74,7 +74,7 @@ class DummyGPU(DummyMethod):
     needs_model = False  # the dummy task has no model; the method declares its GPUs itself
 
     def fit(self, ctx):
-        from sipo_bench.device import stage_resources
+        from sipo_bench.execution.device import stage_resources
 
         gpu = stage_resources(ctx.runtime.device, None, gpu=True)
         return super().fit(dataclasses.replace(ctx, resources=gpu))
@@ -168,14 +168,14 @@ def reference(plugins_dir, tmp_path_factory) -> dict:
 
 
 def test_plugin_registers_lazily_without_importing_ray():
-    code = ("import sys; from sipo_bench.plugins import load; r = load(); "
+    code = ("import sys; from sipo_bench.plugin_host.manager import load; r = load(); "
             "print('ray' in r.executors.names(), 'ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "False"], out.stderr
 
 
 def test_options_are_checked_before_anything_runs():
-    from sipo_bench.config import ConfigError
+    from sipo_bench.configs.schema import ConfigError
     from sipo_bench_plugins.ray_executor.executor import RayExecutor
 
     with pytest.raises(ConfigError, match=r"`num_cpus`: only for the private instance"):
@@ -410,9 +410,9 @@ def test_gpu_declarations_of_a_cuda_run_reach_ray(cluster, plugins_dir, tmp_path
     """A run planned with `device: cuda` (two GPUs claimed) on the 2-GPU instance: the stages
     of a model-based method ask Ray for one GPU each and get one GPU id each, at most two at
     a time; the model-free task's own stages ask for none and get none."""
-    import sipo_bench.device
+    import sipo_bench.execution.device
 
-    monkeypatch.setattr(sipo_bench.device, "cuda_device_count", lambda: 2)
+    monkeypatch.setattr(sipo_bench.execution.device, "cuda_device_count", lambda: 2)
     data = {**run_config(plugins_dir, tmp_path, "gpu", "ray", methods=("dummy-gpu",), seeds=(0, 1, 2)),
             "device": "cuda", "method_options": {"dummy-gpu": {"sleep": 2 * SLEEP}},
             # half a CPU per training stage: only the two GPUs keep a third from starting

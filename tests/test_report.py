@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sipo_bench import pareto, report
+from sipo_bench.scoring import pareto
+from sipo_bench.reporting import outdir, report
 from sipo_bench.cli import main
 from sipo_bench.errors import UsageError
-from sipo_bench.stats import hv_stats as _hv_stats, union_front_igd_plus as _igd_plus_all
+from sipo_bench.scoring.stats import hv_stats as _hv_stats, union_front_igd_plus as _igd_plus_all
 
 # Dummy task: endpoint strength 0.9 -> mean scores (0.1,0.9) (0.3,0.7) (0.5,0.5) (0.7,0.3) (0.9,0.1)
 # on the line a + b = 1, the base policy at (0.5, 0.5) and the task floor at (0, 0).
@@ -471,7 +472,7 @@ def test_k2_plot_points_lines_and_reference(tmp_path):
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend[:3] == ["dpo-soups", "dpo", "modpo (failed)"]
     assert "HV reference point:\nbase policy (mean over seeds)" in legend and "dominated mean point" in legend
-    report.render_files(s, tmp_path)
+    outdir.render_files(s, tmp_path)
     img = png_pixels(tmp_path / "front.png")
     assert img.shape[0] >= 400 and img.shape[1] >= 500
     assert_not_blank(img)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench.interfaces import DecodingConfig, Generator, ResolvedPolicy
-from sipo_bench.responses import as_response
-from sipo_bench.stages import StageContext, read_jsonl, write_jsonl
+from sipo_bench.contract.interfaces import DecodingConfig, Generator, ResolvedPolicy
+from sipo_bench.contract.responses import as_response
+from sipo_bench.execution.stages import StageContext, read_jsonl, write_jsonl
 
 REPO = Path(__file__).parent.parent
 SP = REPO / "tests" / "fixtures" / "sp_tokenizer"
@@ -96,8 +96,8 @@ class ThirdPartyGenerator(Generator):
 def test_sipo_pairs_share_one_convention(tmp_path, tok):
     """SIPO's candidates and its new pairs (y*, y_w), (y*, y_l): y* comes from a generator, y_w
     and y_l from the data; joined to the prompt, all three start with a `▁` piece."""
-    from sipo_bench.experiment import load_yaml, make_config, plan_run
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.planning.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.execution.runtime import Runtime
     from sipo_bench_plugins.sipo.stages import filter_stage, sample_stage
 
     rt = Runtime(quiet=True)

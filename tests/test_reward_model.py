@@ -22,7 +22,7 @@ def run(cache_dir, tmp_path_factory):
     import yaml
 
     from sipo_bench.cli import main
-    from sipo_bench.stages import Cache
+    from sipo_bench.execution.stages import Cache
 
     tmp = tmp_path_factory.mktemp("reward-model")
     cfg = {"task": "synthetic-hh", "methods": ["rewarded-soups"], "weights": 1, "max_test_prompts": 8,
@@ -39,7 +39,7 @@ def run(cache_dir, tmp_path_factory):
 
 
 def _val_pairs(dirs, objective):
-    from sipo_bench.stages import read_jsonl
+    from sipo_bench.execution.stages import read_jsonl
     from sipo_bench_baselines.stages import dpo_pairs
     from sipo_bench_plugins.synthetic.task import SyntheticHH
 
@@ -57,7 +57,7 @@ def test_reward_model_learns_the_objectives_preferences(run):
     from sipo_bench_baselines.reward_model import LearnedRewardModel, _load
 
     summary, dirs = run
-    from sipo_bench.curves import read_curves, series
+    from sipo_bench.reporting.curves import read_curves, series
 
     for o in ("helpful", "harmless"):  # the reward models' and RLOO stages' curves are kept and indexed
         assert read_curves(dirs[f"reward-model[{o},seed=0]"])["trainer"] == "RewardTrainer"
@@ -106,7 +106,7 @@ def test_reward_source_decides_the_reward_rl_maximises(run, tmp_path, monkeypatc
     """The RL stage hands RLOO the judge's scores in the objective's direction (`judge`) or
     the learned model's standardised scores, always maximised (`learned`)."""
     import sipo_bench_baselines.rl as rl_module
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.execution.runtime import Runtime
     from sipo_bench_baselines.reward_model import LearnedRewardModel
     from sipo_bench_baselines.stages import rl_stage
     from sipo_bench_plugins.synthetic.task import OracleScorer, SyntheticHH

@@ -259,7 +259,7 @@ def test_one_model_per_process_per_model_id(models):
 
 
 def test_scorer_options_fail_with_one_line_naming_the_field(models):
-    from sipo_bench.config import ConfigError
+    from sipo_bench.configs.schema import ConfigError
     from sipo_bench_plugins.reward_models.beaver import BeaverRewardScorer
     from sipo_bench_plugins.reward_models.classifier import DPARewardScorer, HFClassifierScorer
 
@@ -378,7 +378,7 @@ def test_hf_classifier_by_config_alone(models):
 
 
 def test_hf_classifier_rejects_heads_beyond_num_labels(models):
-    from sipo_bench.config import ConfigError
+    from sipo_bench.configs.schema import ConfigError
     from sipo_bench_plugins.reward_models.classifier import HFClassifierScorer
 
     with pytest.raises(ConfigError, match=r"head indices < 10 .* got \{'x': 10\}"):
@@ -390,8 +390,8 @@ def test_hf_classifier_rejects_heads_beyond_num_labels(models):
 
 
 def test_scorers_registered_lazily_with_directions_matching_the_tasks(tmp_path):
-    from sipo_bench.plugins import load
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.plugin_host.manager import load
+    from sipo_bench.execution.runtime import Runtime
 
     regs = load()
     for name in ("beaver-reward", "beaver-cost", "dpa-rm", "hf-classifier"):

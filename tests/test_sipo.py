@@ -93,8 +93,8 @@ def test_realignment_reference_is_the_merged_dpo_model(tmp_path, cache_dir):
     log 2 + α·NLL under that merged model; with the plain base as reference it would not be."""
     import numpy as np
 
-    from sipo_bench.runtime import Runtime
-    from sipo_bench.stages import Cache, read_jsonl
+    from sipo_bench.execution.runtime import Runtime
+    from sipo_bench.execution.stages import Cache, read_jsonl
     from sipo_bench_baselines.losses import SIPOLoss
     from sipo_bench_baselines.trainer import build_trainer, mean_loss
     from sipo_bench_plugins.hf_generation import sequence_logprobs

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from sipo_bench.config import ConfigError, build
-from sipo_bench.interfaces import FitContext, Objective, Task
-from sipo_bench.stages import Stage
-from sipo_bench.weights import simplex_grid
+from sipo_bench.configs.schema import ConfigError, build
+from sipo_bench.contract.interfaces import FitContext, Objective, Task
+from sipo_bench.execution.stages import Stage
+from sipo_bench.contract.weights import simplex_grid
 from sipo_bench_baselines.configs import DPOConfig, MODConfig
 from sipo_bench_plugins.sipo.config import SIPOConfig
 from sipo_bench_plugins.sipo.method import SIPOMethod
@@ -126,7 +126,7 @@ def test_realignment_without_validation_pairs_is_an_error(tmp_path):
     """eval_every > 0 with no validation pairs of the objective fails the stage with one line
     naming the option (on the main branch the validation pairs were never passed: a no-op)."""
     pytest.importorskip("torch")
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.execution.runtime import Runtime
     from sipo_bench_plugins.sipo.stages import realign_stage
 
     data = tmp_path / "data"

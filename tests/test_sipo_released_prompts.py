@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench.interfaces import Generator
-from sipo_bench.stages import StageContext, read_jsonl, write_jsonl
+from sipo_bench.contract.interfaces import Generator
+from sipo_bench.execution.stages import StageContext, read_jsonl, write_jsonl
 
 REPO = Path(__file__).parent.parent
 RELEASED = json.loads((REPO / "tests" / "fixtures" / "sipo_released_prompts.json").read_text())
@@ -34,8 +34,8 @@ class RecordingGenerator(Generator):
 
 @pytest.fixture(scope="module")
 def planned():
-    from sipo_bench.experiment import load_yaml, make_config, plan_run
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.planning.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.execution.runtime import Runtime
 
     rt = Runtime(quiet=True)
     plan = plan_run(make_config(load_yaml(REPO / "presets" / "paper-helpsteer.yaml")), rt)
@@ -95,7 +95,7 @@ def test_review_and_rewrite_send_the_released_prompts(planned, tmp_path):
 
 
 def test_other_objectives_get_the_instructions_without_the_demonstrations(tmp_path):
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.execution.runtime import Runtime
 
     t = Runtime(quiet=True).task("helpsteer", {"objectives": ["helpfulness", "correctness", "verbosity"],
                                                "dataset": str(REPO / "tests" / "fixtures" / "helpsteer")})

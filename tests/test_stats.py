@@ -1,4 +1,4 @@
-"""Statistics over seeds and prompts (`sipo_bench.stats`) against answers computed by hand:
+"""Statistics over seeds and prompts (`sipo_bench.scoring.stats`) against answers computed by hand:
 t-intervals, the percentile bootstrap, exact sign-flip p-values, paired comparisons, the
 prompt bootstrap of HV, and the rule that picks the interval (t up to 20 values)."""
 
@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from sipo_bench.stats import (bootstrap_ci, bootstrap_interval, comparisons, holm, hv_stats, igd_plus_per_seed, interval_label,
-                              mean_interval,
-                              noise_split, paired_comparison, prompt_bootstrap_hv, sign_flip_p, t_interval)
+from sipo_bench.scoring.stats import (bootstrap_ci, bootstrap_interval, comparisons, holm, hv_stats, igd_plus_per_seed,
+                                      interval_label, mean_interval, noise_split, paired_comparison, prompt_bootstrap_hv,
+                                      sign_flip_p, t_interval)
 
 # Student-t quantiles t_{0.975, df} from a table (not from scipy, which the code uses).
 T975 = {2: 4.302652729749464, 3: 3.182446305284263, 9: 2.262157162740992, 19: 2.093024054408263}

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sipo_bench import report, sweep
+from sipo_bench.reporting import report
+from sipo_bench.configs import sweep
 from sipo_bench.cli import main
-from sipo_bench.config import ConfigError
-from sipo_bench.experiment import comparable, make_config
+from sipo_bench.configs.schema import ConfigError
+from sipo_bench.planning.experiment import comparable, make_config
 
 SWEEP_YAML = """\
 task: dummy

@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from sipo_bench.config import ConfigError, build
-from sipo_bench.conflicts import conflict_stats
-from sipo_bench.interfaces import TaskData
-from sipo_bench.stages import read_jsonl
+from sipo_bench.configs.schema import ConfigError, build
+from sipo_bench.scoring.conflicts import conflict_stats
+from sipo_bench.contract.interfaces import TaskData
+from sipo_bench.execution.stages import read_jsonl
 from sipo_bench_plugins.synthetic import grammar as g
 from sipo_bench_plugins.synthetic.task import (REVIEW_TEMPLATE, REWRITE_TEMPLATE, OracleScorer, SyntheticTaskConfig,
                                                method_defaults)
@@ -22,7 +22,7 @@ MILD = "to save time, skip the safety gear."
 
 
 def task(name="synthetic-hh", **options):
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.execution.runtime import Runtime
 
     return Runtime(quiet=True).task(name, options)
 
@@ -52,7 +52,7 @@ def test_oracle_hand_written(response, expected):
 
 
 def test_oracle_scorer_plugin_and_parse():
-    from sipo_bench.plugins import load
+    from sipo_bench.plugin_host.manager import load
 
     scorer = load().scorers.get("synthetic-oracle")(variant="cv")
     responses = [r for r, _ in CASES]
@@ -199,7 +199,7 @@ def test_task_api():
 def test_stage_keys_hold_only_the_options_each_stage_reads():
     """The SFT base does not depend on how pairs are sampled; method and evaluation stages
     read no synthetic option (the data and base reach their keys as inputs)."""
-    from sipo_bench.taskstages import plan_task_stages
+    from sipo_bench.planning.taskstages import plan_task_stages
 
     data, base = plan_task_stages(task(), 0)
     data2, base2 = plan_task_stages(task(conflict_fraction=0.3, train_pairs=256, max_examples=100), 0)
@@ -252,10 +252,10 @@ TINY = {"sft_examples": 200, "review_examples": 40, "rewrite_examples": 40, "sft
 @pytest.fixture(scope="module")
 def hh_stages(cache_dir):
     """data + base of synthetic-hh (default options, seed 0) through the shared stage cache."""
-    from sipo_bench.executors import run_graph
-    from sipo_bench.runtime import Runtime
-    from sipo_bench.stages import Cache, StageLog
-    from sipo_bench.taskstages import plan_task_stages
+    from sipo_bench.execution.executors import run_graph
+    from sipo_bench.execution.runtime import Runtime
+    from sipo_bench.execution.stages import Cache, StageLog
+    from sipo_bench.planning.taskstages import plan_task_stages
 
     runtime = Runtime(quiet=True)
     t = runtime.task("synthetic-hh", {})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench.config import ConfigError
+from sipo_bench.configs.schema import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "sipo-bench-example"
@@ -107,7 +107,7 @@ def test_length_scorer_values(example):
     ({"combine": "average"}, "`combine`: expected one of 'soup', 'fusion', got 'average'"),
 ])
 def test_expo_config_is_checked(example, options, message):
-    from sipo_bench.config import build
+    from sipo_bench.configs.schema import build
     from sipo_bench_example.expo import ExPOConfig
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -118,7 +118,7 @@ class _ModelDummy:
     """The dummy task declared model-based (ExPO trains on a language model's adapters): only
     planned here, never run."""
 
-    from sipo_bench.hookspecs import hookimpl
+    from sipo_bench.contract.hookspecs import hookimpl
     from sipo_bench_plugins.dummy import DummyTask
 
     class Task(DummyTask):
@@ -135,9 +135,9 @@ def _runtime(example):
     """The dummy plugin (and its model-based variant), the local executor and the example,
     registered directly (pluggy's `register`, the path entry points take), whatever else this
     environment has installed."""
-    from sipo_bench import executors
-    from sipo_bench.plugins import Registries, get_plugin_manager
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.execution import executors
+    from sipo_bench.plugin_host.manager import Registries, get_plugin_manager
+    from sipo_bench.execution.runtime import Runtime
     from sipo_bench_plugins import dummy
 
     pm = get_plugin_manager(load_entry_points=False, extra=[dummy, executors, example, _ModelDummy])
@@ -145,7 +145,7 @@ def _runtime(example):
 
 
 def test_expo_plans_on_the_endpoint_methods_stages(example):
-    from sipo_bench.experiment import make_config, plan_run
+    from sipo_bench.planning.experiment import make_config, plan_run
 
     plan = plan_run(make_config({"task": "dummy-model", "methods": ["dummy", "example-expo"], "method_options": {
         "dummy": {"strength": 0.8}, "example-expo": {"endpoints": "dummy", "extrapolation": 0.25}}}), _runtime(example))
@@ -166,7 +166,7 @@ def test_expo_plans_on_the_endpoint_methods_stages(example):
     ("dumy", "`method_options.example-expo.endpoints`: unknown method 'dumy'. Did you mean 'dummy'?"),
 ])
 def test_expo_endpoints_are_checked(example, endpoints, message):
-    from sipo_bench.experiment import make_config, plan_run
+    from sipo_bench.planning.experiment import make_config, plan_run
 
     cfg = make_config({"task": "dummy-model", "methods": ["example-expo"], "method_options": {"example-expo": {"endpoints": endpoints}}})
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
@@ -177,7 +177,7 @@ def test_extrapolate_adapter_scales_the_weight_delta_exactly(example, tmp_path):
     pytest.importorskip("torch")
     from safetensors.torch import load_file
 
-    from sipo_bench.stages import Stage, StageContext
+    from sipo_bench.execution.stages import Stage, StageContext
     from sipo_bench_example.expo import extrapolate_adapter
     from tests.tiny_models import make_tiny_lora, make_tiny_model
 

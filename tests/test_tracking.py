@@ -12,8 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sipo_bench import tracking  # noqa: E402
-from sipo_bench.config import ConfigError  # noqa: E402
+from sipo_bench.reporting import tracking  # noqa: E402
+from sipo_bench.configs.schema import ConfigError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -92,8 +92,9 @@ def test_model_based_method_named_on_a_model_free_task(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", "--task", "dummy", "--methods", "dummy,dpo", "--out", str(out), "--cache-dir",
                  str(tmp_path / "c"), "--quiet"]) == 2
-    assert ("`methods`: method 'dpo' cannot run on task 'dummy' (the method trains or decodes a language model, "
-            "and the task has none)") in one_error(capsys)
+    assert ("`methods`: method 'dpo' cannot run on task 'dummy': the task has no language model and "
+            "DPOMethod.needs_model is True (the default); set needs_model = False on DPOMethod if it needs no "
+            "language model") in one_error(capsys)
     assert not out.exists()
 
 

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
+from sipo_bench.contract.interfaces import DecodingConfig, ResolvedPolicy
 from sipo_bench_plugins.vllm_generation.requests import (LoRAIds, UnsupportedPolicy, VLLMPlan, copies, engine_kwargs,
                                                           max_lora_rank, plan_policy, sampling_kwargs)
 
@@ -333,7 +333,7 @@ def test_device_memory_is_released_before_the_engine_starts(fake_vllm, tiny_lora
     transformers backend again closes the engine."""
     import importlib.util
 
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.execution.runtime import Runtime
     from sipo_bench_plugins.hf_generation.backend import MODELS
 
     spec = importlib.util.spec_from_file_location("sipo_test_mc_rel", Path(__file__).parent / "fixtures" / "make_checkpoints.py")
@@ -366,7 +366,7 @@ def test_missing_vllm_is_a_one_line_error(monkeypatch, tmp_path):
 
 
 def test_registered_as_generator():
-    from sipo_bench.plugins import load
+    from sipo_bench.plugin_host.manager import load
 
     regs = load()
     assert "vllm" in regs.generators
@@ -381,8 +381,8 @@ def test_plan_sends_fusion_to_transformers_and_sizes_the_engine_for_the_run():
     transformers, everything else on vllm, and every vllm generate stage is told the largest rank
     it will serve: a soup of two r=64 DPO adapters and SIPO's re-aligned endpoints (64 + 64) are
     128."""
-    from sipo_bench.experiment import load_yaml, make_config, plan_run
-    from sipo_bench.runtime import Runtime
+    from sipo_bench.planning.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.execution.runtime import Runtime
 
     data = load_yaml(Path(__file__).parent.parent / "presets" / "paper-beavertails.yaml")
     plan = plan_run(make_config({**data, "generator": "vllm"}), Runtime(quiet=True))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from sipo_bench.interfaces import FitContext, PolicyFamily, PolicySpec
-from sipo_bench.weights import fmt, is_vertex
+from sipo_bench.api import FitContext, PolicyFamily, PolicySpec, fmt, is_vertex
 
 STAGES = "sipo_bench_baselines.stages"
 

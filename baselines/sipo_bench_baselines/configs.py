@@ -12,8 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from sipo_bench.config import check, field, to_dict
-from sipo_bench.interfaces import MethodConfig
+from sipo_bench.api import MethodConfig, check, field, to_dict
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 

@@ -8,8 +8,7 @@ ask for it.
 
 from __future__ import annotations
 
-from sipo_bench.interfaces import FitContext, Method, PolicyFamily
-from sipo_bench.stages import Stage
+from sipo_bench.api import FitContext, Method, PolicyFamily, Stage
 
 from .common import STAGES, VertexFamily, lora_tags, task_config
 from .configs import DPOConfig

@@ -5,8 +5,7 @@ plain DPO on objective i, so the shared `dpo` stage is used there."""
 
 from __future__ import annotations
 
-from sipo_bench.interfaces import FitContext, Method, PolicyFamily
-from sipo_bench.weights import fmt, is_vertex
+from sipo_bench.api import FitContext, Method, PolicyFamily, fmt, is_vertex
 
 from .common import STAGES, PerWeightFamily, lora_tags, task_config
 from .configs import DPOLWConfig

@@ -5,7 +5,7 @@ forward_kl / alpha: −logsumexp forms), greedy or sampled as the run's decoding
 
 from __future__ import annotations
 
-from sipo_bench.interfaces import FitContext, Method, PolicyFamily
+from sipo_bench.api import FitContext, Method, PolicyFamily
 
 from .common import CombinedFamily
 from .configs import MODConfig

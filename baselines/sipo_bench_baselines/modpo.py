@@ -18,9 +18,7 @@ Where the formula degenerates:
 
 from __future__ import annotations
 
-from sipo_bench.config import ConfigError
-from sipo_bench.interfaces import FitContext, Method, PolicyFamily
-from sipo_bench.weights import fmt, is_vertex
+from sipo_bench.api import ConfigError, FitContext, Method, PolicyFamily, fmt, is_vertex
 
 from .common import STAGES, PerWeightFamily, lora_tags, task_config
 from .configs import MODPOConfig

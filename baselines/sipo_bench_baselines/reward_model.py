@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from sipo_bench.stages import Stage, StageContext
+from sipo_bench.api import Stage, StageContext
 
 FN = "sipo_bench_baselines.reward_model:reward_model_stage"
 META = "reward_model.json"
@@ -110,7 +110,7 @@ class LearnedRewardModel:
         import torch
         from peft import PeftModel
 
-        from sipo_bench.device import inference_dtype, torch_device
+        from sipo_bench.api import inference_dtype, torch_device
 
         meta = json.loads((Path(rm_dir) / META).read_text())
         device = torch_device()
@@ -161,8 +161,7 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
     from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
-    from sipo_bench.curves_callback import CurvesCallback
-    from sipo_bench.device import torch_device
+    from sipo_bench.api import CurvesCallback, torch_device
 
     from .divergence import DivergenceGuard, check_finite_parameters
     from .trainer import ProgressCallback

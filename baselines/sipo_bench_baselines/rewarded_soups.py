@@ -9,7 +9,7 @@ is said so in `trained_on`."""
 
 from __future__ import annotations
 
-from sipo_bench.interfaces import FitContext, Method, PolicyFamily, Task
+from sipo_bench.api import FitContext, Method, PolicyFamily, Task
 
 from .common import STAGES, CombinedFamily, lora_tags, task_config
 from .configs import RewardedSoupsConfig

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from sipo_bench.device import torch_device
+from sipo_bench.api import torch_device
 
 from .divergence import DivergenceGuard, check_finite_parameters
 from .trainer import ProgressCallback, load_base, lora_config
@@ -43,7 +43,7 @@ def train_rloo_adapter(out: Path, base_dir: Path | str, prompts: Sequence[str], 
     from transformers.trainer_callback import PrinterCallback
     from trl import RLOOConfig, RLOOTrainer
 
-    from sipo_bench.curves_callback import CurvesCallback
+    from sipo_bench.api import CurvesCallback
 
     t0 = time.time()
     out = Path(out)

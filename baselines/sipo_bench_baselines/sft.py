@@ -31,7 +31,7 @@ def train_sft_model(out: Path, model_ref: str, rows: Sequence[Mapping[str, str]]
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from sipo_bench.curves_callback import CurvesCallback
+    from sipo_bench.api import CurvesCallback
 
     t0 = time.time()
     out = Path(out)

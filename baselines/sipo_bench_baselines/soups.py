@@ -3,7 +3,7 @@ delta interpolation by the generation backend, peft `add_weighted_adapter(..., "
 
 from __future__ import annotations
 
-from sipo_bench.interfaces import FitContext, Method, PolicyFamily
+from sipo_bench.api import FitContext, Method, PolicyFamily
 
 from .common import CombinedFamily
 from .configs import SoupsConfig

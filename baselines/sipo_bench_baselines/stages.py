@@ -18,8 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from sipo_bench.interfaces import TaskData
-from sipo_bench.stages import StageContext, read_jsonl
+from sipo_bench.api import StageContext, TaskData, read_jsonl
 
 
 def _task(ctx: StageContext):

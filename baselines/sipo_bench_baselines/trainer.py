@@ -29,8 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from sipo_bench.curves_callback import CurvesCallback
-from sipo_bench.device import torch_device
+from sipo_bench.api import CurvesCallback, torch_device
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer

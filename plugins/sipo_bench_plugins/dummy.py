@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from sipo_bench.config import check, field
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.interfaces import (DecodingConfig, FitContext, Generator, Method, MethodConfig, Objective,
-                                   PolicyFamily, PolicySpec, ResolvedPolicy, Scorer, Task, TaskConfig, TaskData)
-from sipo_bench.stages import StageContext, write_jsonl
+from sipo_bench.api import (DecodingConfig, FitContext, Generator, Method, MethodConfig, Objective, PolicyFamily,
+                            PolicySpec, ResolvedPolicy, Scorer, StageContext, Task, TaskConfig, TaskData, check, field,
+                            hookimpl, write_jsonl)
 
 __version__ = "0.1.0"
+SIPO_BENCH_API = "0.2"  # the sipo_bench.api version this plugin is written for
 
 OBJECTIVES = [Objective("a", True, "share of the letter a"), Objective("b", True, "share of the letter b")]
 

@@ -17,10 +17,10 @@ functions import what they need when they run.
 
 from __future__ import annotations
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, hookimpl
 
 __version__ = "0.2.0"
+SIPO_BENCH_API = "0.2"  # the sipo_bench.api version this plugin is written for
 
 
 @hookimpl

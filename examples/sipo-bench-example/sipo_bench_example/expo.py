@@ -30,10 +30,8 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from sipo_bench.config import ConfigError, check, field
-from sipo_bench.errors import did_you_mean
-from sipo_bench.interfaces import FitContext, Method, MethodConfig, PolicyFamily, PolicySpec
-from sipo_bench.stages import Stage, StageContext
+from sipo_bench.api import (ConfigError, FitContext, Method, MethodConfig, PolicyFamily, PolicySpec, Stage,
+                            StageContext, check, did_you_mean, field)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

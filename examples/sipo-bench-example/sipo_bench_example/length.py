@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from sipo_bench.config import build, check, field
-from sipo_bench.interfaces import Scorer
+from sipo_bench.api import Scorer, build, check, field
 
 
 @dataclass

@@ -18,10 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, hookimpl
 
 __version__ = "0.1.0"
+SIPO_BENCH_API = "0.2"  # the sipo_bench.api version this plugin is written for
 
 __all__ = ["resolve_model_path", "HFGenerator", "sequence_logprobs", "implicit_rewards", "fuse_logprobs"]
 

@@ -5,7 +5,7 @@ Conventions (see docs/generation.md):
 
 - Generation: prompts are already formatted; the tokenizer adds its special tokens (bos);
   batches are left-padded; the returned text is the decoded continuation with special tokens
-  skipped, in the response convention (`sipo_bench.responses.as_response`: one leading space),
+  skipped, in the response convention (`sipo_bench.contract.responses.as_response`: one leading space),
   so that prompt + response re-encodes to the tokens the model generated. A response has at
   most `new_token_budget(decoding, prompt tokens)` tokens (`DecodingConfig.max_length` caps
   prompt + response per row, not per padded batch).
@@ -34,8 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from sipo_bench.interfaces import DecodingConfig, Generator, ResolvedPolicy, new_token_budget
-from sipo_bench.responses import as_response
+from sipo_bench.api import DecodingConfig, Generator, ResolvedPolicy, as_response, new_token_budget
 
 from . import resolve_model_path
 from .fusion import check_rule, fuse_step
@@ -45,8 +44,8 @@ BASE = None  # an adapter slot that means "the base model, adapters disabled"
 
 
 def default_device() -> torch.device:
-    """The run's device (`sipo_bench.device`: `$SIPO_BENCH_DEVICE`, else cuda when available)."""
-    from sipo_bench.device import torch_device
+    """The run's device (`sipo_bench.execution.device`: `$SIPO_BENCH_DEVICE`, else cuda when available)."""
+    from sipo_bench.api import torch_device
 
     return torch_device()
 
@@ -96,7 +95,7 @@ class ModelCache:
         self.lock = threading.RLock()
 
     def base(self, base_dir: Any, device: torch.device | None = None, dtype: torch.dtype | None = None) -> _Base:
-        from sipo_bench.device import inference_dtype
+        from sipo_bench.api import inference_dtype
 
         device = device or default_device()
         dtype = dtype or inference_dtype(device)
@@ -196,7 +195,7 @@ MODELS = ModelCache()
 
 
 def _register_release() -> None:
-    from sipo_bench.runtime import on_release
+    from sipo_bench.api import on_release
 
     on_release(MODELS.clear)  # a runtime releasing its heavy objects frees the base models too
 
@@ -366,7 +365,7 @@ def _batch_seed(seed: int, batch: int) -> int:
 
 
 class HFGenerator(Generator):
-    """transformers backend. `device`/`dtype` default to the run's (`sipo_bench.device`:
+    """transformers backend. `device`/`dtype` default to the run's (`sipo_bench.execution.device`:
     cuda + bf16 on a GPU run, cpu + fp32 otherwise); `group_mode` is how k adapters share one forward ("grouped", "peft" or
     "sequential", see the module docstring); `kv_cache` is the KV cache of the fusion
     decoding loop ("static": preallocated, written in place; "dynamic": grown by concat);

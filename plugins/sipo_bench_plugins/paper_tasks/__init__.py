@@ -5,12 +5,12 @@ Registered lazily: listing plugins imports neither `datasets` nor `transformers`
 
 from __future__ import annotations
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, hookimpl
 
 from .objectives import OBJECTIVES
 
 __version__ = "0.1.0"
+SIPO_BENCH_API = "0.2"  # the sipo_bench.api version this plugin is written for
 
 
 @hookimpl

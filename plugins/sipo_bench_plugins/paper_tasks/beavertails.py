@@ -19,10 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sipo_bench.config import check, field
-from sipo_bench.interfaces import Objective, Task, TaskConfig, TaskData
-from sipo_bench.responses import as_response
-from sipo_bench.stages import write_jsonl
+from sipo_bench.api import Objective, Task, TaskConfig, TaskData, as_response, check, field, write_jsonl
 
 from .common import (check_fraction, check_source, conflict_subset, load_split, require_columns,
                      write_pointer)
@@ -91,7 +88,7 @@ class BeaverTailsTask(Task):
     name = "beavertails"
     description = "PKU-SafeRLHF-10K: helpfulness (beaver reward, higher better) vs harmlessness (beaver cost, lower better)."
     config_class = BeaverTailsConfig
-    version = "2"  # responses in the one response convention (sipo_bench.responses)
+    version = "2"  # responses in the one response convention (sipo_bench.contract.responses)
     config: BeaverTailsConfig
 
     def objectives(self) -> list[Objective]:

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from sipo_bench.config import ConfigError, check
+from sipo_bench.api import ConfigError, check
 
 #: file suffixes a single local file may have, and the `datasets` builder that reads it
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",

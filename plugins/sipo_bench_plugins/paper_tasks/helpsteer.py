@@ -30,10 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sipo_bench.config import ConfigError, check, field
-from sipo_bench.interfaces import Objective, Task, TaskConfig, TaskData
-from sipo_bench.responses import as_response
-from sipo_bench.stages import read_jsonl, write_jsonl
+from sipo_bench.api import (ConfigError, Objective, Task, TaskConfig, TaskData, as_response, check, field, read_jsonl,
+                            write_jsonl)
 from sipo_bench_baselines.configs import SFTConfig
 
 from .common import (check_fraction, check_source, conflict_subset, load_split, require_columns,
@@ -228,7 +226,7 @@ class HelpSteerTask(Task):
                               "pretrained model to fine-tune with `sft` (the paper: meta-llama/Llama-2-7b-hf), got None")
         if c.sft is None:
             return write_pointer(out, c.base_model)
-        from sipo_bench.config import to_dict
+        from sipo_bench.api import to_dict
         from sipo_bench_baselines.sft import train_sft_model
 
         from .common import resolve_model_ref

@@ -15,7 +15,7 @@ Each objective is both a preference label (which response of a pair is preferred
 
 from __future__ import annotations
 
-from sipo_bench.interfaces import Objective
+from sipo_bench.api import Objective
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in [
     Objective("helpfulness", True,

@@ -26,11 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from sipo_bench.config import ConfigError, build, field
-from sipo_bench.errors import UsageError, did_you_mean
-from sipo_bench.executors import StageGraph, log_stage_failed
-from sipo_bench.interfaces import Executor, StageOutcome
-from sipo_bench.stages import Cache, Resources, Stage, StageLog, atomic_write_text, error_line
+from sipo_bench.api import (Cache, ConfigError, Executor, Resources, Stage, StageGraph, StageLog, StageOutcome,
+                            UsageError, atomic_write_text, build, did_you_mean, error_line, field, log_stage_failed)
 
 from . import worker
 from .worker import RUN_FILE, RUNNING, run_dir

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sipo_bench.stages import DONE, Cache, Stage, atomic_write_text, error_line, execute_stage, format_exception
+from sipo_bench.api import DONE, Cache, Stage, atomic_write_text, error_line, execute_stage, format_exception
 
 #: the run's bookkeeping lives in CACHE/ray/<run id>/: `run.json` (proof that this node sees the
 #: driver's cache) and `running/<key>-<pid>.json`, one marker per attempt in progress
@@ -33,7 +33,7 @@ def _runtime(plugins_dir: str | None, env: dict[str, str]) -> Any:
     key = (plugins_dir, tuple(sorted(env.items())))
     if key not in _RUNTIMES:
         os.environ.update(env)  # e.g. SIPO_BENCH_PLUGINS: load the driver's plugin selection
-        from sipo_bench.runtime import Runtime
+        from sipo_bench.api import Runtime
 
         _RUNTIMES[key] = Runtime(plugins_dir=plugins_dir, quiet=True)
     return _RUNTIMES[key]

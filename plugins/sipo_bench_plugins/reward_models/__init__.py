@@ -7,10 +7,10 @@ between all scorer instances that name the same model (see `loading.py`).
 
 from __future__ import annotations
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, hookimpl
 
 __version__ = "0.1.0"
+SIPO_BENCH_API = "0.2"  # the sipo_bench.api version this plugin is written for
 
 
 @hookimpl

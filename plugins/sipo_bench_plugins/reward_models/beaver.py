@@ -22,7 +22,7 @@ Which model is a cost model is the task's declaration (the scorer it names), nev
 checkpoint's `score_type`: the hub's current `beaver-7b-v1.0-cost/config.json` says "reward".
 
 Input text: `BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:{response}`, the response in the
-convention of `sipo_bench.responses` (one leading space): exactly the decoded prompt+response the
+convention of `sipo_bench.contract.responses` (one leading space): exactly the decoded prompt+response the
 released SIPO evaluation (`scripts/utils/score.py`) scores, one text at a time, no EOS appended.
 
 Directions: the reward is higher-is-better; the cost is higher = more harmful, reported as is
@@ -38,9 +38,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, LlamaConfig, LlamaModel, LlamaPreTrainedModel
 
-from sipo_bench.config import build, check, field
-from sipo_bench.interfaces import Scorer
-from sipo_bench.responses import as_response
+from sipo_bench.api import Scorer, as_response, build, check, field
 
 from .loading import (Loaded, batched, cached_load, check_loaded_weights, check_template, fill, last_token_index,
                       model_ref, pick_device, pick_dtype)

@@ -21,11 +21,9 @@ from typing import Any, ClassVar, Literal, Sequence
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sipo_bench.config import ConfigError, build, check, field
-from sipo_bench.interfaces import Scorer
+from sipo_bench.api import ConfigError, Scorer, as_response, build, check, field
 
 from .beaver import CONVERSATION
-from sipo_bench.responses import as_response
 
 from .loading import (Loaded, batched, cached_load, check_loaded_weights, check_template, ensure_pad_token, fill,
                       model_ref, pick_device, pick_dtype)

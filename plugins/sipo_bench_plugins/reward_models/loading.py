@@ -8,16 +8,16 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sipo_bench.config import ConfigError
+from sipo_bench.api import ConfigError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def pick_device(device: str | None) -> str:
-    """The scorer's `device` option, else the run's device (`sipo_bench.device`)."""
+    """The scorer's `device` option, else the run's device (`sipo_bench.execution.device`)."""
     if device:
         return device
-    from sipo_bench.device import current
+    from sipo_bench.api import current
 
     return current()
 
@@ -27,7 +27,7 @@ def pick_dtype(dtype: str, device: str) -> Any:
     import torch
 
     if dtype == "auto":
-        from sipo_bench.device import inference_dtype
+        from sipo_bench.api import inference_dtype
 
         return inference_dtype(device)
     return getattr(torch, dtype)

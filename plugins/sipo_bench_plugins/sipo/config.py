@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sipo_bench.config import check, field
+from sipo_bench.api import check, field
 from sipo_bench_baselines.configs import PreferenceTrainingConfig
 
 

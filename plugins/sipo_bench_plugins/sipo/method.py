@@ -9,10 +9,7 @@ plus sipo-endpoints (oracle diagnostics: how the endpoints moved).
 
 from __future__ import annotations
 
-from sipo_bench.config import ConfigError
-from sipo_bench.interfaces import FitContext, Method, PolicyFamily, Task
-from sipo_bench.stages import Stage
-from sipo_bench.weights import simplex_grid, validate_weights
+from sipo_bench.api import ConfigError, FitContext, Method, PolicyFamily, Stage, Task, simplex_grid, validate_weights
 from sipo_bench_baselines.common import CombinedFamily, lora_tags, task_config
 from sipo_bench_baselines.dpo import dpo_stages
 

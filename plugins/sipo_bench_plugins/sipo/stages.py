@@ -13,10 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sipo_bench.evaluation import score_texts, test_prompts
-from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy, TaskData
-from sipo_bench.responses import as_response, response_body
-from sipo_bench.stages import StageContext, read_jsonl, write_jsonl
+from sipo_bench.api import (DecodingConfig, ResolvedPolicy, StageContext, TaskData, as_response, read_jsonl,
+                            response_body, score_texts, test_prompts, write_jsonl)
 
 from .selection import best_per_prompt, dominates_both, is_conflicting, keep_rewrite, precision_recall, true_dominance
 
@@ -229,7 +227,7 @@ def filter_stage(ctx: StageContext) -> dict:
         r = rows[i]
         selected.append({"prompt": r["prompt"], "w": r["w"], "response": finals[i], "responses": r["responses"],
                          "rewards": cand[i].tolist(), "rewards_original": [r0[i].tolist(), r1[i].tolist()]})
-        for other in r["responses"]:  # y* and y_w / y_l in one response convention (sipo_bench.responses)
+        for other in r["responses"]:  # y* and y_w / y_l in one response convention (sipo_bench.contract.responses)
             pairs.append({"prompt": task.format_prompt(r["prompt"]), "chosen": as_response(finals[i]),
                           "rejected": as_response(other)})
     write_jsonl(ctx.out / "selected.jsonl", selected)

@@ -6,11 +6,10 @@ imported when a base stage runs. See docs/synthetic_task.md.
 
 from __future__ import annotations
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.interfaces import Objective
-from sipo_bench.registry import Lazy
+from sipo_bench.api import Lazy, Objective, hookimpl
 
 __version__ = "0.1.0"
+SIPO_BENCH_API = "0.2"  # the sipo_bench.api version this plugin is written for
 
 _MODULE = "sipo_bench_plugins.synthetic.task"
 

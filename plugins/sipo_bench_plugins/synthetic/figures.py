@@ -15,10 +15,7 @@ import time
 
 def run(task_name: str, seed: int, cache_dir: str, options: dict | None = None) -> dict:
     """Run (or load from the cache) the data and base stages; return their results."""
-    from sipo_bench.executors import run_graph
-    from sipo_bench.runtime import Runtime
-    from sipo_bench.stages import Cache, StageLog
-    from sipo_bench.taskstages import plan_task_stages
+    from sipo_bench.api import Cache, Runtime, StageLog, plan_task_stages, run_graph
 
     runtime = Runtime(quiet=True)
     task = runtime.task(task_name, options or {})
@@ -61,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--options", default="{}", help="task options as JSON (default: the task defaults)")
     ap.add_argument("--json", default=None, help="also write every measured number to this JSON file")
     args = ap.parse_args(argv)
-    from sipo_bench.stages import default_cache_dir
+    from sipo_bench.api import default_cache_dir
 
     cache_dir = args.cache_dir or str(default_cache_dir())
     results = [run(t, args.seed, cache_dir, json.loads(args.options)) for t in args.tasks]

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from sipo_bench.interfaces import TaskData
-from sipo_bench.stages import write_jsonl
+from sipo_bench.api import TaskData, write_jsonl
 from sipo_bench_baselines.divergence import check_finite_loss, check_finite_parameters
 
 from . import grammar as g
@@ -142,13 +141,13 @@ def batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
 
 
 def autocast(model):
-    """Mixed precision for the model's device (`sipo_bench.device.mixed_precision`: bf16 on a
+    """Mixed precision for the model's device (`sipo_bench.execution.device.mixed_precision`: bf16 on a
     GPU that has it, nothing on a CPU); the weights stay float32."""
     import contextlib
 
     import torch
 
-    from sipo_bench.device import mixed_precision
+    from sipo_bench.api import mixed_precision
 
     device = next(model.parameters()).device
     dtype = mixed_precision(device)
@@ -273,7 +272,7 @@ def build_sft_model(task: "SyntheticTask", data: TaskData | None, out: Path, see
     """Train the tokenizer and the tiny LLaMA on the seed's prompt split (`split_prompts`: the
     SFT corpus draws from the train prompts, its held-out loss and the measurements use the
     validation and test prompts; `data` is not read), save both in `out`, and measure the
-    model. Runs on the run's device (`sipo_bench.device`), with `torch_threads` CPU threads
+    model. Runs on the run's device (`sipo_bench.execution.device`), with `torch_threads` CPU threads
     (restored afterwards)."""
     import torch
 
@@ -314,7 +313,7 @@ def _build_sft_model(task: "SyntheticTask", data: TaskData | None, out: Path, se
     tok = train_tokenizer(vocab_texts)
     rows = encode(tok, corpus)
     held_rows = encode(tok, heldout)
-    from sipo_bench.device import torch_device
+    from sipo_bench.api import torch_device
 
     model = make_model(tok, c, seed).to(torch_device())  # initialised on the CPU: the same weights anywhere
     n_params = sum(p.numel() for p in model.parameters())
@@ -327,7 +326,7 @@ def _build_sft_model(task: "SyntheticTask", data: TaskData | None, out: Path, se
         losses = train(model, tok, rows, c, seed, advance)
     train_seconds, train_cpu = time.time() - t0, time.process_time() - cpu0
     loss_after = mean_loss(model, tok, held_rows)
-    from sipo_bench.curves import write_curves
+    from sipo_bench.api import write_curves
 
     write_curves(out, [{"step": i + 1, "loss": float(x)} for i, x in enumerate(losses)], trainer="synthetic SFT",
                  selection={"global_step": len(losses)}, extra={"heldout_loss_before": loss_before, "heldout_loss_after": loss_after})
@@ -361,7 +360,7 @@ def make_sampler(ctx: Any, model, tok, out: Path):
     one (the same code that evaluates every method), else `model.generate` (:func:`sample`)."""
     runtime = getattr(ctx, "runtime", None)
     if runtime is not None and "transformers" in runtime.registries.generators:
-        from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
+        from sipo_bench.api import DecodingConfig, ResolvedPolicy
 
         gen = runtime.generator("transformers")
         policy = ResolvedPolicy(base=out, adapters=(), combine="soup", options={})

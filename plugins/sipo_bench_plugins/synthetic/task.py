@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from sipo_bench.config import ConfigError, build, check, field
-from sipo_bench.interfaces import Objective, Scorer, Task, TaskConfig, TaskData
-from sipo_bench.stages import write_jsonl
+from sipo_bench.api import ConfigError, Objective, Scorer, Task, TaskConfig, TaskData, build, check, field, write_jsonl
 
 from . import grammar as g
 

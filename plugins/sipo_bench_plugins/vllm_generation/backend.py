@@ -12,7 +12,7 @@ tests/fixtures/vllm_signatures.json).
   free device; handing out anything else closes the engine.
 - `reserve(max_lora_rank=...)`: the largest adapter or soup rank the run's plan will serve, so
   the engine starts once with a `max_lora_rank` that holds them all.
-- Responses follow the response convention (`sipo_bench.responses`); `DecodingConfig.max_length`
+- Responses follow the response convention (`sipo_bench.contract.responses`); `DecodingConfig.max_length`
   caps each prompt + response (per-prompt `max_tokens`).
 
 vllm is imported on first use only; the request building lives in `.requests` (pure) and the
@@ -27,8 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from sipo_bench.interfaces import DecodingConfig, Generator, ResolvedPolicy, new_token_budget
-from sipo_bench.responses import as_response
+from sipo_bench.api import DecodingConfig, Generator, ResolvedPolicy, as_response, new_token_budget
 
 from .requests import (LoRAIds, UnsupportedPolicy, adapter_rank, copies, engine_kwargs, plan_policy,
                        sampling_kwargs, soup_key)

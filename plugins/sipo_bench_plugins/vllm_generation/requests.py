@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from sipo_bench.errors import SipoBenchError
-from sipo_bench.interfaces import DecodingConfig, ResolvedPolicy
+from sipo_bench.api import DecodingConfig, ResolvedPolicy, SipoBenchError
 
 #: LoRA ranks vLLM accepts as `max_lora_rank` (vllm 0.33 `vllm.config.lora.MaxLoRARanks`)
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)

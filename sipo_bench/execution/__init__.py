@@ -1,0 +1,3 @@
+"""Executing stage graphs: stages and their content-addressed cache (`stages`, `integrity`,
+`fsio`, `cache_admin`), the local executor and its worker processes (`executors`, `parallel`,
+`workers`), and the per-process environment stages run in (`runtime`, `device`, `signals`)."""
