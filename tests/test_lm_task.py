@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench.config import ConfigError
-from sipo_bench.interfaces import Objective
+from sipo_bench.api import ConfigError
+from sipo_bench.api import Objective
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -6,8 +6,8 @@ Registered lazily: listing plugins imports neither torch nor transformers (docs/
 
 from __future__ import annotations
 
-from sipo_bench.hookspecs import hookimpl
-from sipo_bench.registry import Lazy
+from sipo_bench.api import hookimpl
+from sipo_bench.api import Lazy
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any, Mapping
 
-from sipo_bench.config import ConfigError
+from sipo_bench.api import ConfigError
 
 #: the columns a prompt set can map: `prompt` (required), `topic` and `group` (optional: topics
 #: are split within each group, so every split gets its share of e.g. harmful requests)

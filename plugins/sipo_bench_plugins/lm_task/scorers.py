@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sipo_bench.config import ConfigError, build, check, field
-from sipo_bench.interfaces import Scorer
+from sipo_bench.api import ConfigError, build, check, field
+from sipo_bench.api import Scorer
 
 
 def checked(name: str, objective: str, values: Sequence[float]) -> list[float]:
@@ -175,7 +175,7 @@ class LMJudge(OptionsScorer):
         import torch
         from transformers import AutoModelForCausalLM
 
-        from sipo_bench.device import torch_device
+        from sipo_bench.api import torch_device
 
         from .source import load_tokenizer
 

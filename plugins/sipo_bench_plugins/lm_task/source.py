@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sipo_bench.config import ConfigError
+from sipo_bench.api import ConfigError
 
 #: models shipped inside a wheel: alias -> (package, file inside it, install command)
 WHEEL_MODELS = {

@@ -27,10 +27,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sipo_bench.config import ConfigError, check, field
-from sipo_bench.interfaces import DecodingConfig, Objective, ResolvedPolicy, Task, TaskConfig, TaskData
-from sipo_bench.responses import as_response
-from sipo_bench.stages import write_jsonl
+from sipo_bench.api import ConfigError, check, field
+from sipo_bench.api import DecodingConfig, Objective, ResolvedPolicy, Task, TaskConfig, TaskData
+from sipo_bench.api import as_response
+from sipo_bench.api import write_jsonl
 
 from .prompts import load_prompts, split_by_topic
 from .source import load_tokenizer, materialize, resolve_source
