@@ -107,6 +107,10 @@ class Task(abc.ABC):
     #: False when `build_base` does not read the data stage (it then gets `data=None` and the
     #: base stage's key does not depend on the data options, e.g. the pair sampling)
     base_reads_data: ClassVar[bool] = True
+    #: True when the data and base stages do not depend on the run seed (a task whose data
+    #: stage samples from a real model once, e.g. an AI-feedback pool): every seed then shares
+    #: the seed-0 data and base stages, and only the methods' own stages vary with the seed
+    shares_data_across_seeds: ClassVar[bool] = False
 
     def __init__(self, config: TaskConfig | None = None):
         self.config = config if config is not None else self.config_class()
