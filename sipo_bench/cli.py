@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--extra-scorers", type=_csv, metavar="S[,S]", help="Scorers whose objectives are also reported on "
                    "every point (`extra_scorers` with default options; the HV stays over the task's objectives).")
     r.add_argument("--quiet", action="store_true", default=None, help="Log lines only, no progress bars.")
+    r.add_argument("--deterministic", action="store_true", default=None,
+                   help="Pinned kernels (baseline x86-64 ATen/MKL code paths, one thread, deterministic algorithms): "
+                        "bit-identical results on any x86-64 CPU, slower; cached apart from default-mode results.")
     r.add_argument("--tracking", metavar="NAME", help="Send curves and HV to an experiment tracker: tensorboard, wandb, "
                                                       "mlflow or none (docs/reporting.md).")
     r.add_argument("--samples-per-point", type=int, metavar="N", help="Sample responses kept per evaluated point "
@@ -126,6 +129,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         "task": args.task, "methods": args.methods, "seeds": args.seeds, "weights": args.weights,
         "out": args.out, "executor": args.executor, "plugins_dir": args.plugins_dir,
         "cache_dir": args.cache_dir, "no_cache": args.no_cache, "quiet": args.quiet,
+        "deterministic": args.deterministic,
         "max_test_prompts": args.max_test_prompts, "overwrite": args.overwrite, "jobs": args.jobs,
         "device": args.device, "compare_to": args.compare_to, "tracking": args.tracking,
         "samples_per_point": args.samples_per_point,

@@ -1,4 +1,4 @@
-"""One response convention (sipo_bench/responses.py) for everything that joins prompt + response:
+"""One response convention (sipo_bench/contract/responses.py) for everything that joins prompt + response:
 generations, dataset responses, SIPO's new pairs and the texts scored. Checked with a real
 SentencePiece-style tokenizer (tests/fixtures/sp_tokenizer, Llama/Mistral layout), where
 `"ASSISTANT: Sure"` and `"ASSISTANT:Sure"` encode the response's first word as different tokens."""

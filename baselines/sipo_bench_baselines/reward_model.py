@@ -241,11 +241,11 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
 
 def reward_model_stage(ctx: StageContext) -> dict:
     """config: task, task_options, seed, objective, rm; inputs: data, base."""
-    from .stages import _rows, _task, dpo_pairs
+    from .pairs import dpo_pairs, split_rows, task_of
 
-    cfg, task = ctx.config, _task(ctx)
+    cfg, task = ctx.config, task_of(ctx)
     data = ctx.inputs["data"]
-    train = dpo_pairs(_rows(data, "train"), cfg["objective"], task.format_prompt)
-    val = dpo_pairs(_rows(data, "val"), cfg["objective"], task.format_prompt)
+    train = dpo_pairs(split_rows(data, "train"), cfg["objective"], task.format_prompt)
+    val = dpo_pairs(split_rows(data, "val"), cfg["objective"], task.format_prompt)
     return {"objective": cfg["objective"], **train_reward_model(
         ctx.out, ctx.inputs["base"], train, val, cfg["rm"], int(cfg["seed"]), progress=ctx.progress, log=ctx.log)}

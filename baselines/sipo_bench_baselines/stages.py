@@ -16,55 +16,11 @@ Pair construction (`labels[o]` is the index of the response objective `o` prefer
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from sipo_bench.api import StageContext, TaskData, count, read_jsonl
+from sipo_bench.api import StageContext, TaskData, count
 
-
-def _task(ctx: StageContext):
-    return ctx.runtime.task(ctx.config["task"], ctx.config["task_options"])
-
-
-def _rows(data_dir: Path, split: str) -> list[dict]:
-    p = Path(data_dir) / f"{split}.jsonl"
-    return read_jsonl(p) if p.is_file() else []
-
-
-def _label(row: Mapping[str, Any], objective: str) -> int | None:
-    labels = row.get("labels") or {}
-    if objective not in labels:
-        raise KeyError(f"pair has no label for objective {objective!r} (labels: {sorted(labels)})")
-    v = labels[objective]
-    if v is None:
-        return None
-    if v not in (0, 1):
-        raise ValueError(f"label of objective {objective!r} must be 0, 1 or null, got {v!r}")
-    return int(v)
-
-
-def dpo_pairs(rows: Sequence[Mapping[str, Any]], objective: str, format_prompt) -> list[dict]:
-    """Pairs oriented by `objective`'s label; ties dropped."""
-    out = []
-    for r in rows:
-        lab = _label(r, objective)
-        if lab is None:
-            continue
-        out.append({"prompt": format_prompt(r["prompt"]), "chosen": r["responses"][lab],
-                    "rejected": r["responses"][1 - lab]})
-    return out
-
-
-def lw_pairs(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str], weights: Sequence[float],
-             format_prompt) -> list[dict]:
-    """Pairs in stored order with one orientation sign per objective (DPO-LW)."""
-    out = []
-    for r in rows:
-        signs = [0.0 if (lab := _label(r, o)) is None else (1.0 if lab == 0 else -1.0) for o in objectives]
-        if all(s == 0.0 or w == 0.0 for s, w in zip(signs, weights)):
-            continue
-        out.append({"prompt": format_prompt(r["prompt"]), "chosen": r["responses"][0], "rejected": r["responses"][1],
-                    "signs": signs})
-    return out
+from .pairs import dpo_pairs, lw_pairs, split_rows, task_of
 
 
 def add_margins(pairs: list[dict], base_dir: Path, adapter_dirs: Sequence[Path], beta: float, batch_size: int,
@@ -95,10 +51,10 @@ def dpo_stage(ctx: StageContext) -> dict:
     """config: task, task_options, seed, objective, beta, train; inputs: data, base."""
     from .losses import DPOLoss
 
-    cfg, task = ctx.config, _task(ctx)
+    cfg, task = ctx.config, task_of(ctx)
     data = ctx.inputs["data"]
-    train = dpo_pairs(_rows(data, "train"), cfg["objective"], task.format_prompt)
-    val = dpo_pairs(_rows(data, "val"), cfg["objective"], task.format_prompt)
+    train = dpo_pairs(split_rows(data, "train"), cfg["objective"], task.format_prompt)
+    val = dpo_pairs(split_rows(data, "val"), cfg["objective"], task.format_prompt)
     return {"objective": cfg["objective"], **_train(ctx, train, val, DPOLoss(beta=float(cfg["beta"])))}
 
 
@@ -108,12 +64,12 @@ def modpo_stage(ctx: StageContext) -> dict:
     inputs: data, base, margin<j> (the other objectives' DPO adapters)."""
     from .losses import MODPOLoss
 
-    cfg, task = ctx.config, _task(ctx)
+    cfg, task = ctx.config, task_of(ctx)
     data, base = ctx.inputs["data"], ctx.inputs["base"]
     adapters = [ctx.inputs[f"margin{j}"] for j in range(len(cfg["others"]))]
     beta = float(cfg["beta"])
-    train = dpo_pairs(_rows(data, "train"), cfg["main"], task.format_prompt)
-    val = dpo_pairs(_rows(data, "val"), cfg["main"], task.format_prompt)
+    train = dpo_pairs(split_rows(data, "train"), cfg["main"], task.format_prompt)
+    val = dpo_pairs(split_rows(data, "val"), cfg["main"], task.format_prompt)
     if cfg["train"].get("max_pairs"):
         train = train[: int(cfg["train"]["max_pairs"])]
     use_val = float(cfg["train"].get("eval_every") or 0) > 0
@@ -128,11 +84,11 @@ def dpo_lw_stage(ctx: StageContext) -> dict:
     """config: task, task_options, seed, w, objectives, beta, train; inputs: data, base."""
     from .losses import DPOLWLoss
 
-    cfg, task = ctx.config, _task(ctx)
+    cfg, task = ctx.config, task_of(ctx)
     data = ctx.inputs["data"]
     objs, w = list(cfg["objectives"]), [float(x) for x in cfg["w"]]
-    train = lw_pairs(_rows(data, "train"), objs, w, task.format_prompt)
-    val = lw_pairs(_rows(data, "val"), objs, w, task.format_prompt)
+    train = lw_pairs(split_rows(data, "train"), objs, w, task.format_prompt)
+    val = lw_pairs(split_rows(data, "val"), objs, w, task.format_prompt)
     return {"w": w, **_train(ctx, train, val, DPOLWLoss(beta=float(cfg["beta"]), weights=tuple(w)))}
 
 
@@ -147,9 +103,9 @@ def rl_stage(ctx: StageContext) -> dict:
     it never reaches the gradient)."""
     from .rl import train_rloo_adapter
 
-    cfg, task = ctx.config, _task(ctx)
+    cfg, task = ctx.config, task_of(ctx)
     objective, source = cfg["objective"], cfg["reward_source"]
-    rows = _rows(ctx.inputs["data"], "train")
+    rows = split_rows(ctx.inputs["data"], "train")
     prompts = list(dict.fromkeys(r["prompt"] for r in rows))  # distinct, in file order
     judge = None
     if source == "judge" or task.oracle:

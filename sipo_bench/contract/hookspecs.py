@@ -26,7 +26,7 @@ LEGACY_API_VERSION = "0.1"
 
 @hookspec
 def sipo_bench_register_tasks() -> list:
-    """Return task classes (subclasses of :class:`sipo_bench.interfaces.Task`) or `Lazy` refs.
+    """Return task classes (subclasses of :class:`sipo_bench.contract.interfaces.Task`) or `Lazy` refs.
 
     A task bundles a preference dataset, its objectives, the scorers that grade them and the
     recipe of its base (SFT) model.
@@ -35,7 +35,7 @@ def sipo_bench_register_tasks() -> list:
 
 @hookspec
 def sipo_bench_register_objectives() -> list:
-    """Return :class:`sipo_bench.interfaces.Objective` instances.
+    """Return :class:`sipo_bench.contract.interfaces.Objective` instances.
 
     Objectives are small value objects (name, direction, description); tasks refer to them by
     name, and `sipo-bench ls objectives` lists them.
@@ -47,7 +47,7 @@ def sipo_bench_register_objectives() -> list:
 
 @hookspec
 def sipo_bench_register_scorers() -> list:
-    """Return scorer classes (subclasses of :class:`sipo_bench.interfaces.Scorer`) or `Lazy` refs.
+    """Return scorer classes (subclasses of :class:`sipo_bench.contract.interfaces.Scorer`) or `Lazy` refs.
 
     A scorer (reward model) maps batches of (prompt, response) to one score per objective it
     covers.
@@ -56,7 +56,7 @@ def sipo_bench_register_scorers() -> list:
 
 @hookspec
 def sipo_bench_register_methods() -> list:
-    """Return alignment method classes (subclasses of :class:`sipo_bench.interfaces.Method`).
+    """Return alignment method classes (subclasses of :class:`sipo_bench.contract.interfaces.Method`).
 
     A method has a config dataclass and a `fit` that plans stages and returns a policy family.
     """
@@ -64,9 +64,9 @@ def sipo_bench_register_methods() -> list:
 
 @hookspec
 def sipo_bench_register_generators() -> list:
-    """Return generation backends (subclasses of :class:`sipo_bench.interfaces.Generator`).
+    """Return generation backends (subclasses of :class:`sipo_bench.contract.interfaces.Generator`).
 
-    A backend realises a :class:`~sipo_bench.interfaces.PolicySpec` and generates batches of
+    A backend realises a :class:`~sipo_bench.contract.interfaces.PolicySpec` and generates batches of
     responses and response log-probabilities.
     """
 
@@ -76,7 +76,7 @@ def sipo_bench_register_generators() -> list:
 
 @hookspec
 def sipo_bench_register_executors() -> list:
-    """Return executors (subclasses of :class:`sipo_bench.interfaces.Executor`).
+    """Return executors (subclasses of :class:`sipo_bench.contract.interfaces.Executor`).
 
     An executor runs the ready stages of a run's graph: in-process, or spread over a cluster.
     """

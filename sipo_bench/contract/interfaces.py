@@ -42,7 +42,7 @@ class Objective:
 
 @dataclass
 class MethodConfig:
-    """Base of method configs. Subclasses add fields made with `sipo_bench.config.field`."""
+    """Base of method configs. Subclasses add fields made with `sipo_bench.configs.schema.field`."""
 
 
 @dataclass
@@ -107,6 +107,10 @@ class Task(abc.ABC):
     #: False when `build_base` does not read the data stage (it then gets `data=None` and the
     #: base stage's key does not depend on the data options, e.g. the pair sampling)
     base_reads_data: ClassVar[bool] = True
+    #: True when the data and base stages do not depend on the run seed (a task whose data
+    #: stage samples from a real model once, e.g. an AI-feedback pool): every seed then shares
+    #: the seed-0 data and base stages, and only the methods' own stages vary with the seed
+    shares_data_across_seeds: ClassVar[bool] = False
 
     def __init__(self, config: TaskConfig | None = None):
         self.config = config if config is not None else self.config_class()
@@ -458,7 +462,7 @@ def new_token_budget(decoding: DecodingConfig, prompt_tokens: int) -> int:
 class Generator(abc.ABC):
     """A generation backend. Prompts it receives are already formatted with the template.
 
-    Responses follow the response convention of `sipo_bench.responses` (one leading space)."""
+    Responses follow the response convention of `sipo_bench.contract.responses` (one leading space)."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -501,7 +505,7 @@ class Executor(abc.ABC):
     """Runs a graph of stages. Independent stages may run in parallel.
 
     `config_class` declares the executor's options (`executor_options`), validated with
-    `sipo_bench.config.build` before anything runs; the executor is built with them as
+    `sipo_bench.configs.schema.build` before anything runs; the executor is built with them as
     keyword arguments."""
 
     name: ClassVar[str]
@@ -514,8 +518,8 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def run(self, stages: list["Stage"], runtime: Any, cache: Any, log: Any, overall: Any = None) -> dict[str, "StageOutcome"]:
         """Run every stage (given in topological order) whose inputs succeed, skipping those
-        already in `cache` (a :class:`~sipo_bench.stages.Cache`); never raise for a failing
-        stage: record it in `log` (a :class:`~sipo_bench.stages.StageLog`) and go on with the
+        already in `cache` (a :class:`~sipo_bench.execution.stages.Cache`); never raise for a failing
+        stage: record it in `log` (a :class:`~sipo_bench.execution.stages.StageLog`) and go on with the
         stages that do not depend on it. Call `overall()` once per finished stage.
         Returns outcomes by stage key."""
 

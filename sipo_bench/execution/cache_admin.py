@@ -1,7 +1,7 @@
 """`sipo-bench cache verify` and `sipo-bench cache gc`: whole-cache integrity and garbage.
 
 - verify: every stage's files against the sha256s its marker recorded (what a run checks on
-  reuse is cheaper, see :mod:`sipo_bench.integrity`); `--remove` deletes the damaged stages
+  reuse is cheaper, see :mod:`sipo_bench.execution.integrity`); `--remove` deletes the damaged stages
   so the next run recomputes them.
 - gc: a run records the stage keys it uses in `CACHE/runs/<run_id>.json`. A record is *live*
   while its process runs, or while its OUT still names that run (`OUT/logs/run.json`);

@@ -1,5 +1,5 @@
 """The built-in `local` executor: with `jobs` 1, runs stages in this process one after another;
-with more, in that many worker processes side by side (:mod:`sipo_bench.parallel`)."""
+with more, in that many worker processes side by side (:mod:`sipo_bench.execution.parallel`)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ class LocalExecutor(Executor):
     def run(self, stages: list[Stage], runtime: Any, cache: Cache | None = None, log: StageLog | None = None,
             overall: Any = None) -> dict[str, StageOutcome]:
         jobs = int(getattr(runtime, "jobs", 1) or 1)
-        if jobs <= 1 or all(cache.is_done(s) for s in stages):
+        # `fresh_processes`: even one job runs in a worker (a deterministic run whose kernels this
+        # process cannot pin, sipo_bench.determinism)
+        if (jobs <= 1 and not getattr(runtime, "fresh_processes", False)) or all(cache.is_done(s) for s in stages):
             return run_graph(stages, cache, runtime, log, overall)
         from .device import visible_gpus
         from .parallel import ParallelRun

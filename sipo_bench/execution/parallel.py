@@ -2,7 +2,7 @@
 
 The parent walks the graph and owns everything shared: the cache decisions (a stage whose input
 failed is skipped, a finished one is taken from the cache), the one ordered stage log, the
-console and the progress display. Workers (:mod:`sipo_bench.workers`) only run stages.
+console and the progress display. Workers (:mod:`sipo_bench.execution.workers`) only run stages.
 
 Scheduling:
 

@@ -49,6 +49,7 @@ class Runtime:
         self.device = device
         self.jobs = jobs
         self.cpu_threads = cpu_threads
+        self.fresh_processes = False  # run every stage in a worker process, even with one job (determinism)
         self._last_gpu_kind: str | None = None
         self._device_owner: Any = None  # the exclusive backend that last got the device
         self._console = console

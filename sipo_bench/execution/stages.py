@@ -75,8 +75,15 @@ class Stage:
     resources: Resources = field(default_factory=Resources)
     version: str = "1"
     tags: Mapping[str, Any] = field(default_factory=dict)  # e.g. method/weight/seed, not hashed
+    #: the run mode the stage is keyed under: None (default), or "deterministic" for every stage
+    #: planned by a deterministic run (taken from `sipo_bench.determinism.key_mode` when None)
+    mode: str | None = None
 
     def __post_init__(self) -> None:
+        if self.mode is None:
+            from ..determinism import current_key_mode
+
+            self.mode = current_key_mode()
         if callable(self.fn):
             self.fn = fn_ref(self.fn, self.name)
         if not isinstance(self.fn, str) or ":" not in self.fn:
@@ -92,6 +99,8 @@ class Stage:
                 "config": self.config,
                 "inputs": {k: v.key for k, v in sorted(self.inputs.items())},
             }
+            if self.mode is not None:  # the default mode's keys are those of every earlier version
+                payload["mode"] = self.mode
             self._key = hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
         return self._key
 
@@ -111,7 +120,7 @@ def fn_ref(fn: Callable[..., Any], stage: str = "?") -> str:
     """`"module:qualname"` of a stage function, checked to resolve back to it in a fresh
     process: a module-level function (or a static method of a module-level class) of an
     importable module. Functions of `--plugins-dir` files live in `sipo_bench_local_plugins.<stem>`
-    (`sipo_bench.localplugins`), which workers import again from the same directory."""
+    (`sipo_bench.plugin_host.localplugins`), which workers import again from the same directory."""
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
     if not module or not qualname:
         raise ValueError(f"stage {stage!r}: fn must be a function, got {fn!r}")
@@ -191,7 +200,7 @@ class Cache:
     `CACHE/stages/<key>/` is a finished stage: its artefacts, `result.json` (what the stage
     function returned) and `_DONE.json`, the marker written last that records every file the
     stage wrote (size, sha256). A stage counts as done only if its directory still matches that
-    record (:mod:`sipo_bench.integrity`); otherwise one warning names the stage and the file
+    record (:mod:`sipo_bench.execution.integrity`); otherwise one warning names the stage and the file
     and the stage is recomputed.
 
     `recompute=True` (`--no-cache`): stages count as done only once this object built them;
@@ -444,7 +453,7 @@ class StageContext:
     stage: Stage
     out: Path
     inputs: dict[str, Path]
-    runtime: Any  # sipo_bench.runtime.Runtime: plugin lookups, progress, generator backends
+    runtime: Any  # sipo_bench.execution.runtime.Runtime: plugin lookups, progress, generator backends
     input_results: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -493,7 +502,7 @@ def execute_stage(stage: Stage, cache: Cache, runtime: Any, *, force: bool = Fal
 
     status is "done" (computed now) or "cached"; `force` recomputes a cached stage (a worker
     of a `--no-cache` run). Exceptions propagate to the executor; a `BaseException` other than
-    `KeyboardInterrupt` (and so SIGTERM, see `sipo_bench.signals`) becomes :class:`StageAborted`.
+    `KeyboardInterrupt` (and so SIGTERM, see `sipo_bench.execution.signals`) becomes :class:`StageAborted`.
     """
     if not force and cache.is_done(stage):
         return "cached", cache.result(stage), cache.meta(stage).get("seconds", 0.0)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, provenance
 from ..execution import compute
 from ..scoring import extra_scorers, stats
 from ..configs.schema import ConfigError, build, check, field, to_dict
@@ -74,7 +74,7 @@ class RunConfig:
     compare_to: Any = field(None, help="Paired comparisons: a baseline label or a list of them (every other method "
                                        "vs each), or a mapping {method: baseline or [baselines]}.")
     sweep: dict = field({}, help="Sweep: {option path: [values]}, e.g. {task_options.conflict_fraction: [0.0, 0.6]}; "
-                                 "one run per combination, shared stages run once (sipo_bench.sweep).")
+                                 "one run per combination, shared stages run once (sipo_bench.configs.sweep).")
     eval_noise_replicates: int = field(500, help="Prompt-bootstrap replicates of HV's evaluation-noise SE per method "
                                                  "and seed; 0 = do not measure.")
     cpu_threads: int | None = field(1, help="torch intra-op threads per stage (1 is fastest for tiny models on a small shared CPU); null = torch's default.")
@@ -87,6 +87,10 @@ class RunConfig:
                                       "or none (docs/reporting.md).")
     device: Literal["auto", "cpu", "cuda"] = field("auto", help="Where models run: cuda (one GPU stage per visible "
                                                                 "GPU), cpu, or auto = cuda when a GPU is visible.")
+    deterministic: bool = field(False, help="Pinned kernels (baseline x86-64 ATen and MKL code paths, one thread, "
+                                            "deterministic algorithms) set before torch loads: bit-identical results "
+                                            "on any x86-64 CPU, at a cost in speed; part of every stage's cache key "
+                                            "(docs/reproducibility.md).")
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "at least one method name", self.methods)
@@ -122,6 +126,12 @@ class RunConfig:
             check(self.cpu_threads >= 1, "cpu_threads", "an integer >= 1 or null", self.cpu_threads)
         if self.jobs is not None:
             check(self.jobs >= 1, "jobs", "an integer >= 1 or null", self.jobs)
+        check(isinstance(self.deterministic, bool), "deterministic", "true or false", self.deterministic)
+        if self.deterministic:
+            check(self.cpu_threads == 1, "cpu_threads", "1 in deterministic mode (one thread fixes the order of "
+                                                        "every reduction)", self.cpu_threads)
+            check(self.executor == "local", "executor", "local in deterministic mode (it starts the stage processes, "
+                                                        "so it can pin their kernels before torch loads)", self.executor)
 
     def effective_jobs(self) -> int:
         """`jobs`, or by default the cores this process may use divided by `cpu_threads`."""
@@ -321,7 +331,15 @@ class FamilyPlanner:
 
 
 def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
-    """Validate every name and option and build the stage graph (nothing runs)."""
+    """Validate every name and option and build the stage graph (nothing runs). Every stage of
+    a deterministic run is keyed under that mode (`sipo_bench.determinism.key_mode`)."""
+    from ..determinism import key_mode
+
+    with key_mode(cfg.deterministic):
+        return _plan_run(cfg, runtime)
+
+
+def _plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     from ..execution.device import resolve, stage_resources
 
     device = runtime.device = resolve(cfg.device)  # methods may read it while planning
@@ -400,6 +418,7 @@ def plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         spec = spec.normalized()
         tag = f"{label},w={fmt(w)},seed={seed}" if w is not None else f"{label},seed={seed}"
         backend = spec_generator(spec, label)
+        # 0.1 names of the stage functions: part of the keys (sipo_bench.compat)
         gen = Stage(f"generate[{tag}]", "sipo_bench.evaluation:generate_stage",
                     {**task.stage_config("generate"), "policy": spec.to_config(), "decoding": decoding,
                      "generator": backend, "seed": seed, "max_test_prompts": cfg.max_test_prompts},
@@ -547,7 +566,18 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     failures are recorded in the summary instead; a report that cannot be written raises
     `ReportWriteError` with the previous report left intact. A config with a `sweep` plans
     every sweep point, runs the union of their stages once and returns the sweep index
-    (`sipo_bench.sweep`)."""
+    (`sipo_bench.configs.sweep`). A deterministic run executes in the pinned environment
+    (`sipo_bench.determinism`): in this process if torch has not loaded here yet, else every
+    stage in a fresh worker process."""
+    if not cfg.deterministic:
+        return _execute(cfg, runtime)
+    from .. import determinism
+
+    with determinism.pinned():
+        return _execute(cfg, runtime)
+
+
+def _execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]:
     from ..configs import sweep as sweeps
     from ..reporting.outdir import ResultsDir
 
@@ -585,11 +615,17 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
     log = StageLog(results.start(run_id, to_dict(cfg), same_owner=same_owner), run_id)
     jobs = cfg.effective_jobs()
     runtime.device, runtime.jobs, runtime.cpu_threads = plan.device, jobs, cfg.cpu_threads
-    in_process = cfg.executor == "local" and jobs == 1
+    from .. import determinism
+
+    # a deterministic run whose kernels this process can no longer pin runs its stages in workers
+    runtime.fresh_processes = cfg.deterministic and determinism.needs_fresh_processes()
+    in_process = cfg.executor == "local" and jobs == 1 and not runtime.fresh_processes
     from ..execution.device import using
 
     with cache.in_use():
         try:
+            if cfg.deterministic and in_process and any(not cache.is_done(s) for s in stages):
+                determinism.apply_in_process()
             if cfg.cpu_threads is not None and in_process and any(not cache.is_done(s) for s in stages):
                 _set_cpu_threads(cfg.cpu_threads)
             runtime.log(f"run {run_id}: task {plan.task.name}, {len(plan.methods)} method(s), {len(cfg.seeds)} seed(s), "
@@ -680,6 +716,18 @@ def _seconds_by_kind(stages: list[Stage], outcomes: dict) -> dict[str, float]:
         if o is not None:
             acc[s.kind] = acc.get(s.kind, 0.0) + float(o.seconds or 0.0)
     return {k: round(v, 3) for k, v in sorted(acc.items())}
+
+
+def _provenance(plan: Plan) -> dict:
+    """Where the stages ran: this process's, or, for a deterministic run whose stages ran in
+    fresh processes (torch loaded here with other kernels), a fresh process's view."""
+    from .. import determinism
+
+    cfg = plan.config
+    args = (plan.device, cfg.cpu_threads, cfg.deterministic)
+    if cfg.deterministic and determinism.needs_fresh_processes():  # torch is loaded here: stages may use it
+        return provenance.collect_fresh(*args, uses_torch=True)
+    return provenance.collect(*args, uses_torch=bool(plan.task.model_based))
 
 
 def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, run_id: str) -> dict:
@@ -810,6 +858,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "failed_stages": failed_stages,
         "generator": plan.generator,
         "device": plan.device,
+        # which CPU, kernels, BLAS mode, threads and GPU made these numbers (not in any cache key)
+        "provenance": _provenance(plan),
         "config": to_dict(cfg),
         "versions": package_versions(),
         "git_commit": _git_commit(),
@@ -826,11 +876,12 @@ VOLATILE_METHOD_KEYS = ("stage_seconds", "seconds")
 
 def comparable(summary: dict) -> dict:
     """`summary` without what legitimately differs between reruns: timings, run id, date,
-    paths of the run (out, cache)."""
+    paths of the run (out, cache), the machine's provenance."""
     import copy
 
     s = copy.deepcopy(summary)
     s.pop("run", None)
+    s.pop("provenance", None)  # the machine, not the result
     for m in s.get("methods", {}).values():
         for k in VOLATILE_METHOD_KEYS:
             m.pop(k, None)

@@ -13,8 +13,12 @@ def plan_task_stages(task: Task, seed: int, data_resources: Resources | None = N
     """The task's `data[seed]` and `base[seed]` stages, keyed by the options each reads
     (`Task.stage_config(kind)`); the base stage takes the data stage as input only if the
     task's base reads it. Every caller (a run, `sipo-bench conflicts`, figure scripts) plans
-    them here, so they share cache keys."""
+    them here, so they share cache keys. A task that `shares_data_across_seeds` gets the
+    seed-0 stages for every seed."""
+    if task.shares_data_across_seeds:
+        seed = 0
     kw: dict[str, Any] = {"resources": data_resources} if data_resources is not None else {}
+    # the core's stage functions keep their 0.1 names: part of every key (sipo_bench.compat)
     data = Stage(f"data[seed={seed}]", "sipo_bench.taskstages:data_stage", {**task.stage_config("data"), "seed": seed}, **kw)
     kw = {"resources": base_resources} if base_resources is not None else {}
     base = Stage(f"base[seed={seed}]", "sipo_bench.taskstages:base_stage", {**task.stage_config("base"), "seed": seed},

@@ -5,7 +5,7 @@ whose search path is `DIR`, so
 
 - a stage function defined in such a file has an ordinary import path: pass the function object
   to `FitContext.stage` / `Stage` and the reference `"sipo_bench_local_plugins.<stem>:<name>"` is
-  derived for you (:func:`sipo_bench.stages.fn_ref`); it depends on the file name only, so moving
+  derived for you (:func:`sipo_bench.execution.stages.fn_ref`); it depends on the file name only, so moving
   the directory keeps the cache keys;
 - any process that builds a `Runtime` with the same `plugins_dir` (a Ray worker, a worker of a
   parallel local executor) can import it again: stage functions resolve there as they do in the
@@ -42,7 +42,7 @@ def reset(plugins_dir: str | Path) -> None:
     path = [str(Path(plugins_dir).resolve())]
     spec = importlib.machinery.ModuleSpec(PACKAGE, None, is_package=True)
     spec.submodule_search_locations = path
-    pkg = types.ModuleType(PACKAGE, "Modules loaded from a sipo-bench --plugins-dir (sipo_bench.localplugins).")
+    pkg = types.ModuleType(PACKAGE, "Modules loaded from a sipo-bench --plugins-dir (sipo_bench.plugin_host.localplugins).")
     pkg.__spec__, pkg.__path__, pkg.__package__ = spec, path, PACKAGE
     sys.modules[PACKAGE] = pkg
     importlib.invalidate_caches()

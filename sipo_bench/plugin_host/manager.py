@@ -2,7 +2,7 @@
 
 Sources, in order: the entry-point group `sipo_bench` (built-ins are declared there too), then
 loose `*.py` files of `--plugins-dir` (imported as `sipo_bench_local_plugins.<file stem>`, see
-`sipo_bench.localplugins`). `SIPO_BENCH_PLUGINS=a,b` restricts loading to the named
+`sipo_bench.plugin_host.localplugins`). `SIPO_BENCH_PLUGINS=a,b` restricts loading to the named
 entry points / files (an allow-list); unset loads all.
 """
 

@@ -2,7 +2,7 @@
 the run's index of them (summary.json `training`).
 
 A training stage (DPO, MODPO, DPO-LW, SFT, RLOO, reward model, SIPO re-alignment) that runs a
-transformers / trl trainer adds :class:`sipo_bench.curves_callback.CurvesCallback`; at the end
+transformers / trl trainer adds :class:`sipo_bench.reporting.curves_callback.CurvesCallback`; at the end
 of training it writes `curves.json` into the stage's artefacts (cached and resumed with them):
 
     {"format": 1, "trainer": "PreferenceTrainer",

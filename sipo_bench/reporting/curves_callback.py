@@ -3,7 +3,7 @@
 Add :class:`CurvesCallback` to any transformers / trl trainer of a stage, with the stage's
 output dir: every `on_log` (loss, rewards/margins, rewards/accuracies, KL, learning rate, ...
 exactly as the trainer logs them) and every evaluation is kept, and at the end of training
-`curves.json` (:mod:`sipo_bench.curves`) is written into the stage's artefacts, so the curves
+`curves.json` (:mod:`sipo_bench.reporting.curves`) is written into the stage's artefacts, so the curves
 are cached and resumed with the stage. It only observes: it never changes what the trainer
 computes (no RNG, no control flags).
 """

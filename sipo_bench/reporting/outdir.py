@@ -12,7 +12,7 @@ Layout:
 
 Transaction: the report files and `logs/failures/` are written into a temp dir beside OUT (in
 its parent), the rest of OUT is hard-linked in, and the temp dir replaces OUT in one atomic
-exchange (:func:`sipo_bench.fsio.swap_dirs`). A kill, a full disk or a read-only filesystem
+exchange (:func:`sipo_bench.execution.fsio.swap_dirs`). A kill, a full disk or a read-only filesystem
 while writing leaves the previous OUT as it was; nothing can hold a `summary.json` without its
 `front.png`. Where OUT's parent cannot take the temp dir (OUT is a mount point, or only OUT is
 writable) the files are renamed into OUT one by one, the old `summary.json` removed first and

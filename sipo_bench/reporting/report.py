@@ -16,9 +16,10 @@ import math
 import statistics
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 from . import curves
+from .. import provenance
 from ..execution import compute
 from ..scoring import stats
 from ..errors import UsageError
@@ -82,10 +83,10 @@ def upgrade(summary: dict) -> dict:
     values it stores, with the functions a run uses today (nothing trained or scored again):
 
     - schema 1: the HV `ci95` (a percentile bootstrap even on 3 seeds) is dropped;
-    - schema 1-2: every HV `interval` follows today's rule (:func:`sipo_bench.stats.mean_interval`:
+    - schema 1-2: every HV `interval` follows today's rule (:func:`sipo_bench.scoring.stats.mean_interval`:
       a t-interval up to 20 seeds), and the paired comparisons of `compare_to` are recomputed
-      (:func:`sipo_bench.stats.comparisons`: paired t-interval, sign-flip p, Holm-adjusted p),
-      with IGD+ per seed (:func:`sipo_bench.stats.igd_plus_per_seed`, from the per-seed points).
+      (:func:`sipo_bench.scoring.stats.comparisons`: paired t-interval, sign-flip p, Holm-adjusted p),
+      with IGD+ per seed (:func:`sipo_bench.scoring.stats.igd_plus_per_seed`, from the per-seed points).
 
     `upgraded_from_schema` records the version read."""
     from .summary_schema import SCHEMA_VERSION
@@ -219,7 +220,8 @@ def merge(summaries: Sequence[dict]) -> dict:
                 stage_counts[k] = stage_counts.get(k, 0) + v
         merged_from += s.get("merged_from") or [{
             "run_id": run.get("run_id"), "date": run.get("date"), "git_commit": s.get("git_commit"),
-            "seeds": s.get("seeds"), "methods": list(s["methods"])}]
+            "seeds": s.get("seeds"), "methods": list(s["methods"]),
+            **({"provenance": s["provenance"]} if s.get("provenance") else {})}]
 
     maximize = [bool(o["higher_is_better"]) for o in first["objectives"]]
     seed_list = sorted(seeds)
@@ -250,6 +252,9 @@ def merge(summaries: Sequence[dict]) -> dict:
         "merged_from": merged_from,
         **({"extra_objectives": list(extra_objectives.values()),
             "hv_objectives": [o["name"] for o in first["objectives"]]} if extra_objectives else {}),
+        # one machine's provenance only when every run has the same (else per run in merged_from)
+        "provenance": first.get("provenance") if len({provenance.hardware_key(m.get("provenance"))
+                                                      for m in merged_from}) == 1 else None,
         "run": {"run_id": "merged:" + "+".join(str(m.get("run_id")) for m in merged_from),
                 "date": max((str(m.get("date")) for m in merged_from if m.get("date")), default=None),
                 "wall_seconds": round(wall, 3), "stages": stage_counts},
@@ -668,6 +673,21 @@ def _ref_lines(summary: dict) -> list[str]:
     return lines
 
 
+def provenance_lines(summary: dict, *, old_as_absent: bool = False) -> list[str]:
+    """Which hardware and kernels made the numbers, and, for a merged report, one line when
+    the runs' hardware differs. `old_as_absent`: a summary that records no provenance at all
+    gives no lines (committed tables of older runs re-render byte-identical) instead of
+    `not recorded`."""
+    runs = [(str(m.get("run_id")), m.get("provenance")) for m in summary.get("merged_from") or []]
+    recorded = bool(summary.get("provenance")) or any(p for _, p in runs)
+    if old_as_absent and not recorded:
+        return []
+    differ = provenance.differs_line(runs) if len(runs) > 1 else None
+    if differ:
+        return [differ]
+    return [provenance.summary_line(summary)]
+
+
 def table_md(summary: dict) -> str:
     """The report as Markdown. Deterministic: the same summary gives the same bytes."""
     s = normalize(summary)
@@ -695,6 +715,8 @@ def table_md(summary: dict) -> str:
         lines += ["Merged from runs: " + ", ".join(
             f"{m.get('run_id')} ({', '.join(m.get('methods') or [])})" for m in s["merged_from"]) + ".", ""]
     lines += _ref_lines(s) + [""]
+    prov = provenance_lines(s, old_as_absent=True)
+    lines += [*prov, ""] if prov else []
     lines += _md_table(header(s), rows(s), 2 + len(_label_columns(s)))
     failed = [(n, m.get("error")) for n, m in s["methods"].items() if m.get("status") != "ok"]
     if failed:
@@ -783,7 +805,8 @@ def console_table(summary: dict) -> Any:
     s = normalize(summary)
     n_hv = 2 if _has_floor(s) else 1
     first_hv = 2 + len(_label_columns(s))
-    t = Table(title=f"sipo-bench: {s['task']}", caption=" ".join(_ref_lines(s) + _extra_caption(s)), caption_justify="left",
+    t = Table(title=f"sipo-bench: {s['task']}", caption=" ".join(_ref_lines(s) + _extra_caption(s) + provenance_lines(s)),
+              caption_justify="left",
               box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
     for i, col in enumerate(_console_header(s)):
         t.add_column(col, justify="left" if i < first_hv else "right")

@@ -2,7 +2,7 @@
 
 The options come from the entry's config dataclass: `config_class` of methods, tasks and
 executors, `options_class` of scorers (when they declare one). Each field gives its name,
-type, default and `help` metadata (`sipo_bench.config.field`). With a task, a method's defaults
+type, default and `help` metadata (`sipo_bench.configs.schema.field`). With a task, a method's defaults
 are the ones that task sets (`Task.method_defaults`), i.e. what a run on that task uses.
 """
 

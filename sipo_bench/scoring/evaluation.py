@@ -106,7 +106,7 @@ def read_prompt_scores(score_dir, names: list[str]) -> np.ndarray:
 
 def hv_noise_stage(ctx: StageContext):
     """HV's evaluation-noise SE of one method on one seed: a bootstrap over test prompts
-    (:func:`sipo_bench.stats.prompt_bootstrap_hv`), the same prompt resample applied to every
+    (:func:`sipo_bench.scoring.stats.prompt_bootstrap_hv`), the same prompt resample applied to every
     point of the method and, when the reference point is the base policy's mean test scores
     (input `ref`), to the base policy's per-prompt scores too.
 

@@ -43,7 +43,7 @@ from ..contract.interfaces import Objective, Task
 from ..execution.compute import count
 from ..execution.stages import Stage, StageContext, write_jsonl
 
-STAGE_FN = "sipo_bench.extra_scorers:extra_score_stage"
+STAGE_FN = "sipo_bench.extra_scorers:extra_score_stage"  # its 0.1 name: part of the key (sipo_bench.compat)
 
 
 @dataclass

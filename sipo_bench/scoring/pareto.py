@@ -6,7 +6,7 @@ Public API (everything else here is private):
 - :func:`hypervolume` -- volume dominated by a set and bounded by a reference point;
 - :func:`igd_plus` -- IGD+ of a set against a reference front (lower is better).
 
-Statistics over seeds and prompts (intervals, paired tests, noise) are in :mod:`sipo_bench.stats`.
+Statistics over seeds and prompts (intervals, paired tests, noise) are in :mod:`sipo_bench.scoring.stats`.
 
 Points are (n, k) arrays in the objectives' own units; ``maximize`` is one boolean per
 objective. pymoo minimises, so maximised columns are negated exactly once, in ``_to_min``;

@@ -1,0 +1,79 @@
+"""Prompt sets of an LM task: loading (a local JSONL/CSV/Parquet file, a saved dataset or a
+`datasets` id + split, with a column map) and the topic-disjoint train/val/test split."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Mapping
+
+from sipo_bench.api import ConfigError
+
+#: the columns a prompt set can map: `prompt` (required), `topic` and `group` (optional: topics
+#: are split within each group, so every split gets its share of e.g. harmful requests)
+PROMPT_COLUMNS = ("prompt", "topic", "group")
+
+
+def load_prompts(source: str, split: str, columns: Mapping[str, str], field: str) -> list[dict]:
+    """Rows `{"prompt": str, "topic": str}` of `source`; `columns` maps our names to the
+    source's (`{"prompt": "question"}`); without a topic column every prompt is its own topic.
+    Empty prompts are dropped; duplicates (same text) kept once."""
+    from sipo_bench_plugins.paper_tasks.common import load_split, require_columns
+
+    ds = load_split(source, split, field=field)
+    optional = {}
+    for key in ("topic", "group"):
+        col = columns.get(key)
+        if col is None and key in ds.column_names:
+            col = key
+        if col is not None:
+            optional[key] = col
+    prompt_col = columns.get("prompt", "prompt")
+    require_columns(ds, [prompt_col, *optional.values()], field, source)
+    rows, seen = [], set()
+    for ex in ds:
+        text = ex[prompt_col]
+        if not isinstance(text, str):
+            raise ConfigError(f"`{field}`: expected text in column {prompt_col!r}, got {text!r}")
+        text = text.strip()
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        rows.append({"prompt": text, "topic": str(ex[optional["topic"]]) if "topic" in optional else f"prompt:{text}",
+                     "group": str(ex[optional["group"]]) if "group" in optional else ""})
+    return rows
+
+
+def split_by_topic(rows: list[dict], val_fraction: float, test_fraction: float, seed: Any) -> dict[str, list[dict]]:
+    """Train/val/test with no topic in two splits. Within each group (the `group` column; one
+    group without it), topics (sorted, then shuffled with `seed`) go whole to test until it
+    holds >= test_fraction of the group's prompts, then to val, the rest to train. Prompt order
+    within a split is the file's. A topic in two groups is an error."""
+    groups: dict[str, dict[str, int]] = {}
+    group_of: dict[str, str] = {}
+    for r in rows:
+        g = r.get("group", "")
+        if group_of.setdefault(r["topic"], g) != g:
+            raise ConfigError(f"`task_options.prompts`: topic {r['topic']!r} is in groups {group_of[r['topic']]!r} "
+                              f"and {g!r}; expected one group per topic")
+        groups.setdefault(g, {}).setdefault(r["topic"], 0)
+        groups[g][r["topic"]] += 1
+    where: dict[str, str] = {}
+    for g in sorted(groups):
+        sizes = groups[g]
+        topics = sorted(sizes)
+        random.Random(f"lm-task-split-{seed}-{g}").shuffle(topics)
+        n = sum(sizes.values())
+        filled = {"test": 0, "val": 0}
+        for t in topics:
+            if filled["test"] < test_fraction * n:
+                where[t] = "test"
+            elif filled["val"] < val_fraction * n:
+                where[t] = "val"
+            else:
+                where[t] = "train"
+            if where[t] in filled:
+                filled[where[t]] += sizes[t]
+    out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for r in rows:
+        out[where[r["topic"]]].append(r)
+    return out

@@ -1,0 +1,35 @@
+"""The committed results' stage keys still hit: planning each committed run's config today gives
+exactly the keys its `logs/stages.jsonl` recorded, so the caches behind them stay valid (stage
+keys hash the stage function's `"module:function"` name, which a module move could change)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sipo_bench.configs.sweep import plan_sweep
+from sipo_bench.execution.runtime import Runtime
+from sipo_bench.execution.stages import walk
+from sipo_bench.planning.experiment import make_config, plan_run
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def committed(name: str) -> tuple[dict, set[str]]:
+    d = RESULTS / name
+    summary = json.loads(((d / "sweep.json") if (d / "sweep.json").exists() else (d / "summary.json")).read_text())
+    keys = {json.loads(line)["key"] for line in (d / "logs" / "stages.jsonl").read_text().splitlines() if line.strip()}
+    return summary["config"], keys
+
+
+@pytest.mark.parametrize("name", ["reference", "synthetic-main", "synthetic-ablation", "synthetic-conflict-sweep"])
+def test_planned_keys_equal_the_committed_ones(name: str) -> None:
+    config, keys = committed(name)
+    cfg = make_config({k: v for k, v in config.items() if k not in ("out", "cache_dir")})
+    runtime = Runtime(quiet=True)
+    points = plan_sweep(cfg, runtime, plan_run)
+    plans = [p.plan for p in points] or [plan_run(cfg, runtime)]
+    planned = {s.key for s in walk([s for p in plans for s in p.stages()])}
+    assert planned == keys, (len(planned - keys), len(keys - planned))
