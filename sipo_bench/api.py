@@ -39,7 +39,7 @@ from .contract.hookspecs import API_VERSION, hookimpl
 from .contract.interfaces import (DecodingConfig, Executor, ExecutorConfig, FitContext, Generator, Method,
                                   MethodConfig, Objective, PolicyFamily, PolicySpec, ResolvedPolicy, Scorer,
                                   StageOutcome, Task, TaskConfig, TaskData, new_token_budget)
-from .contract.responses import as_response, response_body
+from .contract.responses import after_prompt, as_response, joined_pairs, response_body
 from .contract.weights import fmt, is_vertex, simplex_grid, validate_weights
 from .errors import PluginError, SipoBenchError, StageFailed, UsageError, did_you_mean
 from .execution.compute import count, count_training, trained_tokens
@@ -85,7 +85,7 @@ __all__ = [
     # runtime and device
     "Runtime", "on_release", "torch_device", "inference_dtype", "mixed_precision", "current", "using",
     # conventions and helpers
-    "as_response", "response_body", "simplex_grid", "validate_weights", "is_vertex", "fmt",
+    "as_response", "response_body", "after_prompt", "joined_pairs", "simplex_grid", "validate_weights", "is_vertex", "fmt",
     "score_texts", "test_prompts",
     # errors
     "SipoBenchError", "UsageError", "PluginError", "StageFailed", "did_you_mean",

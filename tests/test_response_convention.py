@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from sipo_bench.contract.interfaces import DecodingConfig, Generator, ResolvedPolicy
-from sipo_bench.contract.responses import as_response
+from sipo_bench.contract.responses import after_prompt, as_response, joined_pairs
 from sipo_bench.execution.stages import StageContext, read_jsonl, write_jsonl
 
 REPO = Path(__file__).parent.parent
 SP = REPO / "tests" / "fixtures" / "sp_tokenizer"
 PROMPT = "BEGINNING OF CONVERSATION: USER: How can I bake bread? ASSISTANT:"
+#: a chat template's generation prompt (ChatML, as SmolLM2's): it ends in a newline
+CHAT_PROMPT = "<|im_start|>user\nHow can I bake bread?<|im_end|>\n<|im_start|>assistant\n"
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,53 @@ def test_the_tokenizer_fixture_has_the_leading_space_trap(tok):
 def test_as_response():
     assert as_response("Sure.") == " Sure." and as_response(" Sure.") == " Sure."
     assert as_response("  \n Sure. ") == " Sure. " and as_response("") == "" and as_response(" \n") == ""
+
+
+def test_after_a_chat_templates_newline_the_response_starts_bare():
+    """A chat model generates its first word right after the template's newline (`Sure`); the
+    stored response (` Sure`) joined there would read `▁Sure` instead, a token the model did not
+    generate. Joined through `after_prompt`, prompt + response encodes as generated; after
+    `ASSISTANT:` nothing changes."""
+    assert after_prompt(PROMPT, " Sure.") == " Sure." and after_prompt("", " Sure.") == " Sure."
+    assert after_prompt(CHAT_PROMPT, " Sure.") == "Sure." and after_prompt(CHAT_PROMPT + " ", " Sure.") == "Sure."
+    rows = [{"prompt": CHAT_PROMPT, "chosen": " Sure.", "rejected": " No.", "w": 0.5},
+            {"prompt": PROMPT, "chosen": " Sure.", "rejected": " No."}]
+    assert joined_pairs(rows) == [{"prompt": CHAT_PROMPT, "chosen": "Sure.", "rejected": "No.", "w": 0.5}, rows[1]]
+
+
+def test_log_probs_and_reward_models_join_as_generated_after_a_chat_template(tok):
+    from sipo_bench_baselines.reward_model import response_text
+
+    generated = tok(CHAT_PROMPT + "Sure, here is how.")["input_ids"][len(tok(CHAT_PROMPT)["input_ids"]):]
+    assert not tok.convert_ids_to_tokens(generated)[0].startswith("▁")
+    assert response_pieces(tok, CHAT_PROMPT, " Sure, here is how.") == tok.convert_ids_to_tokens(generated)
+    assert response_pieces(tok, PROMPT, " Sure, here is how.")[0] == "▁Sure,"  # unchanged after a colon
+    assert response_text(CHAT_PROMPT, " Sure. ") == "Sure." and response_text(PROMPT, "Sure. ") == " Sure."
+
+
+@pytest.mark.slow
+def test_the_preference_trainer_trains_the_generated_tokens_after_a_chat_template(tmp_path, tok):
+    """trl joins prompt + response itself: the rows it gets are joined as generated."""
+    import importlib.util
+
+    from sipo_bench_baselines.losses import DPOLoss
+    from sipo_bench_baselines.trainer import build_trainer
+
+    spec = importlib.util.spec_from_file_location("sipo_test_mc", REPO / "tests" / "fixtures" / "make_checkpoints.py")
+    mc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mc)
+    base = mc.make_policy(tmp_path / "policy")
+    train = dict(learning_rate=1e-3, epochs=1, batch_size=2, grad_accum=1, max_length=64, lr_scheduler="constant",
+                 warmup_ratio=0.0, weight_decay=0.0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], eval_every=0, load_best=False,
+                 gradient_checkpointing=False, bf16=False, max_pairs=None)
+    rows = [{"prompt": CHAT_PROMPT, "chosen": " Sure, here is how.", "rejected": " No."},
+            {"prompt": PROMPT, "chosen": " Sure, here is how.", "rejected": " No."}]
+    ds = build_trainer(tmp_path / "t", base, rows, [], DPOLoss(0.1), train, 0).train_dataset
+    first = [tok.convert_ids_to_tokens(r["chosen_ids"])[0] for r in ds]
+    generated = tok(CHAT_PROMPT + "Sure, here is how.")["input_ids"][len(tok(CHAT_PROMPT)["input_ids"]):]
+    assert first == [tok.convert_ids_to_tokens(generated)[0], "▁Sure,"]
+    assert not first[0].startswith("▁")
 
 
 def test_generated_responses_re_encode_to_the_generated_tokens(tmp_path, tok, monkeypatch):

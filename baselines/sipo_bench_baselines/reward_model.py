@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from sipo_bench.api import Stage, StageContext, count_training, trained_tokens
+from sipo_bench.api import Stage, StageContext, after_prompt, count_training, trained_tokens
 
 FN = "sipo_bench_baselines.reward_model:reward_model_stage"
 META = "reward_model.json"
@@ -46,11 +46,12 @@ def reward_model_stages(ctx: Any, options: Mapping[str, Any]) -> dict[str, Stage
             for o in ctx.objectives}
 
 
-def response_text(response: str) -> str:
-    """The response as the reward model reads it after the formatted prompt: one leading space,
+def response_text(prompt: str, response: str) -> str:
+    """The response as the reward model reads it after the formatted `prompt`: one leading space,
     no other surrounding whitespace (dataset responses keep their conventional leading space,
-    generations come `.strip()`-ed: both end up the same)."""
-    return " " + str(response).strip()
+    generations come `.strip()`-ed: both end up the same), the body alone after a prompt that
+    ends in whitespace (`after_prompt`)."""
+    return after_prompt(prompt, " " + str(response).strip())
 
 
 # --- Scoring --------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ class LearnedRewardModel:
 
     def scores(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """Raw scores of (formatted prompt, response) pairs."""
-        texts = [p + response_text(r) + self.tok.eos_token for p, r in zip(prompts, responses)]
+        texts = [p + response_text(p, r) + self.tok.eos_token for p, r in zip(prompts, responses)]
         return _score_texts(self.model, self.tok, texts, self.batch_size)
 
     def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -172,9 +173,11 @@ def train_reward_model(out: Path, base_dir: Path | str, train_rows: list[dict], 
         train_rows = train_rows[: int(rm["max_pairs"])]
     if not train_rows:
         raise ValueError("no training pairs for the reward model (every pair was a tie for this objective?)")
-    rows = [{"prompt": r["prompt"], "chosen": response_text(r["chosen"]), "rejected": response_text(r["rejected"])}
+    rows = [{"prompt": r["prompt"], "chosen": response_text(r["prompt"], r["chosen"]),
+             "rejected": response_text(r["prompt"], r["rejected"])}
             for r in train_rows]
-    val = [{"prompt": r["prompt"], "chosen": response_text(r["chosen"]), "rejected": response_text(r["rejected"])}
+    val = [{"prompt": r["prompt"], "chosen": response_text(r["prompt"], r["chosen"]),
+             "rejected": response_text(r["prompt"], r["rejected"])}
            for r in val_rows]
     disable_progress_bar()
     set_seed(seed)  # the score head is initialised at random when the model loads

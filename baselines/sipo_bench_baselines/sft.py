@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from sipo_bench.api import count_training, trained_tokens
+from sipo_bench.api import after_prompt, count_training, trained_tokens
 
 from .trainer import ProgressCallback, lora_config
 
@@ -38,6 +38,9 @@ def train_sft_model(out: Path, model_ref: str, rows: Sequence[Mapping[str, str]]
     t0 = time.time()
     out = Path(out)
     rows = list(rows)[: int(sft["max_rows"])] if sft.get("max_rows") else list(rows)
+    # trl joins prompt + completion: after a chat template's newline the response starts bare
+    rows = [{**r, "completion": after_prompt(r["prompt"], r["completion"])} for r in rows]
+    val_rows = [{**r, "completion": after_prompt(r["prompt"], r["completion"])} for r in (val_rows or [])]
     if not rows:
         raise ValueError("no SFT rows")
     disable_progress_bar()

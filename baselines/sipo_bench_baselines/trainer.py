@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from sipo_bench.api import CurvesCallback, count_training, torch_device, trained_tokens
+from sipo_bench.api import CurvesCallback, after_prompt, count_training, joined_pairs, torch_device, trained_tokens
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import DPOConfig, DPOTrainer
@@ -228,7 +228,7 @@ def pair_lengths(tok: Any, rows: Sequence[Mapping[str, str]]) -> list[int]:
     if not rows:
         return []
     eos = tok.eos_token or ""
-    ids = tok([r["prompt"] + r[k] + eos for r in rows for k in ("chosen", "rejected")])["input_ids"]
+    ids = tok([r["prompt"] + after_prompt(r["prompt"], r[k]) + eos for r in rows for k in ("chosen", "rejected")])["input_ids"]
     return [max(len(ids[2 * i]), len(ids[2 * i + 1])) for i in range(len(rows))]
 
 
@@ -257,6 +257,8 @@ def build_trainer(out: Path, base_dir: Path | str, train_rows: list[dict], val_r
                          f"(eval_every is {train['eval_every']}; set eval_every: 0 and load_best: false)")
     disable_progress_bar()  # stage progress goes through ctx.progress
     set_seed(seed)
+    # trl joins prompt + response: after a chat template's newline the response starts bare
+    train_rows, val_rows = joined_pairs(train_rows), joined_pairs(val_rows)
     model, tok = load_base(base_dir, torch.bfloat16 if train.get("bf16") else torch.float32)
     dropped = {"train": 0, "val": 0}
     if train.get("long_pairs", "truncate") == "drop":

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from sipo_bench.api import DecodingConfig, Generator, ResolvedPolicy, as_response, count, new_token_budget
+from sipo_bench.api import DecodingConfig, Generator, ResolvedPolicy, after_prompt, as_response, count, new_token_budget
 
 from . import resolve_model_path
 from .fusion import check_rule, fuse_step
@@ -334,7 +334,7 @@ def encode_pairs(tok, prompts: Sequence[str], responses: Sequence[str], add_eos:
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
     eos = tok.eos_token if add_eos else ""
     p_ids = tok(list(prompts))["input_ids"]
-    f_ids = tok([p + r + eos for p, r in zip(prompts, responses)])["input_ids"]
+    f_ids = tok([p + after_prompt(p, r) + eos for p, r in zip(prompts, responses)])["input_ids"]
     return [(f, _common_prefix(p, f)) for p, f in zip(p_ids, f_ids)]
 
 
