@@ -153,17 +153,12 @@ def tables_section(s: Mapping[str, Any]) -> str:
 
 
 def compute_section(s: Mapping[str, Any]) -> str:
-    body = []
-    for name, m in s["methods"].items():
-        c = m.get("compute")
-        if isinstance(c, dict):
-            text = ", ".join(f"{k}={num(v) if isinstance(v, (int, float)) else v}" for k, v in c.items())
-        else:
-            text = num(c) if isinstance(c, (int, float)) else (str(c) if c else NOT_RECORDED)
-        body.append([name, text, num(m.get("seconds"))])
-    return ("<h2 id='compute'>Compute</h2><p class='muted'>compute: as the summary records it; seconds: the "
-            "method's summed stage seconds of this run (cached stages count their first run).</p>"
-            + table(["method", "compute", "stage seconds"], body, 2))
+    """The report's compute table (one counter a column) with each method's summed stage seconds."""
+    cols, body = report.compute_table(dict(s), with_time=True)
+    if not cols:
+        return "<h2 id='compute'>Compute</h2><p class='muted'>no methods</p>"
+    return ("<h2 id='compute'>Compute</h2><p class='muted'>" + esc(report.COMPUTE_TEXT) + " stage seconds: the "
+            "method's summed stage seconds (a cached stage counts its first run).</p>" + table(cols, body, 1))
 
 
 # --- Curves ---------------------------------------------------------------------------------
