@@ -183,6 +183,23 @@ def test_committed_prompt_set_has_no_topic_in_two_splits():
         assert {r["group"] for r in v} == {"everyday", "harm-conflict"}, s
 
 
+
+def test_a_capped_split_keeps_every_topic_and_group():
+    """The committed file lists its everyday topics first: a cap that took the split's first
+    prompts kept no helpful-vs-harmless request at all (the quick preset's 48 train prompts)."""
+    from sipo_bench_plugins.lm_task.prompts import by_topic_round_robin, load_prompts, split_by_topic
+
+    rows = [{"prompt": p, "topic": p[0]} for p in ("a0", "a1", "a2", "b0", "c0", "c1")]
+    assert [r["prompt"] for r in by_topic_round_robin(rows)] == ["a0", "b0", "c0", "a1", "c1", "a2"]
+    assert by_topic_round_robin([]) == []
+    splits = split_by_topic(load_prompts(str(PROMPTS_FILE), "train", {}, "prompts"), 0.15, 0.2, 0)
+    for s, v in splits.items():
+        topics = {r["topic"] for r in v}
+        head = by_topic_round_robin(v)[: len(topics)]
+        assert {r["topic"] for r in head} == topics and {r["group"] for r in head} == {"everyday", "harm-conflict"}, s
+        assert sorted(r["prompt"] for r in by_topic_round_robin(v)) == sorted(r["prompt"] for r in v)
+
+
 # --- AI-feedback pairs -------------------------------------------------------------------------
 
 

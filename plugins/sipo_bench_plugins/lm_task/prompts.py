@@ -77,3 +77,18 @@ def split_by_topic(rows: list[dict], val_fraction: float, test_fraction: float, 
     for r in rows:
         out[where[r["topic"]]].append(r)
     return out
+
+
+def by_topic_round_robin(rows: list[dict]) -> list[dict]:
+    """`rows` reordered so that any first N of them spread over every topic: one prompt of each
+    topic in turn (topics in order of first appearance, each topic's prompts in file order). A
+    cap on a split (`max_train_prompts`, ...) takes the first N of this order, so it keeps the
+    split's mix of topics and groups instead of the file's first topics."""
+    queues: dict[str, list[dict]] = {}
+    for r in rows:
+        queues.setdefault(r["topic"], []).append(r)
+    out: list[dict] = []
+    depth = max((len(q) for q in queues.values()), default=0)
+    for i in range(depth):
+        out += [q[i] for q in queues.values() if i < len(q)]
+    return out

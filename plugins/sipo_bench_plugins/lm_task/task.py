@@ -32,7 +32,7 @@ from sipo_bench.api import DecodingConfig, Objective, ResolvedPolicy, Task, Task
 from sipo_bench.api import as_response, count
 from sipo_bench.api import write_jsonl
 
-from .prompts import load_prompts, split_by_topic
+from .prompts import by_topic_round_robin, load_prompts, split_by_topic
 from .source import load_tokenizer, materialize, resolve_source
 from .scorers import HARMLESS_RUBRIC, HELPFUL_RUBRIC, checked
 
@@ -52,9 +52,10 @@ class LMTaskConfig(TaskConfig):
     val_fraction: float = field(0.15, help="Share of prompts (whole topics) for validation pairs.")
     test_fraction: float = field(0.2, help="Share of prompts (whole topics) held out as test prompts.")
     split_seed: int = field(0, help="Seed of the topic split (the run seed does not change the data).")
-    max_train_prompts: int | None = field(None, help="Cap on train prompts (the first ones of the split).", stages=DATA)
-    max_val_prompts: int | None = field(None, help="Cap on validation prompts.", stages=DATA)
-    n_test: int | None = field(None, help="Cap on test prompts; None = every test prompt.", stages=DATA)
+    max_train_prompts: int | None = field(None, help="Cap on train prompts: the first ones of the split taken one topic at a time "
+                                                      "(round robin over its topics), so every topic and group stays in.", stages=DATA)
+    max_val_prompts: int | None = field(None, help="Cap on validation prompts (round robin over topics, as max_train_prompts).", stages=DATA)
+    n_test: int | None = field(None, help="Cap on test prompts (round robin over topics); None = every test prompt.", stages=DATA)
     objectives: list = field([], help="k >= 2 objectives, each {name, scorer, options, higher_is_better?, margin?, "
                                       "description?, adjective?}: the scorer (any registered one) labels the pairs.")
     eval_scorers: list | None = field(None, help="Evaluation scorers [{scorer, options}] covering every objective; "
@@ -171,7 +172,8 @@ class LMTask(Task):
     description = ("A real language model (GGUF file, model dir or hub id) on a prompt set, with k objectives "
                    "labelled by AI feedback from scorers on the base policy's own samples.")
     config_class = LMTaskConfig
-    version = "1"
+    #: 2: capped splits take prompts round robin over topics (1 took the file's first ones)
+    version = "2"
     shares_data_across_seeds = True
     config: LMTaskConfig
 
@@ -254,9 +256,8 @@ class LMTask(Task):
         model_path = materialize(self.source, out / "model")
         splits = prompt_splits(c.prompts, c.prompts_split, tuple(sorted(c.columns.items())), c.val_fraction,
                                c.test_fraction, c.split_seed)
-        train_p = [r["prompt"] for r in splits["train"]][: c.max_train_prompts]
-        val_p = [r["prompt"] for r in splits["val"]][: c.max_val_prompts]
-        test_p = [r["prompt"] for r in splits["test"]][: c.n_test]
+        train_p, val_p, test_p = ([r["prompt"] for r in by_topic_round_robin(splits[s])][:cap] for s, cap in
+                                  (("train", c.max_train_prompts), ("val", c.max_val_prompts), ("test", c.n_test)))
         pool_prompts = train_p + val_p
 
         gen = ctx.runtime.generator("transformers")
