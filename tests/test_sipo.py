@@ -52,6 +52,11 @@ def test_sipo_beside_baselines_with_counts_and_oracle_diagnostics(tmp_path, cach
     for key in ("oracle_sampled_truly_dominating", "oracle_filter_precision", "oracle_filter_recall",
                 "oracle_rewrites_improving"):
         assert key in f
+    # what review and rewrite did, by the task's scorers (any task, oracle or not)
+    for key in ("rewrites_identical", "rewrites_near_duplicate", "rewrites_improving_helpful",
+                "rewrites_improving_harmless"):
+        assert 0.0 <= f[key] <= 1.0, key
+    assert f["rewrites_identical"] <= f["rewrites_near_duplicate"]
     ends = extra["endpoints"]
     assert set(ends) == {f"{o}_endpoint_{j}_{x}" for o in ("helpful", "harmless") for j in ("helpful", "harmless")
                          for x in ("before", "after", "delta")}
@@ -66,7 +71,7 @@ def test_sipo_without_refine(tmp_path, cache_dir):
     summary, events, _ = run(tmp_path, cache_dir, sipo={"refine": False})
     assert not ({"sipo-review", "sipo-rewrite", "sipo-combine"} & kinds(events))
     f = summary["methods"]["sipo"]["extra"]["0"]["filter_round1"]
-    assert f["rewrites_kept"] is None and "oracle_rewrites_improving" not in f
+    assert f["rewrites_kept"] is None and "oracle_rewrites_improving" not in f and "rewrites_identical" not in f
 
 
 def test_sipo_on_soups_two_rounds(tmp_path, cache_dir):

@@ -56,3 +56,13 @@ def test_oracle_diagnostics():
     cand = np.array([[0.9, 0.1]])
     assert true_dominance(cand, np.array([[0.5, 0.5]]), np.array([[0.2, 0.3]]), [True, False]).tolist() == [True]
     assert true_dominance(cand, np.array([[0.5, 0.05]]), np.array([[0.2, 0.3]]), [True, False]).tolist() == [False]
+
+
+def test_word_similarity_tells_an_echo_from_a_rewrite():
+    from sipo_bench_plugins.sipo.selection import NEAR_DUPLICATE, word_similarity
+
+    original = "Mix flour, water and salt, knead for ten minutes, let it rise for an hour and bake it at 220 degrees."
+    assert word_similarity(original, original) == 1.0 and word_similarity("", "") == 1.0
+    assert word_similarity(original, original.replace("ten", "twelve")) >= NEAR_DUPLICATE  # one word changed
+    assert word_similarity(original, "Buy bread at a bakery instead; it is quicker.") < 0.2
+    assert word_similarity(original, "") == 0.0

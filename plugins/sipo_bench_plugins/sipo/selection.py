@@ -64,3 +64,19 @@ def true_dominance(candidate: np.ndarray, chosen: np.ndarray, rejected: np.ndarr
     (directions respected)."""
     sign = np.where(np.asarray(maximize, bool), 1.0, -1.0)
     return dominates_both(np.atleast_2d(candidate) * sign, np.atleast_2d(chosen) * sign, np.atleast_2d(rejected) * sign)
+
+
+#: a rewrite whose words are at least this similar to its candidate's (difflib ratio) is a near
+#: duplicate: a rewriter that echoes its input with a word changed
+NEAR_DUPLICATE = 0.9
+
+
+def word_similarity(a: str, b: str) -> float:
+    """difflib's similarity ratio of the two texts' word sequences: 1.0 for the same words in the
+    same order, 0.0 for no word in common."""
+    import difflib
+
+    wa, wb = a.split(), b.split()
+    if not wa and not wb:
+        return 1.0
+    return difflib.SequenceMatcher(None, wa, wb, autojunk=False).ratio()

@@ -16,7 +16,8 @@ import numpy as np
 from sipo_bench.api import (DecodingConfig, ResolvedPolicy, StageContext, TaskData, as_response, read_jsonl,
                             response_body, score_texts, test_prompts, write_jsonl)
 
-from .selection import best_per_prompt, dominates_both, is_conflicting, keep_rewrite, precision_recall, true_dominance
+from .selection import (NEAR_DUPLICATE, best_per_prompt, dominates_both, is_conflicting, keep_rewrite, precision_recall,
+                        true_dominance, word_similarity)
 
 BACKEND = "transformers"
 
@@ -240,10 +241,33 @@ def filter_stage(ctx: StageContext) -> dict:
         "prompts_covered": len(best),
         "new_pairs": len(pairs),
     }
+    if "rewrite" in rows[0]:
+        result.update(_rewrite_diagnostics(ctx, task, rows))
     if task.oracle:
         result.update(_oracle(ctx, task, rows, finals, mask, best))
     ctx.log(", ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, float)))
     return result
+
+
+def _rewrite_diagnostics(ctx: StageContext, task: Any, rows: list[dict]) -> dict:
+    """What review and rewrite did, on any task, measured by the task's own scorers: the share of
+    rewrites that are their candidate word for word (`rewrites_identical`) or nearly
+    (`rewrites_near_duplicate`: word similarity >= NEAR_DUPLICATE, identical ones included), and
+    per objective the share that the task's scorer rates strictly better than their candidate."""
+    cands = [response_body(r["candidate"]) for r in rows]
+    rewrites = [response_body(r["rewrite"]) for r in rows]
+    out: dict[str, Any] = {
+        "rewrites_identical": float(np.mean([a == b for a, b in zip(rewrites, cands)])),
+        "rewrites_near_duplicate": float(np.mean([word_similarity(a, b) >= NEAR_DUPLICATE
+                                                  for a, b in zip(rewrites, cands)])),
+    }
+    n = len(rows)
+    flat = score_texts(ctx.runtime, task, [r["prompt"] for r in rows] * 2,
+                       [r["rewrite"] for r in rows] + [r["candidate"] for r in rows])
+    for o in task.objectives():
+        a, b = flat[o.name][:n], flat[o.name][n:]
+        out[f"rewrites_improving_{o.name}"] = float(np.mean(a > b if o.higher_is_better else a < b))
+    return out
 
 
 def _oracle(ctx: StageContext, task: Any, rows: list[dict], finals: list[str], mask: np.ndarray, best: dict) -> dict:
