@@ -84,7 +84,13 @@ def test_variant_names_the_options_that_differ():
 
 def test_trained_on_and_variant_of_the_method():
     method, _, _ = fit()
-    assert method.trained_on(FakeTask()) == "pair labels + self-generated pairs (review/rewrite skill from the SFT corpus)"
+    # the label says where the task's base policy learned to review and rewrite, or nothing
+    assert method.trained_on(FakeTask()) == "pair labels + self-generated pairs (reviewed and rewritten by the policy)"
+    from sipo_bench_plugins.lm_task.task import LMTask
+    from sipo_bench_plugins.synthetic.task import SyntheticTask
+    assert method.trained_on(SyntheticTask()) == (
+        "pair labels + self-generated pairs (review/rewrite skill from the SFT corpus)")
+    assert "instruct model's own tuning" in method.trained_on(LMTask.__new__(LMTask))
     assert method.variant() == method.config.variant()
     method, _, _ = fit({"sipo": {"refine": False}})
     assert method.trained_on(FakeTask()) == "pair labels + self-generated pairs"

@@ -111,6 +111,9 @@ class Task(abc.ABC):
     #: stage samples from a real model once, e.g. an AI-feedback pool): every seed then shares
     #: the seed-0 data and base stages, and only the methods' own stages vary with the seed
     shares_data_across_seeds: ClassVar[bool] = False
+    #: where the base policy's skill at reviewing and rewriting its own answers comes from, for
+    #: a self-refining method's "trained on" label (e.g. "the SFT corpus"); None: not stated
+    review_skill: ClassVar[str | None] = None
 
     def __init__(self, config: TaskConfig | None = None):
         self.config = config if config is not None else self.config_class()

@@ -175,6 +175,7 @@ class LMTask(Task):
     #: 2: capped splits take prompts round robin over topics (1 took the file's first ones)
     version = "2"
     shares_data_across_seeds = True
+    review_skill = "the instruct model's own tuning, asked through its chat template"
     config: LMTaskConfig
 
     def __init__(self, config: TaskConfig | None = None):

@@ -98,7 +98,9 @@ class SIPOMethod(Method):
 
     def trained_on(self, task: Task) -> str:
         if self.config.refine:
-            return "pair labels + self-generated pairs (review/rewrite skill from the SFT corpus)"
+            skill = getattr(task, "review_skill", None)
+            return ("pair labels + self-generated pairs (review/rewrite skill from " + skill + ")" if skill
+                    else "pair labels + self-generated pairs (reviewed and rewritten by the policy)")
         return "pair labels + self-generated pairs"
 
     def variant(self) -> str | None:

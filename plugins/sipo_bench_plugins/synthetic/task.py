@@ -175,6 +175,7 @@ class SyntheticTask(Task):
     config_class = SyntheticTaskConfig
     default_generator = "transformers"
     oracle = True  # the scorer computes the objectives exactly: methods may report truth diagnostics
+    review_skill = "the SFT corpus"  # it holds review and rewrite demonstrations
     version = "3"  # bump when the grammar or the SFT recipe changes (invalidates cached data/base)
     #: the SFT model is trained on the seed's train-prompt split (`split_prompts`), not on the
     #: training pairs' prompts: the base stage's key holds no pair-sampling option
