@@ -84,7 +84,7 @@ def critical_path(out: Path, cache: Path, field: str = "seconds") -> tuple[float
 
 
 def same_results(a: Path, b: Path) -> bool:
-    from sipo_bench.planning.experiment import comparable
+    from sipo_bench.reporting.summary import comparable
 
     def load(p: Path) -> dict:
         s = comparable(json.loads((p / "summary.json").read_text()))

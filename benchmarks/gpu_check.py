@@ -64,7 +64,8 @@ def check_run(summary: dict, out: Path, device: str) -> list[str]:
     evs = _events(out)
     if device == "cuda":
         starts = [e for e in evs if e["event"] == "start"]
-        from sipo_bench.planning.experiment import make_config, plan_run
+        from sipo_bench.configs.run_config import make_config
+        from sipo_bench.planning.experiment import plan_run
         from sipo_bench.execution.runtime import Runtime
 
         cfg = make_config({**summary["config"], "device": device})  # what each stage declares on `device`
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GPU: {props.name}, {props.total_memory / 1024 ** 3:.0f} GiB, {torch.cuda.device_count()} visible, "
               f"bf16 {'supported' if torch.cuda.is_bf16_supported() else 'NOT supported (fp16 instead)'}; "
               f"torch {torch.__version__}, CUDA {torch.version.cuda}")
-    from sipo_bench.planning.experiment import execute, make_config
+    from sipo_bench.configs.run_config import make_config
+    from sipo_bench.planning.run import execute
     from sipo_bench.execution.runtime import Runtime
 
     work = Path(ns.work) if ns.work else Path(tempfile.mkdtemp(prefix="sipo-gpu-check-"))

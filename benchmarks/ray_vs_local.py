@@ -86,7 +86,7 @@ def run_once(label: str, executor: str, args: argparse.Namespace, work: Path, en
 def comparable(summary: dict) -> dict:
     """The summary without timings: `experiment.comparable`, the executor's name, and every
     `*seconds` key (stage results may carry their own timings, e.g. the synthetic SFT's)."""
-    from sipo_bench.planning.experiment import comparable as _comparable
+    from sipo_bench.reporting.summary import comparable as _comparable
 
     def strip(o):
         if isinstance(o, dict):

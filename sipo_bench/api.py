@@ -28,13 +28,15 @@ Groups:
   :func:`using`;
 - conventions: :func:`as_response` / :func:`response_body` (one leading space),
   preference weights (:func:`simplex_grid`, :func:`validate_weights`, :func:`is_vertex`,
-  :func:`fmt`); scoring helpers :func:`score_texts`, :func:`test_prompts`;
+  :func:`fmt`); scoring helpers :func:`score_texts`, :func:`test_prompts`; the base stage's
+  output layout: :func:`resolve_model_path` (what to pass to `from_pretrained`);
 - errors: :class:`SipoBenchError` (exit 1), :class:`UsageError` (exit 2), :class:`PluginError`,
   :class:`StageFailed`, :func:`did_you_mean`.
 """
 from __future__ import annotations
 
 from .configs.schema import ConfigError, build, check, field, to_dict
+from .contract.base_model import resolve_model_path
 from .contract.hookspecs import API_VERSION, hookimpl
 from .contract.interfaces import (DecodingConfig, Executor, ExecutorConfig, FitContext, Generator, Method,
                                   MethodConfig, Objective, PolicyFamily, PolicySpec, ResolvedPolicy, Scorer,
@@ -86,7 +88,7 @@ __all__ = [
     "Runtime", "on_release", "torch_device", "inference_dtype", "mixed_precision", "current", "using",
     # conventions and helpers
     "as_response", "response_body", "after_prompt", "joined_pairs", "simplex_grid", "validate_weights", "is_vertex", "fmt",
-    "score_texts", "test_prompts",
+    "score_texts", "test_prompts", "resolve_model_path",
     # errors
     "SipoBenchError", "UsageError", "PluginError", "StageFailed", "did_you_mean",
 ]

@@ -122,7 +122,7 @@ def _version() -> str:
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from .planning.experiment import load_yaml, make_config
+    from .configs.run_config import load_yaml, make_config
 
     data = load_yaml(args.config) if getattr(args, "config", None) else {}
     overrides = {
@@ -160,7 +160,7 @@ def _warn_plugins(regs: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .planning.experiment import execute
+    from .planning.run import execute
     from .reporting.report import console_table
     from .execution.runtime import Runtime
 
@@ -193,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _show_sweep(out: Path, quiet: bool) -> int:
     """Print a sweep's multi-run tables; exit 1 when a method failed at any point."""
-    from .configs.sweep import failures, load_sweep, sweep_console, sweep_md
+    from .reporting.sweep_report import failures, load_sweep, sweep_console, sweep_md
 
     index, summaries = load_sweep(out)
     if quiet:
@@ -261,10 +261,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .planning.experiment import load_yaml, make_config, plan_run
+    from .configs.run_config import load_yaml, make_config
+    from .planning.experiment import plan_run, plan_sweep
     from .execution.runtime import Runtime
     from .execution.stages import walk
-    from .configs.sweep import plan_sweep
 
     data = load_yaml(args.config)
     if args.plugins_dir:
@@ -291,16 +291,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .reporting.outdir import ResultsDir, write_report
     from .reporting.outdir import render_files
-    from .reporting.report import console_table, load_summaries, merge
+    from .reporting.merge import load_summaries, merge
+    from .reporting.report import console_table
 
-    from .configs.sweep import is_sweep_dir, render_sweep
+    from .reporting.sweep_report import is_sweep_dir, render_sweep
 
     sweeps = [d for d in args.dirs if is_sweep_dir(Path(d))]
     if sweeps:
         if len(args.dirs) > 1 or args.out:
             raise UsageError(f"`{sweeps[0]}`: a sweep directory is re-rendered on its own (one DIR, no --out), "
                              f"got {len(args.dirs)} DIR(s){' and --out' if args.out else ''}")
-        from .configs.sweep import load_sweep
+        from .reporting.sweep_report import load_sweep
 
         index, _ = load_sweep(Path(sweeps[0]))
         for p in index["points"]:

@@ -10,6 +10,12 @@ Stage functions are named by `"module:function"` strings that are part of every 
 (:class:`sipo_bench.execution.stages.Stage`), so the core's own stage functions keep their 0.1
 names: :func:`stable_module` turns a new module path into its 0.1 name for a key, and
 :func:`current_module` turns a 0.1 name back into the module to import, without a warning.
+
+Some 0.1 modules were also split: :data:`MOVED_NAMES` lists, per module, the names that moved
+out to another module. The module's `__getattr__` calls :func:`moved_attr`, so
+`from sipo_bench.experiment import RunConfig` (or `sipo_bench.planning.experiment.RunConfig`)
+still works, with a `DeprecationWarning` naming the new module. Stage functions never move
+module (their `"module:function"` names are cache keys).
 """
 from __future__ import annotations
 
@@ -57,8 +63,53 @@ MOVED: dict[str, str] = {
     "sipo_bench.html_report": "sipo_bench.reporting.html_report",
     "sipo_bench.samples": "sipo_bench.reporting.samples",
     "sipo_bench.tracking": "sipo_bench.reporting.tracking",
+    "sipo_bench.determinism": "sipo_bench.execution.determinism",
+    "sipo_bench.provenance": "sipo_bench.execution.provenance",
 }
 _OLD_OF = {new: old for old, new in MOVED.items()}
+
+_RUN_CONFIG = ("DEFAULT_TASK", "MAX_SEED", "HOW_NOT_WHAT", "RunConfig", "available_cores", "default_jobs", "load_yaml",
+               "make_config", "run_identity", "same_results_config")
+_SWEEP_REPORT = ("load_sweep", "sweep_tables", "sweep_md", "sweep_csv", "sweep_figure", "render_sweep", "is_sweep_dir",
+                 "sweep_console", "failures")
+#: module -> {name: the module it moved to} (0.2: the split of a run's config, planning, running
+#: and summarising, of the report into merge/tables/figures, of sweeps into config and report)
+MOVED_NAMES: dict[str, dict[str, str]] = {
+    "sipo_bench.planning.experiment": {
+        **{n: "sipo_bench.configs.run_config" for n in _RUN_CONFIG},
+        **{n: "sipo_bench.planning.run" for n in ("default_out", "check_out_dir", "execute", "run_files",
+                                                  "plan_failures")},
+        **{n: "sipo_bench.reporting.summary" for n in ("package_versions", "summarize", "VOLATILE_METHOD_KEYS",
+                                                       "comparable")},
+    },
+    "sipo_bench.reporting.report": {
+        **{n: "sipo_bench.reporting.merge" for n in ("REQUIRED_KEYS", "normalize", "upgrade", "load_summaries",
+                                                     "merge")},
+        **{n: "sipo_bench.reporting.figures" for n in ("front_figure", "figure_png_bytes", "front_png_bytes",
+                                                       "plot_front", "plot_figure")},
+        **{n: "sipo_bench.reporting.tables" for n in ("header", "rows", "per_seed_table", "comparison_table",
+                                                      "ranking_line", "holm_text", "COMPARISON_TEXT", "COMPUTE_LABELS", "COMPUTE_TEXT",
+                                                      "compute_table", "noise_table", "noise_lines", "is_timing_key",
+                                                      "extra_table")},
+    },
+    "sipo_bench.configs.sweep": {
+        **{n: "sipo_bench.reporting.sweep_report" for n in _SWEEP_REPORT},
+        "plan_sweep": "sipo_bench.planning.experiment",
+        "write_sweep": "sipo_bench.planning.run",
+    },
+}
+
+
+def moved_attr(module: str, name: str):
+    """`module.name` for a name that moved out of `module` (:data:`MOVED_NAMES`), with a
+    `DeprecationWarning` naming its new module; `AttributeError` for any other name."""
+    new = MOVED_NAMES.get(module, {}).get(name)
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    old = _OLD_OF.get(module, module)
+    warnings.warn(f"{old}.{name} is deprecated since sipo-bench 0.2 and will be removed in 0.3: "
+                  f"import it from {new} (plugins: sipo_bench.api)", DeprecationWarning, stacklevel=3)
+    return getattr(importlib.import_module(new), name)
 
 
 def current_module(name: str) -> str:
@@ -94,7 +145,8 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         """Nothing to run (the module is the new one, already executed); importlib has just set
         its `__spec__` to the old path's, so put the module's own spec back."""
-        module.__spec__ = self.real_specs[module.__spec__.name]
+        spec = module.__spec__ = self.real_specs[module.__spec__.name]
+        module.__package__ = spec.parent  # importlib set the old path's; relative imports need the real one
 
 
 def install() -> None:

@@ -108,7 +108,7 @@ def test_paper_defaults():
 
 
 def test_paper_preset_is_a_valid_run_config():
-    from sipo_bench.planning.experiment import load_yaml, make_config
+    from sipo_bench.configs.run_config import load_yaml, make_config
 
     cfg = make_config(load_yaml(Path(__file__).parents[1] / "presets" / "paper-methods.yaml"))
     for name, opts in cfg.method_options.items():

@@ -19,7 +19,7 @@ import pytest
 
 from sipo_bench.execution import integrity
 from sipo_bench.cli import main
-from sipo_bench.planning.experiment import comparable
+from sipo_bench.reporting.summary import comparable
 from sipo_bench.execution.stages import DONE, RESULT, Cache, Stage, execute_stage
 
 FN = "tests.stage_fns:"

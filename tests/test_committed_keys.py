@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench.configs.sweep import plan_sweep
+from sipo_bench.planning.experiment import plan_sweep
 from sipo_bench.execution.runtime import Runtime
 from sipo_bench.execution.stages import walk
-from sipo_bench.planning.experiment import make_config, plan_run
+from sipo_bench.configs.run_config import make_config
+from sipo_bench.planning.experiment import plan_run
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

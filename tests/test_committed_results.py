@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from sipo_bench.reporting import report
+from sipo_bench.reporting import merge
+from sipo_bench.reporting import tables
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SUMMARIES = sorted(RESULTS.glob("**/summary.json"))
@@ -23,8 +25,8 @@ def test_there_are_committed_summaries():
 
 
 def test_main_table_says_where_the_ranking_depends_on_the_reference_point():
-    s = report.load_summaries([RESULTS / "synthetic-main"])[0]
-    line = report.ranking_line(s)
+    s = merge.load_summaries([RESULTS / "synthetic-main"])[0]
+    line = tables.ranking_line(s)
     # MODPO beats MOD against the SFT reference point on 9 of 10 seeds and loses against the floor on 8 of 10
     assert "modpo vs mod: + vs ref, − vs floor, − by IGD+: ranking depends on the reference point" in line
     assert "the same in 8 of 12 comparisons" in line
@@ -76,12 +78,12 @@ def test_hypervolume_agrees_with_moocore_on_every_committed_summary():
 def test_committed_tables_are_rendered_from_their_summaries(path):
     """Each committed table.md is what `sipo-bench report` renders from the summary beside it
     today (re-render after changing a renderer: `sipo-bench report results/<dir>`)."""
-    s = report.load_summaries([path.parent])[0]
+    s = merge.load_summaries([path.parent])[0]
     assert (path.parent / "table.md").read_text() == report.table_md(s)
 
 
 def test_committed_sweep_report_is_rendered_from_its_points():
-    from sipo_bench.configs.sweep import load_sweep, sweep_md
+    from sipo_bench.reporting.sweep_report import load_sweep, sweep_md
 
     d = RESULTS / "synthetic-conflict-sweep"
     index, summaries = load_sweep(d)

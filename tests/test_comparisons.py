@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sipo_bench.scoring import pareto
-from sipo_bench.reporting import report
+from sipo_bench.reporting import merge
 from sipo_bench.scoring import stats
 from sipo_bench.cli import main
 from sipo_bench.execution.stages import read_jsonl
@@ -170,12 +169,12 @@ def test_console_shows_comparisons_and_noise(noisy, capsys, monkeypatch):
 
 def test_merge_recomputes_comparisons(noisy, tmp_path):
     s = noisy["summary"]
-    merged = report.merge([s])
-    assert merged["methods"]["dummy@strength=1.0"]["comparisons"] == report.normalize(s)["methods"]["dummy@strength=1.0"]["comparisons"]
+    merged = merge.merge([s])
+    assert merged["methods"]["dummy@strength=1.0"]["comparisons"] == merge.normalize(s)["methods"]["dummy@strength=1.0"]["comparisons"]
     assert merged["methods"]["dummy"]["hypervolume_floor"]["eval_se"] == s["methods"]["dummy"]["hypervolume_floor"]["eval_se"]
-    only = report.normalize(s)
+    only = merge.normalize(s)
     del only["methods"]["dummy"]
-    assert "comparisons" not in report.merge([only])["methods"]["dummy@strength=1.0"]  # its baseline is gone
+    assert "comparisons" not in merge.merge([only])["methods"]["dummy@strength=1.0"]  # its baseline is gone
 
 
 def test_ten_seeds_get_a_t_interval_and_the_per_seed_table(tmp_path):
@@ -252,7 +251,7 @@ def test_schema_1_summary_gets_honest_intervals(tmp_path):
            "seeds": [0, 1, 2], "methods": {"m": {"status": "ok", "hypervolume": {
                "mean": 2.0, "per_seed": {"0": 0.0, "1": 1.0, "2": 5.0}, "ci95": [0.0, 5.0], "std": 2.6}}}}
     (tmp_path / "summary.json").write_text(json.dumps(old))
-    s = report.load_summaries([tmp_path])[0]
+    s = merge.load_summaries([tmp_path])[0]
     hv = s["methods"]["m"]["hypervolume"]
     assert "ci95" not in hv and hv["interval"] == stats.t_interval([0.0, 1.0, 5.0])
     assert s["schema_version"] == 3 and s["upgraded_from_schema"] == 1

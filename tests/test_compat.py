@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from sipo_bench import api
-from sipo_bench.compat import MOVED, current_module, stable_module
+from sipo_bench.compat import MOVED, MOVED_NAMES, current_module, stable_module
 from sipo_bench.execution.stages import Stage, fn_ref, resolve_fn
 
 CORE_STAGE_FNS = ["sipo_bench.taskstages:data_stage", "sipo_bench.taskstages:base_stage",
@@ -59,3 +59,43 @@ def test_api_exports_everything_it_lists() -> None:
     assert api.API_VERSION == "0.2"
     missing = [n for n in api.__all__ if not hasattr(api, n)]
     assert not missing
+
+
+MOVED_NAME_CASES = sorted((m, n) for m, names in MOVED_NAMES.items() for n in names)
+
+
+@pytest.mark.parametrize("module,name", MOVED_NAME_CASES)
+def test_moved_names_resolve_with_a_warning_naming_their_new_module(module: str, name: str) -> None:
+    new = MOVED_NAMES[module][name]
+    obj = getattr(importlib.import_module(new), name)
+    mod = importlib.import_module(module)
+    if name in vars(mod):  # still imported there for its own use: no move to announce
+        assert getattr(mod, name) is obj
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert getattr(mod, name) is obj
+    assert [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)] == [
+        f"{stable_module(module)}.{name} is deprecated since sipo-bench 0.2 and will be removed in 0.3: "
+        f"import it from {new} (plugins: sipo_bench.api)"]
+
+
+def test_a_name_that_never_existed_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        importlib.import_module("sipo_bench.reporting.report").nope  # noqa: B018
+
+
+def test_0_1_spelling_of_a_split_module_imports_its_moved_names() -> None:
+    code = ("import warnings\nwarnings.simplefilter('error', DeprecationWarning)\n"
+            "try:\n    from sipo_bench.report import load_summaries\nexcept DeprecationWarning as w:\n    print(w)\n"
+            "warnings.simplefilter('ignore')\nfrom sipo_bench.report import load_summaries\n"
+            "from sipo_bench.reporting.merge import load_summaries as new\nassert load_summaries is new\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "sipo_bench.report is deprecated" in out.stdout, out.stdout
+
+
+def test_base_model_layout_is_one_function() -> None:
+    import sipo_bench_plugins.hf_generation as hf
+
+    assert hf.resolve_model_path is api.resolve_model_path

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sipo_bench.execution import compute
-from sipo_bench.reporting import report
+from sipo_bench.reporting import merge
+from sipo_bench.reporting import tables
 from sipo_bench.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -88,7 +89,7 @@ def test_a_run_records_compute_per_method_and_a_cached_stage_keeps_it(tmp_path):
 def test_an_old_summary_says_not_recorded(tmp_path):
     s = json.loads((Path(__file__).resolve().parents[1] / "results" / "reference" / "summary.json").read_text())
     assert all("compute" not in m for m in s["methods"].values())
-    cols, body = report.compute_table(report.upgrade(s))
+    cols, body = tables.compute_table(merge.upgrade(s))
     assert cols[1:] == ["optimizer steps", "training tokens", "tokens generated", "scorer calls"]
     assert body and all(r[1:] == ["not recorded"] * 4 for r in body)
 

@@ -102,7 +102,7 @@ def test_collect_lists_each_stage_once_with_the_methods_that_use_it(tmp_path):
 
 
 def test_table_md_of_an_old_summary_is_unchanged_and_a_new_one_lists_flagged_stages():
-    from sipo_bench.reporting.report import load_summaries
+    from sipo_bench.reporting.merge import load_summaries
 
     old = load_summaries([ROOT / "results" / "synthetic-main"])[0]  # as `sipo-bench report` reads it
     assert table_md(old) == (ROOT / "results" / "synthetic-main" / "table.md").read_text()
@@ -117,7 +117,9 @@ def test_table_md_of_an_old_summary_is_unchanged_and_a_new_one_lists_flagged_sta
 def test_console_lists_flagged_training_stages():
     from rich.console import Console
 
-    from sipo_bench.reporting.report import console_table, load_summaries
+    from sipo_bench.reporting.merge import load_summaries
+
+    from sipo_bench.reporting.report import console_table
 
     old = load_summaries([ROOT / "results" / "synthetic-main"])[0]
     new = {**old, "training": {"stages": {"k": {"stage": "modpo[w=0.5/0.5,seed=3]", "methods": ["modpo"],

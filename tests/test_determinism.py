@@ -12,9 +12,11 @@ import textwrap
 
 import pytest
 
-from sipo_bench import determinism
+from sipo_bench.execution import determinism
 from sipo_bench.cli import main
-from sipo_bench.planning.experiment import comparable, make_config, plan_run
+from sipo_bench.configs.run_config import make_config
+from sipo_bench.planning.experiment import plan_run
+from sipo_bench.reporting.summary import comparable
 from sipo_bench.execution.runtime import Runtime
 
 PROBE = textwrap.dedent('''

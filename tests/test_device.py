@@ -88,7 +88,8 @@ def test_stage_resources():
 def test_plan_declares_what_each_stage_needs(dev, cuda, monkeypatch):
     """Model stages (base, training, generation) ask for a GPU on a cuda run; the data stage
     and the oracle scorer's score stage do not; nothing does on a cpu run."""
-    from sipo_bench.planning.experiment import make_config, plan_run
+    from sipo_bench.configs.run_config import make_config
+    from sipo_bench.planning.experiment import plan_run
     from sipo_bench.execution.runtime import Runtime
 
     cfg = make_config({"methods": ["dpo", "sipo"], "device": dev, "cpu_threads": 2, "quiet": True})

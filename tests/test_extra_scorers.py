@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from sipo_bench.cli import main
-from sipo_bench.planning.experiment import make_config, plan_run
-from sipo_bench.reporting.report import merge, table_md
+from sipo_bench.configs.run_config import make_config
+from sipo_bench.planning.experiment import plan_run
+from sipo_bench.reporting.merge import merge
+from sipo_bench.reporting.report import table_md
 from sipo_bench.execution.runtime import Runtime
 
 SCORERS = """

@@ -29,7 +29,7 @@ needs_chromium = pytest.mark.skipif(chromium() is None, reason="no chromium on P
 
 def old_summary() -> dict:
     """The committed summary as `sipo-bench report` reads it (older schemas upgraded)."""
-    from sipo_bench.reporting.report import load_summaries
+    from sipo_bench.reporting.merge import load_summaries
 
     return load_summaries([MAIN])[0]
 
@@ -190,7 +190,7 @@ def test_a_run_keeps_curves_samples_page_and_tracker_files(cache_dir, tmp_path):
 
 @pytest.mark.parametrize("d", sorted(p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "results").rglob("summary.json")))
 def test_every_committed_page_is_rendered_from_its_summary(d):
-    from sipo_bench.reporting.report import load_summaries
+    from sipo_bench.reporting.merge import load_summaries
 
     path = ROOT / d
     assert (path / "index.html").read_text() == render_html(load_summaries([path])[0], run_dir_files(path)), (

@@ -373,7 +373,11 @@ def test_smoke_preset_runs_end_to_end(name, generator, tmp_path, monkeypatch):
     The base policy's mean scores are recomputed here from its generations with fresh scorers."""
     import numpy as np
 
-    from sipo_bench.planning.experiment import execute, load_yaml, make_config, plan_run
+    from sipo_bench.configs.run_config import load_yaml, make_config
+
+    from sipo_bench.planning.experiment import plan_run
+
+    from sipo_bench.planning.run import execute
     from sipo_bench.execution.runtime import Runtime
     from sipo_bench.execution.stages import Cache
 
@@ -437,7 +441,8 @@ def test_smoke_preset_runs_end_to_end(name, generator, tmp_path, monkeypatch):
 @pytest.mark.parametrize("preset", ["paper-beavertails", "paper-helpsteer"])
 def test_paper_presets_validate_with_the_paper_settings(preset, capsys):
     from sipo_bench.cli import main
-    from sipo_bench.planning.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.configs.run_config import load_yaml, make_config
+    from sipo_bench.planning.experiment import plan_run
     from sipo_bench.execution.runtime import Runtime
 
     path = Path(__file__).parent.parent / "presets" / f"{preset}.yaml"

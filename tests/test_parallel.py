@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from sipo_bench.planning.experiment import comparable, default_jobs, execute, make_config
+from sipo_bench.configs.run_config import default_jobs, make_config
+
+from sipo_bench.planning.run import execute
+
+from sipo_bench.reporting.summary import comparable
 from sipo_bench.execution.runtime import Runtime
 from sipo_bench.execution.stages import Cache, Resources, Stage, StageLog, read_jsonl
 from stage_events import events, max_concurrency, wait_for

@@ -18,7 +18,8 @@ import pytest
 
 from sipo_bench.cli import main
 from sipo_bench.errors import UsageError
-from sipo_bench.planning.experiment import make_config, plan_run
+from sipo_bench.configs.run_config import make_config
+from sipo_bench.planning.experiment import plan_run
 from sipo_bench.execution.runtime import Runtime
 from sipo_bench.execution.stages import Stage, fn_ref, resolve_fn
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from sipo_bench.cli import main
-from sipo_bench.planning.experiment import load_yaml, make_config, plan_run
+from sipo_bench.configs.run_config import load_yaml, make_config
+from sipo_bench.planning.experiment import plan_run
 from sipo_bench.execution.runtime import Runtime
-from sipo_bench.configs.sweep import plan_sweep
+from sipo_bench.planning.experiment import plan_sweep
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 

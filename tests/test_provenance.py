@@ -12,10 +12,11 @@ import stat
 
 import pytest
 
-from sipo_bench import provenance
+from sipo_bench.execution import provenance
 from sipo_bench.reporting import report
+from sipo_bench.reporting import merge
 from sipo_bench.cli import main
-from sipo_bench.planning.experiment import comparable
+from sipo_bench.reporting.summary import comparable
 
 
 def test_collect_names_cpu_capability_blas_mode_and_threads(monkeypatch):
@@ -112,15 +113,15 @@ def test_report_over_runs_on_different_hardware_says_so_in_one_line(dummy_run):
     a["provenance"], b["provenance"] = prov("AMD EPYC 9755"), prov("Intel Xeon", capability="AVX2", cbwr="AVX2")
     a["run"]["run_id"], b["run"]["run_id"] = "ra", "rb"
     b["methods"] = {"dummy2": b["methods"]["dummy"]}
-    merged = report.merge([a, b])
+    merged = merge.merge([a, b])
     lines = [line for line in report.table_md(merged).splitlines() if "differ" in line]
     assert len(lines) == 1 and "run ra: AMD EPYC 9755" in lines[0] and "run rb: Intel Xeon" in lines[0]
     assert "MKL_CBWR AVX2" in lines[0] and merged["provenance"] is None
-    same = report.merge([a, {**copy.deepcopy(b), "provenance": prov("AMD EPYC 9755")}])
+    same = merge.merge([a, {**copy.deepcopy(b), "provenance": prov("AMD EPYC 9755")}])
     assert same["provenance"] == a["provenance"]
     assert not [line for line in report.table_md(same).splitlines() if "differ" in line]
     # one run recorded, one not: that differs too, and says which
     old = copy.deepcopy(b)
     del old["provenance"]
-    line = next(x for x in report.table_md(report.merge([a, old])).splitlines() if "differ" in x)
+    line = next(x for x in report.table_md(merge.merge([a, old])).splitlines() if "differ" in x)
     assert "run rb: not recorded" in line

@@ -30,7 +30,11 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'sipo-bench[ray]')")
 psutil = pytest.importorskip("psutil")
 
-from sipo_bench.planning.experiment import comparable, execute, make_config  # noqa: E402
+from sipo_bench.configs.run_config import make_config  # noqa: E402
+
+from sipo_bench.planning.run import execute
+
+from sipo_bench.reporting.summary import comparable
 from sipo_bench.execution.runtime import Runtime  # noqa: E402
 from sipo_bench.execution.stages import Cache, Resources, Stage, StageLog  # noqa: E402
 from stage_events import events, max_concurrency, wait_for  # noqa: E402

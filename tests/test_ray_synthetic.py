@@ -10,7 +10,11 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'sipo-bench[ray]')")
 
-from sipo_bench.planning.experiment import comparable, execute, make_config  # noqa: E402
+from sipo_bench.configs.run_config import make_config  # noqa: E402
+
+from sipo_bench.planning.run import execute
+
+from sipo_bench.reporting.summary import comparable
 from sipo_bench.execution.runtime import Runtime  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("ray")]

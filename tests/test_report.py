@@ -14,6 +14,8 @@ import pytest
 
 from sipo_bench.scoring import pareto
 from sipo_bench.reporting import outdir, report
+from sipo_bench.reporting import merge
+from sipo_bench.reporting import figures, text
 from sipo_bench.cli import main
 from sipo_bench.errors import UsageError
 from sipo_bench.scoring.stats import hv_stats as _hv_stats, union_front_igd_plus as _igd_plus_all
@@ -85,7 +87,7 @@ def synthetic_summary(objectives: list[tuple[str, bool]], methods: dict[str, dic
     for m in methods.values():
         mp = m["mean_points"]
         m["best"] = {n: (max if d else min)(p["scores"][i] for p in mp) for i, (n, d) in enumerate(objectives)} if mp else {}
-    return report.normalize({
+    return merge.normalize({
         "schema_version": 1, "task": "synthetic", "task_description": "A summary built in a test.",
         "objectives": [{"name": n, "higher_is_better": d, "description": ""} for n, d in objectives],
         "weights": [], "seeds": list(seeds),
@@ -222,7 +224,7 @@ def test_load_summaries_errors_name_the_dir(tmp_path, capsys, content, message):
     if content is not None:
         (d / "summary.json").write_text(content)
     with pytest.raises(UsageError) as e:
-        report.load_summaries([d])
+        merge.load_summaries([d])
     assert str(d) in str(e.value) and message in str(e.value) and "\n" not in str(e.value)
     assert main(["report", str(d)]) == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
@@ -275,8 +277,8 @@ def test_report_into_a_read_only_run_dir_suggests_out(tmp_path, runs, capsys):
 
 def test_load_summaries_missing_dir_and_file_path(tmp_path, runs):
     with pytest.raises(UsageError, match="got nothing there"):
-        report.load_summaries([tmp_path / "nope"])
-    [s] = report.load_summaries([runs["three"] / "summary.json"])
+        merge.load_summaries([tmp_path / "nope"])
+    [s] = merge.load_summaries([runs["three"] / "summary.json"])
     assert s["task"] == "dummy"
 
 
@@ -292,8 +294,8 @@ def renamed(summary: dict, old: str, new: str) -> dict:
 def test_merge_unites_methods_and_recomputes_indicators(tmp_path, runs):
     strong = run_dummy(tmp_path, "strong", runs["cache"], "--config", str(_yaml(tmp_path, "dummy: {strength: 1.0}")),
                        seeds="1,2")
-    [a, b] = report.load_summaries([runs["three"], strong])
-    merged = report.merge([a, renamed(b, "dummy", "dummy-strong")])
+    [a, b] = merge.load_summaries([runs["three"], strong])
+    merged = merge.merge([a, renamed(b, "dummy", "dummy-strong")])
     assert list(merged["methods"]) == ["dummy", "dummy-strong"]
     assert merged["seeds"] == [0, 1, 2]
     assert [m["run_id"] for m in merged["merged_from"]] == [a["run"]["run_id"], b["run"]["run_id"]]
@@ -316,8 +318,8 @@ def test_merge_unites_methods_and_recomputes_indicators(tmp_path, runs):
 def test_merge_keeps_every_seed_of_a_method(tmp_path, runs):
     """The seed-0 run and the seeds-1,2 run of one config merge into exactly the 3-seed run."""
     rest = run_dummy(tmp_path, "seeds12", runs["cache"], seeds="1,2")
-    [one, two, three] = report.load_summaries([runs["one"], rest, runs["three"]])
-    merged = report.merge([one, two])
+    [one, two, three] = merge.load_summaries([runs["one"], rest, runs["three"]])
+    merged = merge.merge([one, two])
     m, ref = merged["methods"]["dummy"], three["methods"]["dummy"]
     assert merged["seeds"] == [0, 1, 2] and len(m["points"]) == 15
     assert sorted((tuple(p["w"]), p["seed"]) for p in m["points"]) == sorted((tuple(p["w"]), p["seed"]) for p in ref["points"])
@@ -327,33 +329,33 @@ def test_merge_keeps_every_seed_of_a_method(tmp_path, runs):
     assert sorted(map(json.dumps, m["mean_points"])) == sorted(map(json.dumps, ref["mean_points"]))
     assert all(p["n_seeds"] == 3 for p in m["mean_points"])
     # the same point in both runs with the same scores is no conflict (merging a run with itself)
-    assert report.merge([one, one])["methods"]["dummy"]["points"] == one["methods"]["dummy"]["points"]
+    assert merge.merge([one, one])["methods"]["dummy"]["points"] == one["methods"]["dummy"]["points"]
 
 
 def test_merge_conflicts_are_errors(tmp_path, runs):
-    [one, three] = report.load_summaries([runs["one"], runs["three"]])
+    [one, three] = merge.load_summaries([runs["one"], runs["three"]])
     tampered = copy.deepcopy(three)
     p0 = next(p for p in tampered["methods"]["dummy"]["points"] if p["seed"] == 0 and p["w"] == [0.5, 0.5])
     p0["scores"] = [0.6, 0.4]
     with pytest.raises(UsageError) as e:
-        report.merge([one, tampered])
+        merge.merge([one, tampered])
     assert "cannot merge method 'dummy': seed 0, w=[0.5, 0.5] has scores [0.5, 0.5] in run" in str(e.value)
     strong = run_dummy(tmp_path, "strong2", runs["cache"], "--config", str(_yaml(tmp_path, "dummy: {strength: 1.0}")),
                        seeds="1")
-    [b] = report.load_summaries([strong])
+    [b] = merge.load_summaries([strong])
     with pytest.raises(UsageError, match=r"cannot merge method 'dummy': its config differs between run \w+ and run \w+ "
                                          r"\(field\(s\) strength\)"):
-        report.merge([one, b])
+        merge.merge([one, b])
     failed = copy.deepcopy(three)
     failed["methods"]["dummy"].update(status="failed", error="stage x: boom")
-    merged = report.merge([one, failed])["methods"]["dummy"]
+    merged = merge.merge([one, failed])["methods"]["dummy"]
     assert merged["status"] == "failed" and merged["error"] == f"run {three['run']['run_id']}: stage x: boom"
     assert merged["hypervolume"] is None
 
 
 def test_merge_of_one_changes_no_number(runs):
-    [a] = report.load_summaries([runs["three"]])
-    merged = report.merge([a])
+    [a] = merge.load_summaries([runs["three"]])
+    merged = merge.merge([a])
     for key in ("hypervolume", "hypervolume_floor", "igd_plus", "front"):
         assert merged["methods"]["dummy"][key] == a["methods"]["dummy"][key]
     assert merged["union_front"] == a["union_front"] and merged["ref_point"] == a["ref_point"]
@@ -368,11 +370,11 @@ def test_merge_of_one_changes_no_number(runs):
     (lambda s: s["ref_points"].update({"1": [0.5, 0.6]}), "reference points differ for seed 1: [0.5, 0.5] and [0.5, 0.6]"),
 ])
 def test_merge_rejects_incomparable_runs(runs, change, message):
-    [a] = report.load_summaries([runs["three"]])
+    [a] = merge.load_summaries([runs["three"]])
     b = renamed(a, "dummy", "other")
     change(b)
     with pytest.raises(UsageError) as e:
-        report.merge([a, b])
+        merge.merge([a, b])
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -457,14 +459,14 @@ def test_console_table_has_the_same_content():
 
 
 def test_number_format_is_stable():
-    assert report._num(-0.0) == "0.0000"
-    assert report._num(1e-5) == "1.000e-05" and report._num(-2.5e7) == "-2.500e+07"
-    assert report._num(0.123456) == "0.1235" and report._num(12) == "12" and report._num(None) == "-"
+    assert text.num(-0.0) == "0.0000"
+    assert text.num(1e-5) == "1.000e-05" and text.num(-2.5e7) == "-2.500e+07"
+    assert text.num(0.123456) == "0.1235" and text.num(12) == "12" and text.num(None) == "-"
 
 
 def test_k2_plot_points_lines_and_reference(tmp_path):
     s = k2_summary()
-    fig = report.front_figure(s)
+    fig = figures.front_figure(s)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "helpful (higher is better)" and ax.get_ylabel() == "harm (lower is better)"
     gids = {l.get_gid() for l in ax.get_lines() if l.get_gid()}
@@ -481,12 +483,12 @@ def test_k2_plot_points_lines_and_reference(tmp_path):
 
 def test_k3_plot_has_pairwise_panels(tmp_path):
     s = k3_summary()
-    fig = report.front_figure(s)
+    fig = figures.front_figure(s)
     labels = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_visible()]
     assert labels == [("helpful (higher is better)", "honest (higher is better)"),
                       ("helpful (higher is better)", "harmless (higher is better)"),
                       ("honest (higher is better)", "harmless (higher is better)")]
-    report.plot_front(s, tmp_path / "front.png")
+    figures.plot_front(s, tmp_path / "front.png")
     img = png_pixels(tmp_path / "front.png")
     assert img.shape[1] > 2 * img.shape[0]  # three panels side by side
     assert_not_blank(img)
@@ -504,9 +506,9 @@ def test_plot_one_and_four_objectives(tmp_path, k, panels):
     grid = [[1.0 if i == j else 0.0 for j in range(k)] for i in range(k)] + ([[1.0 / k] * k] if k > 1 else [])
     pts = [(w, 0, [0.1 + 0.8 * x for x in w]) for w in grid]
     s = synthetic_summary([(n, True) for n in names], {"m": method_entry(pts, [True] * k, refs)}, refs, seeds=(0,))
-    fig = report.front_figure(s)
+    fig = figures.front_figure(s)
     assert len([ax for ax in fig.axes if ax.get_visible()]) == panels
-    report.plot_front(s, tmp_path / "front.png")
+    figures.plot_front(s, tmp_path / "front.png")
     assert_not_blank(png_pixels(tmp_path / "front.png"))
     # HV vs (0,..,0). k = 1: 0.9. k = 4, inclusion-exclusion: the four vertex boxes (0.9,0.1,0.1,0.1)...
     # have volume 0.0009 each and every intersection is 0.1^4, so their union is

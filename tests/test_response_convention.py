@@ -145,7 +145,8 @@ class ThirdPartyGenerator(Generator):
 def test_sipo_pairs_share_one_convention(tmp_path, tok):
     """SIPO's candidates and its new pairs (y*, y_w), (y*, y_l): y* comes from a generator, y_w
     and y_l from the data; joined to the prompt, all three start with a `▁` piece."""
-    from sipo_bench.planning.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.configs.run_config import load_yaml, make_config
+    from sipo_bench.planning.experiment import plan_run
     from sipo_bench.execution.runtime import Runtime
     from sipo_bench_plugins.sipo.stages import filter_stage, sample_stage
 

@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 
-from sipo_bench.planning.experiment import comparable
+from sipo_bench.reporting.summary import comparable
 from stage_events import events
 
 CONFIG = """

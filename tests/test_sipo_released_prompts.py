@@ -34,7 +34,8 @@ class RecordingGenerator(Generator):
 
 @pytest.fixture(scope="module")
 def planned():
-    from sipo_bench.planning.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.configs.run_config import load_yaml, make_config
+    from sipo_bench.planning.experiment import plan_run
     from sipo_bench.execution.runtime import Runtime
 
     rt = Runtime(quiet=True)

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sipo_bench.reporting import report
 from sipo_bench.configs import sweep
+from sipo_bench.reporting import sweep_report
 from sipo_bench.cli import main
 from sipo_bench.configs.schema import ConfigError
-from sipo_bench.planning.experiment import comparable, make_config
+from sipo_bench.configs.run_config import make_config
+from sipo_bench.reporting.summary import comparable
 
 SWEEP_YAML = """\
 task: dummy
@@ -121,8 +122,8 @@ def test_sweep_tables_trace_to_the_point_summaries(swept):
 
 
 def test_sweep_plot_has_one_series_per_declared_pair(swept):
-    index, summaries = sweep.load_sweep(swept["out"])
-    fig = sweep.sweep_figure(index, summaries)
+    index, summaries = sweep_report.load_sweep(swept["out"])
+    fig = sweep_report.sweep_figure(index, summaries)
     assert [ax.get_ylabel() for ax in fig.axes] == ["paired ΔHV vs ref (paired t 95% CI)", "paired ΔHV vs floor (paired t 95% CI)"]
     assert fig.axes[1].get_xlabel() == "method_options.dummy.strength"
     lines = [l for l in fig.axes[1].get_lines() if l.get_gid() == "series:dummy@strength=1.0 − dummy"]

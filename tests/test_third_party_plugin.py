@@ -145,7 +145,8 @@ def _runtime(example):
 
 
 def test_expo_plans_on_the_endpoint_methods_stages(example):
-    from sipo_bench.planning.experiment import make_config, plan_run
+    from sipo_bench.configs.run_config import make_config
+    from sipo_bench.planning.experiment import plan_run
 
     plan = plan_run(make_config({"task": "dummy-model", "methods": ["dummy", "example-expo"], "method_options": {
         "dummy": {"strength": 0.8}, "example-expo": {"endpoints": "dummy", "extrapolation": 0.25}}}), _runtime(example))
@@ -166,7 +167,8 @@ def test_expo_plans_on_the_endpoint_methods_stages(example):
     ("dumy", "`method_options.example-expo.endpoints`: unknown method 'dumy'. Did you mean 'dummy'?"),
 ])
 def test_expo_endpoints_are_checked(example, endpoints, message):
-    from sipo_bench.planning.experiment import make_config, plan_run
+    from sipo_bench.configs.run_config import make_config
+    from sipo_bench.planning.experiment import plan_run
 
     cfg = make_config({"task": "dummy-model", "methods": ["example-expo"], "method_options": {"example-expo": {"endpoints": endpoints}}})
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):

@@ -381,7 +381,8 @@ def test_plan_sends_fusion_to_transformers_and_sizes_the_engine_for_the_run():
     transformers, everything else on vllm, and every vllm generate stage is told the largest rank
     it will serve: a soup of two r=64 DPO adapters and SIPO's re-aligned endpoints (64 + 64) are
     128."""
-    from sipo_bench.planning.experiment import load_yaml, make_config, plan_run
+    from sipo_bench.configs.run_config import load_yaml, make_config
+    from sipo_bench.planning.experiment import plan_run
     from sipo_bench.execution.runtime import Runtime
 
     data = load_yaml(Path(__file__).parent.parent / "presets" / "paper-beavertails.yaml")

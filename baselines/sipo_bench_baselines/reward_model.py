@@ -87,7 +87,7 @@ def _score_texts(model: Any, tok: Any, texts: Sequence[str], batch_size: int,
 def _load(base_dir: Path | str, dtype: Any = None):
     """(sequence-classification model with a fresh one-output head, right-padding tokenizer)."""
     import torch
-    from sipo_bench_plugins.hf_generation import resolve_model_path
+    from sipo_bench.api import resolve_model_path
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 

@@ -23,17 +23,20 @@ from sipo_bench.api import StageContext, TaskData, count
 from .pairs import dpo_pairs, lw_pairs, split_rows, task_of
 
 
-def add_margins(pairs: list[dict], base_dir: Path, adapter_dirs: Sequence[Path], beta: float, batch_size: int,
+#: the generation backend that scores implicit rewards (any generator with `implicit_rewards`)
+BACKEND = "transformers"
+
+
+def add_margins(pairs: list[dict], gen: Any, base_dir: Path, adapter_dirs: Sequence[Path], beta: float, batch_size: int,
                 progress: Any = None) -> list[dict]:
-    """Column `margins` = [r_j(chosen) − r_j(rejected) for each adapter j] (MODPO)."""
+    """Column `margins` = [r_j(chosen) − r_j(rejected) for each adapter j] (MODPO), the implicit
+    rewards scored by `gen` (a generator with `implicit_rewards`, e.g. `runtime.generator("transformers")`)."""
     if not pairs:
         return pairs
-    from sipo_bench_plugins.hf_generation import implicit_rewards
-
     n = len(pairs)
     prompts = [p["prompt"] for p in pairs] * 2
     responses = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
-    r = implicit_rewards(base_dir, list(adapter_dirs), prompts, responses, beta, batch_size=batch_size,
+    r = gen.implicit_rewards(base_dir, list(adapter_dirs), prompts, responses, beta, batch_size=batch_size,
                          progress=progress)  # (k-1, 2n)
     margins = r[:, :n] - r[:, n:]
     return [{**p, "margins": [float(x) for x in margins[:, i]]} for i, p in enumerate(pairs)]
@@ -74,8 +77,9 @@ def modpo_stage(ctx: StageContext) -> dict:
         train = train[: int(cfg["train"]["max_pairs"])]
     use_val = float(cfg["train"].get("eval_every") or 0) > 0
     with ctx.progress(2 * (len(train) + (len(val) if use_val else 0)), f"margins {ctx.stage.name}") as advance:
-        train = add_margins(train, base, adapters, cfg["margin_beta"], int(cfg["margin_batch_size"]), advance)
-        val = add_margins(val, base, adapters, cfg["margin_beta"], int(cfg["margin_batch_size"]), advance) if use_val else []
+        gen = ctx.runtime.generator(BACKEND)
+        train = add_margins(train, gen, base, adapters, cfg["margin_beta"], int(cfg["margin_batch_size"]), advance)
+        val = add_margins(val, gen, base, adapters, cfg["margin_beta"], int(cfg["margin_batch_size"]), advance) if use_val else []
     loss = MODPOLoss(beta=beta, w_main=float(cfg["w_main"]), w_others=tuple(float(x) for x in cfg["w_others"]))
     return {"w": cfg["w"], "main": cfg["main"], **_train(ctx, train, val, loss)}
 

@@ -155,7 +155,7 @@ class ProgressCallback(TrainerCallback):
 def load_base(base_dir: Path | str, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) of a base stage dir (a saved model or a `pointer.json`); the tokenizer
     gets a pad token if it has none."""
-    from sipo_bench_plugins.hf_generation import resolve_model_path
+    from sipo_bench.api import resolve_model_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_id, tok_id = resolve_model_path(base_dir, with_tokenizer=True)

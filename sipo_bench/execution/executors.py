@@ -53,7 +53,7 @@ class LocalExecutor(Executor):
             overall: Any = None) -> dict[str, StageOutcome]:
         jobs = int(getattr(runtime, "jobs", 1) or 1)
         # `fresh_processes`: even one job runs in a worker (a deterministic run whose kernels this
-        # process cannot pin, sipo_bench.determinism)
+        # process cannot pin, sipo_bench.execution.determinism)
         if (jobs <= 1 and not getattr(runtime, "fresh_processes", False)) or all(cache.is_done(s) for s in stages):
             return run_graph(stages, cache, runtime, log, overall)
         from .device import visible_gpus

@@ -76,12 +76,12 @@ class Stage:
     version: str = "1"
     tags: Mapping[str, Any] = field(default_factory=dict)  # e.g. method/weight/seed, not hashed
     #: the run mode the stage is keyed under: None (default), or "deterministic" for every stage
-    #: planned by a deterministic run (taken from `sipo_bench.determinism.key_mode` when None)
+    #: planned by a deterministic run (taken from `sipo_bench.execution.determinism.key_mode` when None)
     mode: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode is None:
-            from ..determinism import current_key_mode
+            from .determinism import current_key_mode
 
             self.mode = current_key_mode()
         if callable(self.fn):

@@ -114,7 +114,7 @@ def worker_main(conn: Any, parent_pid: int, env: dict[str, str], plugins_dir: st
     # the parent stops a busy worker with SIGTERM: unwind, so the stage's temp dir and lock go
     signal.signal(signal.SIGTERM, raise_terminated)
     os.environ.update(env)  # CUDA_VISIBLE_DEVICES and SIPO_BENCH_DEVICE before torch is imported
-    from ..determinism import apply_if_flagged
+    from .determinism import apply_if_flagged
 
     apply_if_flagged()  # a deterministic run's worker: pinned kernels (inherited) + deterministic algorithms
     from .graph import stage_extras

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import curves as curves_mod
-from . import report
+from . import figures, merge, tables
 
 NOT_RECORDED = "not recorded for this run"
 
@@ -94,7 +94,7 @@ def png_uri(fig: Any, dpi: int | None = None) -> str:
 
 def seed_view(summary: Mapping[str, Any], seed: str) -> dict:
     """`summary` restricted to one seed: each method's points of that seed as its mean points
-    and their front, that seed's reference point and base scores (for :func:`report.front_figure`)."""
+    and their front, that seed's reference point and base scores (for :func:`figures.front_figure`)."""
     from ..scoring import pareto
 
     maximize = [o["higher_is_better"] for o in summary["objectives"]]
@@ -112,12 +112,12 @@ def seed_view(summary: Mapping[str, Any], seed: str) -> dict:
 def fronts_section(s: Mapping[str, Any]) -> str:
     parts = ["<h2 id='fronts'>Fronts</h2>",
              "<figure id='front-pooled'><img class='front' alt='front pooled over seeds' src='"
-             + png_uri(report.front_figure(s)) + "'><figcaption>Mean test scores per weight, pooled over seeds "
+             + png_uri(figures.front_figure(s)) + "'><figcaption>Mean test scores per weight, pooled over seeds "
              "(filled: on the method's front).</figcaption></figure>"]
     seeds = [str(x) for x in s.get("seeds") or []]
     if len(seeds) > 1:
         figs = "".join(f"<figure class='card'><img class='seed-front' alt='front seed {esc(x)}' src='"
-                       + png_uri(report.front_figure(seed_view(s, x)), dpi=60) + f"'><figcaption>seed {esc(x)}</figcaption></figure>"
+                       + png_uri(figures.front_figure(seed_view(s, x)), dpi=60) + f"'><figcaption>seed {esc(x)}</figcaption></figure>"
                        for x in seeds)
         parts.append(f"<details id='fronts-per-seed'><summary>Front per seed ({len(seeds)} seeds)</summary>"
                      f"<div class='grid'>{figs}</div></details>")
@@ -133,16 +133,16 @@ def tables_section(s: Mapping[str, Any]) -> str:
     parts = ["<h2 id='tables'>Hypervolume and fronts</h2>",
              f"<p>HV reference point: {esc(', '.join(num(v) for v in ref) if ref else 'none')}; "
              f"source: {esc(s.get('ref_point_source'))}.</p>",
-             table(report.header(s), report.rows(s), labels)]
-    cols, body = report.comparison_table(s)
+             table(tables.header(s), tables.rows(s), labels)]
+    cols, body = tables.comparison_table(s)
     if body:
-        parts += ["<h3>Paired comparisons</h3>", f"<p class='muted'>{esc(report.COMPARISON_TEXT)}</p>",
-                  f"<p class='muted'>{esc(report.holm_text(s))}</p>", table(cols, body, 2)]
-        if report.ranking_line(s):
-            parts.append(f"<p>{esc(report.ranking_line(s))}</p>")
-    for title, (cols, body), n, note in (("HV per seed", report.per_seed_table(s), 2, None),
-                                         ("Evaluation noise", report.noise_table(s), 3, " ".join(report.noise_lines(s))),
-                                         ("Extra stage results", report.extra_table(s), 3, None)):
+        parts += ["<h3>Paired comparisons</h3>", f"<p class='muted'>{esc(tables.COMPARISON_TEXT)}</p>",
+                  f"<p class='muted'>{esc(tables.holm_text(s))}</p>", table(cols, body, 2)]
+        if tables.ranking_line(s):
+            parts.append(f"<p>{esc(tables.ranking_line(s))}</p>")
+    for title, (cols, body), n, note in (("HV per seed", tables.per_seed_table(s), 2, None),
+                                         ("Evaluation noise", tables.noise_table(s), 3, " ".join(tables.noise_lines(s))),
+                                         ("Extra stage results", tables.extra_table(s), 3, None)):
         if body:
             parts += [f"<h3>{esc(title)}</h3>"] + ([f"<p class='muted'>{esc(note)}</p>"] if note else []) + [table(cols, body, n)]
     failed = [(n, m.get("error")) for n, m in s["methods"].items() if m.get("status") != "ok"]
@@ -154,10 +154,10 @@ def tables_section(s: Mapping[str, Any]) -> str:
 
 def compute_section(s: Mapping[str, Any]) -> str:
     """The report's compute table (one counter a column) with each method's summed stage seconds."""
-    cols, body = report.compute_table(dict(s), with_time=True)
+    cols, body = tables.compute_table(dict(s), with_time=True)
     if not cols:
         return "<h2 id='compute'>Compute</h2><p class='muted'>no methods</p>"
-    return ("<h2 id='compute'>Compute</h2><p class='muted'>" + esc(report.COMPUTE_TEXT) + " stage seconds: the "
+    return ("<h2 id='compute'>Compute</h2><p class='muted'>" + esc(tables.COMPUTE_TEXT) + " stage seconds: the "
             "method's summed stage seconds (a cached stage counts its first run).</p>" + table(cols, body, 1))
 
 
@@ -300,8 +300,8 @@ def samples_section(s: Mapping[str, Any], files: Mapping[str, bytes]) -> str:
 
 
 def render_html(summary: Mapping[str, Any], files: Mapping[str, bytes] | None = None) -> str:
-    """The page for `summary` (as normalised by :func:`report.normalize`) and the run's files."""
-    s = report.normalize(dict(summary))
+    """The page for `summary` (as normalised by :func:`merge.normalize`) and the run's files."""
+    s = merge.normalize(dict(summary))
     files = files or {}
     run = s.get("run") or {}
     objs = ", ".join(f"{o['name']} ({'higher' if o['higher_is_better'] else 'lower'} is better)" for o in s["objectives"])

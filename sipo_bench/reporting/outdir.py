@@ -245,17 +245,19 @@ def write_report(out: Path | str, summary: dict, failures: Mapping[str, str] | N
     """Render `summary` (summary.json, table.md, points.csv, front.png, index.html) and commit it
     to `out` with the run's other files (`run_files`: relative path -> bytes, e.g. curves/)."""
     from . import report
+    from .figures import front_png_bytes
+    from .merge import normalize
     from .html_report import render_html
     from ..execution.stages import json_default
 
-    s = report.normalize(summary)
+    s = normalize(summary)
     run_files = dict(run_files or {})
     files = {
         **run_files,
         "summary.json": (json.dumps(summary, indent=2, sort_keys=False, default=json_default) + "\n").encode("utf-8"),
         "table.md": report.table_md(s).encode("utf-8"),
         "points.csv": report.points_csv(s).encode("utf-8"),
-        "front.png": report.front_png_bytes(s),
+        "front.png": front_png_bytes(s),
         "index.html": render_html(s, run_files).encode("utf-8"),
     }
     ResultsDir(out, flag).commit(files, failures)
@@ -266,10 +268,12 @@ def render_files(summary: dict, out: Path, extra: Mapping[str, bytes] | None = N
     together (one transaction, :meth:`ResultsDir.commit`); summary.json and the rest of
     `out` are kept."""
     from . import report
+    from .figures import front_png_bytes
+    from .merge import normalize
 
-    s = report.normalize(summary)
+    s = normalize(summary)
     ResultsDir(out).commit({"table.md": report.table_md(s).encode("utf-8"), "points.csv": report.points_csv(s).encode("utf-8"),
-                            "front.png": report.front_png_bytes(s), **(extra or {})}, None)
+                            "front.png": front_png_bytes(s), **(extra or {})}, None)
 
 
 __all__ = ["ResultsDir", "ReportWriteError", "write_report", "render_files", "REPORT_FILES"]

@@ -26,7 +26,7 @@ def conflict_stats(rows: list[dict], objectives: list[str]) -> dict:
 
 
 def conflict_report(args: Any) -> int:
-    from ..planning.experiment import load_yaml
+    from ..configs.run_config import load_yaml
     from ..contract.interfaces import FitContext  # noqa: F401  (keeps import graph obvious)
     from ..execution.runtime import Runtime
     from ..execution.stages import Cache, StageLog, default_cache_dir

@@ -23,347 +23,17 @@ Conventions (see docs/generation.md):
 from __future__ import annotations
 
 import contextlib
-import inspect
-import math
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from sipo_bench.api import DecodingConfig, Generator, ResolvedPolicy, after_prompt, as_response, count, new_token_budget
+from sipo_bench.api import DecodingConfig, Generator, ResolvedPolicy, as_response, count, new_token_budget
 
-from . import resolve_model_path
+from .adapters import GROUP_MODES, grouped, use_adapter
 from .fusion import check_rule, fuse_step
-
-GROUP_MODES = ("grouped", "peft", "sequential")
-BASE = None  # an adapter slot that means "the base model, adapters disabled"
-
-
-def default_device() -> torch.device:
-    """The run's device (`sipo_bench.execution.device`: `$SIPO_BENCH_DEVICE`, else cuda when available)."""
-    from sipo_bench.api import torch_device
-
-    return torch_device()
-
-
-def _key(path: Any) -> str:
-    """Cache key of a local dir (resolved path + mtime of its config, so a rewritten dir
-    reloads) or of a hub id (as given)."""
-    p = Path(str(path))
-    if p.exists():
-        p = p.resolve()
-        stamp = max((f.stat().st_mtime_ns for f in p.glob("*config.json")), default=0)
-        return f"{p}@{stamp}"
-    return str(path)
-
-
-@dataclass
-class _Base:
-    """One loaded base model and everything hanging off it."""
-
-    path: str
-    model: Any  # PreTrainedModel, or PeftModel once an adapter is loaded
-    tokenizer: Any
-    eos_ids: list[int]
-    cache_kw: str  # "cache" (transformers 5) or "past_key_values"
-    keeps_logits: bool  # forward accepts `logits_to_keep`
-    adapters: dict[str, str] = field(default_factory=dict)  # adapter key -> peft adapter name
-    soups: OrderedDict = field(default_factory=OrderedDict)  # (keys, weights) -> adapter name
-    plans: dict = field(default_factory=dict)  # tuple of adapter names -> grouped plan or None
-    counter: int = 0
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def new_name(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-
-class ModelCache:
-    """Process-wide cache of base models (keyed by path) with their adapters (keyed by dir)."""
-
-    max_soups = 8
-
-    def __init__(self) -> None:
-        self.bases: dict[tuple, _Base] = {}
-        self.lock = threading.RLock()
-
-    def base(self, base_dir: Any, device: torch.device | None = None, dtype: torch.dtype | None = None) -> _Base:
-        from sipo_bench.api import inference_dtype
-
-        device = device or default_device()
-        dtype = dtype or inference_dtype(device)
-        key = (_key(base_dir), str(device), str(dtype))
-        with self.lock:
-            if key not in self.bases:
-                self.bases[key] = self._load(base_dir, device, dtype)
-            return self.bases[key]
-
-    @staticmethod
-    def _load(base_dir: Any, device: torch.device, dtype: torch.dtype) -> _Base:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model_path, tok_path = resolve_model_path(base_dir, with_tokenizer=True)
-        tok = AutoTokenizer.from_pretrained(tok_path)
-        tok.padding_side = "left"
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
-        model.requires_grad_(False)
-        eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-        gen_eos = getattr(model.generation_config, "eos_token_id", None)
-        eos |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos] if gen_eos is not None else [])
-        params = inspect.signature(type(model).forward).parameters
-        cache_kw = "cache" if "cache" in params else "past_key_values"
-        return _Base(str(model_path), model, tok, sorted(eos), cache_kw, "logits_to_keep" in params)
-
-    def adapter(self, base: _Base, adapter_dir: Any) -> str:
-        """Load the peft adapter in `adapter_dir` onto `base` (once); return its name."""
-        from peft import PeftModel
-
-        key = _key(adapter_dir)
-        with self.lock:
-            if key in base.adapters:
-                return base.adapters[key]
-            name = base.new_name("a")
-            if isinstance(base.model, PeftModel):
-                base.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
-            else:
-                base.model = PeftModel.from_pretrained(base.model, str(adapter_dir), adapter_name=name, is_trainable=False)
-            base.model.eval()
-            base.model.requires_grad_(False)
-            base.adapters[key] = name
-            return name
-
-    def soup(self, base: _Base, adapters: Sequence[tuple[Any, float]]) -> str | None:
-        """Name of an adapter whose delta is exactly Σ w_i ΔW_i (None: the base model)."""
-        summed: dict[str, float] = {}  # the same adapter twice: one term with the summed weight
-        for a, w in adapters:
-            name = self.adapter(base, a)
-            summed[name] = summed.get(name, 0.0) + float(w)
-        summed = {n: w for n, w in summed.items() if w != 0.0}
-        if not summed:
-            return None
-        names, weights = list(summed), list(summed.values())
-        if len(names) == 1 and weights[0] == 1.0:
-            return names[0]
-        key = (tuple(names), tuple(weights))
-        with self.lock:
-            if key in base.soups:
-                base.soups.move_to_end(key)
-                return base.soups[key]
-            name = base.new_name("soup")
-            base.model.add_weighted_adapter(names, weights, name, combination_type="cat")
-            # "cat" folds w_i * scaling_i into A and sets r = lora_alpha = Σ r_i, so the new
-            # adapter's scaling must be 1; with use_rslora peft would set sqrt(r): force 1.
-            from peft.tuners.lora import LoraLayer
-
-            for m in base.model.modules():
-                if isinstance(m, LoraLayer) and name in m.scaling:
-                    m.scaling[name] = 1.0
-            base.soups[key] = name
-            while len(base.soups) > self.max_soups:
-                _, old = base.soups.popitem(last=False)
-                self._delete(base, old)
-            return name
-
-    @staticmethod
-    def _delete(base: _Base, name: str) -> None:
-        if base.model.active_adapter == name:
-            base.model.set_adapter(next(iter(base.adapters.values())))
-        base.model.delete_adapter(name)
-        for k in [k for k in base.plans if name in k]:
-            del base.plans[k]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.bases.clear()
-        import gc
-
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-MODELS = ModelCache()
-
-
-def _register_release() -> None:
-    from sipo_bench.api import on_release
-
-    on_release(MODELS.clear)  # a runtime releasing its heavy objects frees the base models too
-
-
-_register_release()
-
-
-# --- running one base model with one or several adapters -------------------------------------
-
-
-@contextlib.contextmanager
-def use_adapter(base: _Base, name: str | None) -> Iterator[Any]:
-    """The model with only adapter `name` active (None: adapters disabled)."""
-    from peft import PeftModel
-
-    model = base.model
-    if not isinstance(model, PeftModel):
-        if name is not None:
-            raise ValueError(f"adapter {name!r} is not loaded")
-        yield model
-    elif name is None:
-        with model.disable_adapter():
-            yield model
-    else:
-        model.set_adapter(name)
-        yield model
-
-
-def _grouped_plan(base: _Base, names: tuple[str | None, ...]):
-    """For each peft LoRA Linear layer that one of `names` adapts: stacked (k, in, r) A^T and
-    (k, r, out) (B·scaling)^T, zero for groups without that adapter (so they get exactly the
-    base output). None when some layer or adapter is not a plain LoRA Linear (DoRA, embedding
-    LoRA, lora bias, modules_to_save), which the caller handles with peft's own path."""
-    from peft.tuners.lora import Linear as LoraLinear
-    from peft.tuners.lora import LoraLayer
-
-    model = base.model
-    real = [n for n in names if n is not None]
-    for n in real:
-        cfg = model.peft_config[n]
-        if getattr(cfg, "modules_to_save", None):
-            return None
-    plan = []
-    for m in model.modules():
-        if not isinstance(m, LoraLayer) or not any(n in m.lora_A for n in real):
-            continue
-        if type(m) is not LoraLinear or any(n in m.lora_variant for n in real) or m.merged:
-            return None
-        r = max(m.lora_A[n].weight.shape[0] for n in real if n in m.lora_A)
-        ref = next(m.lora_A[n].weight for n in real if n in m.lora_A)
-        d_in, d_out = m.in_features, m.out_features
-        at = torch.zeros(len(names), d_in, r, dtype=ref.dtype, device=ref.device)
-        bt = torch.zeros(len(names), r, d_out, dtype=ref.dtype, device=ref.device)
-        for g, n in enumerate(names):
-            if n is None or n not in m.lora_A:
-                continue
-            if m.lora_B[n].bias is not None:
-                return None
-            a, b = m.lora_A[n].weight, m.lora_B[n].weight
-            at[g, :, : a.shape[0]] = a.T
-            bt[g, : a.shape[0], :] = (b * m.scaling[n]).T
-        plan.append((m, at, bt))
-    return plan
-
-
-def _grouped_hook(at: torch.Tensor, bt: torch.Tensor) -> Callable:
-    k = at.shape[0]
-
-    def hook(module, args, kwargs, output):
-        x = args[0] if args else kwargs["x"]
-        low = torch.bmm(x.reshape(k, -1, x.shape[-1]).to(at.dtype), at)
-        if output.dtype == bt.dtype:  # output + low @ bt in one kernel
-            return torch.baddbmm(output.reshape(k, -1, output.shape[-1]), low, bt).view(output.shape)
-        return output + torch.bmm(low, bt).reshape(output.shape).to(output.dtype)
-
-    return hook
-
-
-@contextlib.contextmanager
-def grouped(base: _Base, names: Sequence[str | None], mode: str = "grouped") -> Iterator[Callable[[int], dict]]:
-    """Run k = len(names) row groups in one forward: rows [g*n:(g+1)*n] of a batch of k*n
-    rows use adapter names[g] (None: the base model). Yields `extra(n) -> dict` of forward
-    kwargs to pass. `mode` "grouped" uses our batched LoRA hook (falling back to "peft" when
-    the adapters are not plain LoRA Linear layers); "peft" uses `adapter_names=`."""
-    from peft import PeftModel
-
-    names = tuple(names)
-    model = base.model
-    if all(n is None for n in names):
-        with use_adapter(base, None):
-            yield lambda n: {}
-        return
-    if not isinstance(model, PeftModel):
-        raise ValueError(f"adapters {names} are not loaded")
-    if len(set(names)) == 1:
-        with use_adapter(base, names[0]):
-            yield lambda n: {}
-        return
-    plan = None
-    if mode == "grouped":
-        if names not in base.plans:
-            base.plans[names] = _grouped_plan(base, names)
-        plan = base.plans[names]
-    if plan is None:
-        labels = ["__base__" if n is None else n for n in names]
-        yield lambda n: {"adapter_names": [lab for lab in labels for _ in range(n)]}
-        return
-    handles = []
-    try:
-        with model.disable_adapter():
-            for m, at, bt in plan:
-                handles.append(m.register_forward_hook(_grouped_hook(at, bt), with_kwargs=True))
-            yield lambda n: {}
-    finally:
-        for h in handles:
-            h.remove()
-
-
-# --- tokenization ------------------------------------------------------------------------------
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def encode_pairs(tok, prompts: Sequence[str], responses: Sequence[str], add_eos: bool = True) -> list[tuple[list[int], int]]:
-    """(ids, n_prompt) per pair, as trl 1.16's DPOTrainer builds them: ids = tok(prompt +
-    response [+ eos_token]) with special tokens; the response tokens are ids[n_prompt:] where
-    n_prompt is the common prefix length of tok(prompt) and ids."""
-    if len(prompts) != len(responses):
-        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
-    eos = tok.eos_token if add_eos else ""
-    p_ids = tok(list(prompts))["input_ids"]
-    f_ids = tok([p + after_prompt(p, r) + eos for p, r in zip(prompts, responses)])["input_ids"]
-    return [(f, _common_prefix(p, f)) for p, f in zip(p_ids, f_ids)]
-
-
-def _batches(order: Sequence[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(order), size):
-        yield list(order[i : i + size])
-
-
-def _sample(scores: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
-    """One token per row from softmax(scores / temperature) restricted to the top-p nucleus
-    (the smallest set of most likely tokens whose mass reaches top_p; HF's TopPLogitsWarper)."""
-    scores = scores.float() / temperature
-    if top_p < 1.0:
-        sorted_scores, idx = torch.sort(scores, descending=False, dim=-1)
-        cum = sorted_scores.softmax(-1).cumsum(-1)
-        remove = cum <= (1 - top_p)
-        remove[..., -1] = False
-        scores = scores.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
-    probs = scores.softmax(-1)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-
-
-def _generated_length(row: Sequence[int], stop: Sequence[int | None]) -> int:
-    """Tokens a row generated: up to and including its first EOS (or pad), else all of it."""
-    return next((i + 1 for i, t in enumerate(row) if t in stop), len(row))
-
-
-def _batch_seed(seed: int, batch: int) -> int:
-    return (int(seed) * 1_000_003 + batch * 7_919) % (2**63 - 1)
+from .model_cache import MODELS, LoadedBase, ModelCache, default_device
+from .tokens import batch_seed, encode_pairs, generated_length, index_batches, sample_next
 
 
 # --- the backend -------------------------------------------------------------------------------
@@ -402,10 +72,10 @@ class HFGenerator(Generator):
 
     # -- loading --
 
-    def base(self, base_dir: Any) -> _Base:
+    def base(self, base_dir: Any) -> LoadedBase:
         return self.cache.base(base_dir, self.device, self.dtype)
 
-    def _slots(self, b: _Base, adapter_dirs: Sequence[Any]) -> list[str | None]:
+    def _slots(self, b: LoadedBase, adapter_dirs: Sequence[Any]) -> list[str | None]:
         return [None if a is None else self.cache.adapter(b, a) for a in adapter_dirs]
 
     # -- generation --
@@ -434,14 +104,14 @@ class HFGenerator(Generator):
                 raise ValueError(f"policy `combine`: expected 'soup' or 'fusion', got {policy.combine!r}")
             return self._generate_batches(b, prompts, decoding, num_return_sequences, seed, progress, run)
 
-    def _generate_batches(self, b: _Base, prompts, decoding, n_ret, seed, progress, run) -> list[list[str]]:
+    def _generate_batches(self, b: LoadedBase, prompts, decoding, n_ret, seed, progress, run) -> list[list[str]]:
         tok = b.tokenizer
         enc = tok(list(prompts))["input_ids"]
         order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
         rows_per_prompt = 1 if decoding.greedy else n_ret
         per_batch = max(1, decoding.batch_size // rows_per_prompt)
         out: list[list[str]] = [[] for _ in prompts]
-        for bi, idx in enumerate(_batches(order, per_batch)):
+        for bi, idx in enumerate(index_batches(order, per_batch)):
             width = max(len(enc[i]) for i in idx)
             pad = tok.pad_token_id
             budgets = [new_token_budget(decoding, len(enc[i])) for i in idx for _ in range(rows_per_prompt)]
@@ -451,11 +121,11 @@ class HFGenerator(Generator):
                 ids = torch.tensor([[pad] * (width - len(enc[i])) + enc[i] for i in idx], device=b.device)
                 mask = torch.tensor([[0] * (width - len(enc[i])) + [1] * len(enc[i]) for i in idx], device=b.device)
                 steps = torch.tensor(budgets, device=b.device)
-                new = run(ids, mask, rows_per_prompt, _batch_seed(seed, bi), steps)  # (len(idx) * rows, T_new)
+                new = run(ids, mask, rows_per_prompt, batch_seed(seed, bi), steps)  # (len(idx) * rows, T_new)
                 # a row's tokens past its own budget are dropped: the tokens before do not depend on them
                 rows = new.tolist()
                 texts = [as_response(tok.decode(row[:n], skip_special_tokens=True).strip()) for row, n in zip(rows, budgets)]
-                count("tokens_generated", sum(_generated_length(row[:n], (tok.eos_token_id, pad)) for row, n in zip(rows, budgets)))
+                count("tokens_generated", sum(generated_length(row[:n], (tok.eos_token_id, pad)) for row, n in zip(rows, budgets)))
             for j, i in enumerate(idx):
                 got = texts[j * rows_per_prompt : (j + 1) * rows_per_prompt]
                 out[i] = got * n_ret if rows_per_prompt == 1 and n_ret > 1 else got
@@ -463,7 +133,7 @@ class HFGenerator(Generator):
                 progress(len(idx))
         return out
 
-    def _generation_config(self, b: _Base, decoding: DecodingConfig, n: int):
+    def _generation_config(self, b: LoadedBase, decoding: DecodingConfig, n: int):
         from transformers import GenerationConfig
 
         tok = b.tokenizer
@@ -479,7 +149,7 @@ class HFGenerator(Generator):
         )
 
     @torch.inference_mode()
-    def _generate_single(self, b: _Base, name, ids, mask, decoding, n, seed, steps) -> torch.Tensor:
+    def _generate_single(self, b: LoadedBase, name, ids, mask, decoding, n, seed, steps) -> torch.Tensor:
         cfg = self._generation_config(b, decoding, n)
         cfg.max_new_tokens = int(steps.max())
         devices = [b.device] if b.device.type == "cuda" else []
@@ -488,7 +158,7 @@ class HFGenerator(Generator):
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg)
         return out[:, ids.shape[1] :]
 
-    def _cache_factory(self, b: _Base, length: int) -> Callable[[], Any]:
+    def _cache_factory(self, b: LoadedBase, length: int) -> Callable[[], Any]:
         """A fresh KV cache per call: None lets the model make its default (dynamic) cache;
         "static" preallocates `length` positions and writes in place (no per-step concat)."""
         if self.kv_cache == "dynamic":
@@ -498,7 +168,7 @@ class HFGenerator(Generator):
         model = b.model.get_base_model() if hasattr(b.model, "get_base_model") else b.model
         return lambda: StaticCache(config=model.config, max_cache_len=length)
 
-    def _forward(self, b: _Base, model, ids, mask, pos, cache, extra) -> tuple[torch.Tensor, Any]:
+    def _forward(self, b: LoadedBase, model, ids, mask, pos, cache, extra) -> tuple[torch.Tensor, Any]:
         kw = {b.cache_kw: cache} if cache is not None else {}
         if b.keeps_logits:
             kw["logits_to_keep"] = 1
@@ -507,7 +177,7 @@ class HFGenerator(Generator):
         return out.logits[:, -1], cache if cache is not None else getattr(out, "past_key_values", None)
 
     @torch.inference_mode()
-    def _generate_fused(self, b: _Base, slots, weights, rule, alpha, ids, mask, decoding, n, seed, steps) -> torch.Tensor:
+    def _generate_fused(self, b: LoadedBase, slots, weights, rule, alpha, ids, mask, decoding, n, seed, steps) -> torch.Tensor:
         """MOD decoding: k = len(slots) models, one KV cache over k stacked copies of the
         batch (grouped/peft modes) or k caches (sequential mode). Each model's cumulative
         log-prob of the response so far enters the fusion rule (`fuse_step`). Rows that
@@ -563,7 +233,7 @@ class HFGenerator(Generator):
             for step in range(max_steps):
                 lp = torch.log_softmax(logits.float(), -1)  # (k, rows, V)
                 f = fuse_step(lp, prefix, weights, rule, alpha)
-                nxt = f.argmax(-1) if decoding.greedy else _sample(f, decoding.temperature, decoding.top_p, gen)
+                nxt = f.argmax(-1) if decoding.greedy else sample_next(f, decoding.temperature, decoding.top_p, gen)
                 nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
                 out[active, step] = nxt
                 n_steps = step + 1
@@ -627,7 +297,7 @@ class HFGenerator(Generator):
         return beta * (lp[:-1] - lp[-1:])
 
     @torch.inference_mode()
-    def _sequence_logprobs(self, b: _Base, slots: list[str | None], prompts, responses, batch_size, progress,
+    def _sequence_logprobs(self, b: LoadedBase, slots: list[str | None], prompts, responses, batch_size, progress,
                            add_eos, fuse: Callable | None = None) -> np.ndarray:
         """Log-probs under each slot; with `fuse`, one row: the sequence log-prob under
         fuse(per-slot log-softmax, per-slot cumulative response log-prob) (a (k, ..., V),
@@ -641,19 +311,19 @@ class HFGenerator(Generator):
             return out
         order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]))
         distinct = list(dict.fromkeys(slots))
-        for batch in _batches(order, batch_size):
+        for batch in index_batches(order, batch_size):
             # one forward holds at most `max_forward_tokens` (rows x slots x width) tokens:
             # on a CPU, past a few thousand tokens the activations leave the cache and the
             # throughput per token drops (docs/generation.md)
             width = len(pairs[batch[0]][0])
             per = len(batch) if self.max_forward_tokens is None else max(1, self.max_forward_tokens // (len(distinct) * width))
-            for idx in _batches(batch, per):
+            for idx in index_batches(batch, per):
                 out[:, idx] = self._score_block(b, pairs, idx, slots, distinct, fuse)
             if progress:
                 progress(len(batch))
         return out
 
-    def _score_block(self, b: _Base, pairs, idx, slots, distinct, fuse) -> np.ndarray:
+    def _score_block(self, b: LoadedBase, pairs, idx, slots, distinct, fuse) -> np.ndarray:
         # left padding: every row ends at column W-1, so the logits that predict response
         # tokens are among the last K = max response length + 1 columns, and the model
         # computes only those (`logits_to_keep`), skipping the prompt's vocab projection
@@ -686,7 +356,7 @@ class HFGenerator(Generator):
         lse = torch.logsumexp(logits.float(), -1)
         return ((picked - lse) * score).sum(-1)
 
-    def _slot_logits(self, b: _Base, distinct: list[str | None], ids, mask, keep: int) -> dict:
+    def _slot_logits(self, b: LoadedBase, distinct: list[str | None], ids, mask, keep: int) -> dict:
         rows = ids.shape[0]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         kw = {"logits_to_keep": keep} if b.keeps_logits else {}

@@ -10,15 +10,12 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from sipo_bench.api import TaskData, count_training, write_jsonl
+from sipo_bench.api import Task, TaskData, count_training, write_jsonl
 from sipo_bench_baselines.divergence import check_finite_loss, check_finite_parameters
 
 from . import grammar as g
-
-if TYPE_CHECKING:
-    from .task import SyntheticTask
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -53,7 +50,7 @@ def train_tokenizer(texts: Sequence[str]):
 # --- SFT corpus -----------------------------------------------------------------------------
 
 
-def sft_corpus(task: "SyntheticTask", prompts: Sequence[str], rng: random.Random, n_direct: int, n_review: int,
+def sft_corpus(task: "Task", prompts: Sequence[str], rng: random.Random, n_direct: int, n_review: int,
                n_rewrite: int) -> list[tuple[str, str, str]]:
     """(kind, formatted prompt, response) demonstrations over `prompts`:
 
@@ -269,7 +266,7 @@ def _log(ctx: Any, msg: str) -> None:
         ctx.log(msg)
 
 
-def build_sft_model(task: "SyntheticTask", data: TaskData | None, out: Path, seed: int, ctx: Any) -> dict:
+def build_sft_model(task: "Task", data: TaskData | None, out: Path, seed: int, ctx: Any) -> dict:
     """Train the tokenizer and the tiny LLaMA on the seed's prompt split (`split_prompts`: the
     SFT corpus draws from the train prompts, its held-out loss and the measurements use the
     validation and test prompts; `data` is not read), save both in `out`, and measure the
@@ -285,12 +282,12 @@ def build_sft_model(task: "SyntheticTask", data: TaskData | None, out: Path, see
         torch.set_num_threads(threads)
 
 
-def _build_sft_model(task: "SyntheticTask", data: TaskData | None, out: Path, seed: int, ctx: Any) -> dict:
+def _build_sft_model(task: "Task", data: TaskData | None, out: Path, seed: int, ctx: Any) -> dict:
     import contextlib
 
     import torch
 
-    from .task import split_prompts
+    from .data import split_prompts
 
     c = task.config
     objs = list(g.VARIANTS[task.variant])
@@ -375,7 +372,7 @@ def make_sampler(ctx: Any, model, tok, out: Path):
     return (lambda prompts, n, max_new_tokens, seed: sample(model, tok, prompts, n, max_new_tokens, seed)), "model.generate"
 
 
-def measure(task: "SyntheticTask", sampler, test_prompts: Sequence[str], val_prompts: Sequence[str],
+def measure(task: "Task", sampler, test_prompts: Sequence[str], val_prompts: Sequence[str],
             seed: int) -> dict:
     """What the SFT model does, sampled at temperature 1:
 
@@ -385,7 +382,7 @@ def measure(task: "SyntheticTask", sampler, test_prompts: Sequence[str], val_pro
       (exactly right? names only real critiques?) and its rewrite given that review (follows the
       review exactly? Pareto-improves the response? all-high?).
     """
-    from .task import all_high, score_summary
+    from .data import all_high, score_summary
 
     c = task.config
     objs = list(g.VARIANTS[task.variant])

@@ -37,7 +37,7 @@ class VLLMPlan:
 def resolve_base(base: Any) -> tuple[str, str]:
     """(model, tokenizer) of a base stage dir (saved model or pointer.json) or a hub id/path;
     the same resolution as the transformers backend."""
-    from sipo_bench_plugins.hf_generation import resolve_model_path
+    from sipo_bench.api import resolve_model_path
 
     return resolve_model_path(base, with_tokenizer=True)
 

@@ -6,7 +6,7 @@ kernels), on the BLAS and its reproducibility mode (MKL's conditional numerical 
 the device and its driver. Two summaries that differ here may differ in their last bits, and a
 greedy decode or a hard threshold can turn last bits into a different number (issue 23,
 docs/reproducibility.md). Recorded for people; never part of a cache key (the deterministic
-mode, which pins these settings, is: :mod:`sipo_bench.determinism`).
+mode, which pins these settings, is: :mod:`sipo_bench.execution.determinism`).
 
 Collected in the process that summarises the run, which started the stage processes with the
 same environment; `threads.torch_intra_op` is what each stage was given (`cpu_threads`).
@@ -122,7 +122,7 @@ def collect_fresh(device: str = "cpu", cpu_threads: int | None = None, determini
     process started now sees (torch loaded in this process may have read other settings)."""
     import json
 
-    code = ("import json, sys; from sipo_bench.provenance import collect; "
+    code = ("import json, sys; from sipo_bench.execution.provenance import collect; "
             f"print(json.dumps(collect({device!r}, {cpu_threads!r}, {bool(deterministic)!r}, uses_torch={bool(uses_torch)!r})))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
