@@ -131,3 +131,28 @@ def test_trainer_and_generator_count_what_they_did(tmp_path):
         gen.close()
     assert len(out) == 2 and all(len(o) == 3 for o in out)
     assert 6 <= meter["tokens_generated"] <= 6 * 8  # 6 sampled rows, 1-8 new tokens each
+
+
+def _with_budget(s: dict, steps: dict) -> dict:
+    s = merge.upgrade(json.loads(json.dumps(s)))
+    for name, m in s["methods"].items():
+        if name in steps:
+            m["compute"] = {"optimizer_steps": steps[name], "tokens_trained": 0, "tokens_generated": 0,
+                            "scorer_calls": 0, "seconds": 1.0}
+    return s
+
+
+def test_unequal_training_budgets_are_named_beside_the_comparisons():
+    s = json.loads((Path(__file__).resolve().parents[1] / "results" / "synthetic-main" / "summary.json").read_text())
+    compared = [(n, b) for n, m in merge.upgrade(s)["methods"].items() for b in m.get("comparisons") or {}]
+    assert ("sipo", "mod") in compared
+    assert tables.budget_line(merge.upgrade(s)) == ""  # not recorded: nothing to claim either way
+    equal = _with_budget(s, {n: 64 for n in s["methods"]})
+    assert tables.budget_line(equal) == ""
+    unequal = _with_budget(s, {**{n: 64 for n in s["methods"]}, "sipo": 70})
+    line = tables.budget_line(unequal)
+    assert line.startswith("Unequal training budgets") and "sipo 70 vs mod 64 (x1.09)" in line
+    assert "dpo-soups 64 vs mod 64" not in line
+    from sipo_bench.reporting import report
+
+    assert line in report.table_md(unequal) and line not in report.table_md(equal)

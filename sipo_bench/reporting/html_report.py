@@ -140,6 +140,8 @@ def tables_section(s: Mapping[str, Any]) -> str:
                   f"<p class='muted'>{esc(tables.holm_text(s))}</p>", table(cols, body, 2)]
         if tables.ranking_line(s):
             parts.append(f"<p>{esc(tables.ranking_line(s))}</p>")
+        if tables.budget_line(s):
+            parts.append(f"<p>{esc(tables.budget_line(s))}</p>")
     for title, (cols, body), n, note in (("HV per seed", tables.per_seed_table(s), 2, None),
                                          ("Evaluation noise", tables.noise_table(s), 3, " ".join(tables.noise_lines(s))),
                                          ("Extra stage results", tables.extra_table(s), 3, None)):

@@ -16,7 +16,7 @@ from . import curves
 from ..execution import provenance
 from ..scoring import stats
 from .merge import normalize
-from .tables import (COMPARISON_TEXT, COMPUTE_TEXT, comparison_table, compute_table, direction_text, extra_lines, extra_objective_list,
+from .tables import (COMPARISON_TEXT, COMPUTE_TEXT, budget_line, comparison_table, compute_table, direction_text, extra_lines, extra_objective_list,
                      extra_table, has_floor, has_igd_seeds, header, holm_text, hv_intervals, hv_refs, interval_kinds,
                      kind_suffix, label_columns, named_vec, noise_lines, noise_table, per_seed_table, ranking_line, rows)
 from .text import count as _count, md_cell as _md_cell, md_table as _md_table, vec as _vec
@@ -96,6 +96,8 @@ def table_md(summary: dict) -> str:
         lines += ["", "## Paired comparisons", "", COMPARISON_TEXT, "", holm_text(s), ""] + _md_table(cols, body, 2)
         if ranking_line(s):
             lines += ["", ranking_line(s)]
+        if budget_line(s):
+            lines += ["", budget_line(s)]
     cols, body = compute_table(s)
     if body:
         lines += ["", "## Compute", "", COMPUTE_TEXT, ""] + _md_table(cols, body, 1)
@@ -189,7 +191,7 @@ def console_table(summary: dict) -> Any:
             e.add_row(*[Text(c) for c in r])
         parts.append(e)
 
-    table("paired comparisons", *comparison_table(s), 2, " ".join(x for x in (COMPARISON_TEXT, holm_text(s), ranking_line(s)) if x))
+    table("paired comparisons", *comparison_table(s), 2, " ".join(x for x in (COMPARISON_TEXT, holm_text(s), ranking_line(s), budget_line(s)) if x))
     table("compute", *compute_table(s, with_time=True), 1, COMPUTE_TEXT)
     table("HV per seed", *per_seed_table(s), 2)
     table("evaluation noise of HV", *noise_table(s), 3, " ".join(noise_lines(s)))

@@ -297,6 +297,29 @@ COMPUTE_TEXT = (
 
 
 
+def budget_line(summary: dict) -> str:
+    """The declared comparisons whose two methods trained for different numbers of optimizer steps
+    (summed over seeds, from the compute counters), as one line; "" when every compared pair is
+    equal or a count is not recorded. A ΔHV between unequal budgets includes what the extra steps
+    buy, so the report says so beside the comparison instead of leaving it to the reader."""
+    methods = summary["methods"]
+
+    def steps(name: str) -> int | None:
+        c = (methods.get(name) or {}).get("compute") or {}
+        return None if c.get("optimizer_steps") is None else int(c["optimizer_steps"])
+
+    unequal = []
+    for name, m in methods.items():
+        for base in m.get("comparisons") or {}:
+            a, b = steps(name), steps(base)
+            if a is not None and b is not None and a != b:
+                unequal.append(f"{name} {a:,} vs {base} {b:,}" + (f" (x{a / b:.2f})" if b else ""))
+    if not unequal:
+        return ""
+    return ("Unequal training budgets (optimizer steps over all seeds, section Compute): " + "; ".join(unequal)
+            + ". Each such ΔHV includes what the extra steps buy; it is not the method's effect at an equal budget.")
+
+
 def compute_table(summary: dict, *, with_time: bool = False) -> tuple[list[str], list[list[str]]]:
     """Per method: the :mod:`sipo_bench.execution.compute` counters of its stages (`not recorded` for a
     summary without them); `with_time` adds their summed stage seconds (console only)."""
