@@ -129,7 +129,7 @@ def test_generation_backend_loads_on_the_run_device(cuda, tmp_path, monkeypatch)
 
 def test_generation_backend_moves_the_model_where_it_is_told(tmp_path):
     """The real loading path, to the data-less `meta` device in bf16."""
-    from sipo_bench_plugins.hf_generation.backend import ModelCache
+    from sipo_bench_plugins.hf_generation.model_cache import ModelCache
     from tiny_models import make_tiny_model
 
     base = make_tiny_model(tmp_path / "base", seed=0)

@@ -280,7 +280,7 @@ def _merged_model(tiny, weights):
 
 @pytest.mark.parametrize("weights", [(("a1", 0.3), ("a2", 0.7)), (("a1", -0.5), ("a3", 1.5))])
 def test_soup_is_the_exactly_merged_model(tiny, gen, ref, weights):
-    from sipo_bench_plugins.hf_generation.backend import use_adapter
+    from sipo_bench_plugins.hf_generation.adapters import use_adapter
 
     merged = _merged_model(tiny, weights)
     ids = torch.tensor([ref["tok"](PROMPTS[1] + RESPONSES[1])["input_ids"]])
@@ -355,7 +355,7 @@ def test_mixed_adapter_batch_equals_per_adapter(tiny, ref, mode):
 
 
 def test_grouped_forward_logits_equal_single_adapter_logits(tiny, gen, ref):
-    from sipo_bench_plugins.hf_generation.backend import grouped
+    from sipo_bench_plugins.hf_generation.adapters import grouped
 
     b = gen.base(tiny["base"])
     names = [None, gen.cache.adapter(b, tiny["a1"]), gen.cache.adapter(b, tiny["a3"])]
@@ -366,7 +366,7 @@ def test_grouped_forward_logits_equal_single_adapter_logits(tiny, gen, ref):
     for g, n in enumerate([None, "a1", "a3"]):
         assert torch.allclose(got[g], ref["logits"](n, ids), atol=1e-4)
     # hooks are gone afterwards: a plain forward is the base model again
-    from sipo_bench_plugins.hf_generation.backend import use_adapter
+    from sipo_bench_plugins.hf_generation.adapters import use_adapter
 
     with use_adapter(b, None) as m, torch.no_grad():
         assert torch.allclose(m(input_ids=torch.tensor([ids])).logits[0], ref["logits"](None, ids), atol=1e-5)
@@ -387,7 +387,7 @@ def test_logprobs_count_response_tokens_only(tiny, gen, ref):
     # convention matches trl: response ids = tok(prompt + response + eos)[len(common prefix):]
     from trl.data_utils import common_prefix_length
 
-    from sipo_bench_plugins.hf_generation.backend import encode_pairs
+    from sipo_bench_plugins.hf_generation.tokens import encode_pairs
 
     tok = ref["tok"]
     for (ids, n), p, r in zip(encode_pairs(tok, PROMPTS, RESPONSES), PROMPTS, RESPONSES):

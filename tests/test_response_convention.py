@@ -30,7 +30,7 @@ def tok():
 
 def response_pieces(tok, prompt: str, response: str) -> list[str]:
     """The response's tokens as trl (and our log-prob scorer) cut them out of prompt + response."""
-    from sipo_bench_plugins.hf_generation.backend import encode_pairs
+    from sipo_bench_plugins.hf_generation.tokens import encode_pairs
 
     ((ids, n_prompt),) = encode_pairs(tok, [prompt], [response], add_eos=False)
     return tok.convert_ids_to_tokens(ids[n_prompt:])

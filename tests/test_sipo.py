@@ -126,7 +126,7 @@ def test_realignment_reference_is_the_merged_dpo_model(tmp_path, cache_dir):
                             ref_adapter_dir=dpo_dir)
     initial = mean_loss(trainer, trainer.train_dataset)
     lp = sequence_logprobs(base_dir, [dpo_dir], [p["prompt"] for p in pairs], [p["chosen"] for p in pairs])[0]
-    from sipo_bench_plugins.hf_generation.backend import encode_pairs
+    from sipo_bench_plugins.hf_generation.tokens import encode_pairs
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(base_dir))

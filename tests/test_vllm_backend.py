@@ -334,7 +334,7 @@ def test_device_memory_is_released_before_the_engine_starts(fake_vllm, tiny_lora
     import importlib.util
 
     from sipo_bench.execution.runtime import Runtime
-    from sipo_bench_plugins.hf_generation.backend import MODELS
+    from sipo_bench_plugins.hf_generation.model_cache import MODELS
 
     spec = importlib.util.spec_from_file_location("sipo_test_mc_rel", Path(__file__).parent / "fixtures" / "make_checkpoints.py")
     mc = importlib.util.module_from_spec(spec)
