@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, Mapping
 
 from sipo_bench.api import ConfigError
@@ -12,6 +13,15 @@ from sipo_bench.api import ConfigError
 #: are split within each group, so every split gets its share of e.g. harmful requests)
 PROMPT_COLUMNS = ("prompt", "topic", "group")
 
+#: prompt sets shipped with the plugin, by name: a config (and so every stage key) names the set,
+#: not where this checkout lies, so the cache and the committed results' keys hold on any machine
+PROMPT_SETS = {"smollm2-hh": Path(__file__).with_name("prompts") / "smollm2_hh.jsonl"}
+
+
+def resolve_prompts(source: str) -> str:
+    """The file of a shipped prompt set (:data:`PROMPT_SETS`), else `source` as given."""
+    return str(PROMPT_SETS[source]) if source in PROMPT_SETS else source
+
 
 def load_prompts(source: str, split: str, columns: Mapping[str, str], field: str) -> list[dict]:
     """Rows `{"prompt": str, "topic": str}` of `source`; `columns` maps our names to the
@@ -19,7 +29,7 @@ def load_prompts(source: str, split: str, columns: Mapping[str, str], field: str
     Empty prompts are dropped; duplicates (same text) kept once."""
     from sipo_bench_plugins.paper_tasks.common import load_split, require_columns
 
-    ds = load_split(source, split, field=field)
+    ds = load_split(resolve_prompts(source), split, field=field)
     optional = {}
     for key in ("topic", "group"):
         col = columns.get(key)

