@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", default=None, help="Log lines only, no progress bars.")
     r.add_argument("--deterministic", action="store_true", default=None,
                    help="Pinned kernels (baseline x86-64 ATen/MKL code paths, one thread, deterministic algorithms): "
-                        "bit-identical results on any x86-64 CPU, slower; cached apart from default-mode results.")
+                        "the same bits under other kernel choices on one machine (not across CPU vendors, measured), slower; "
+                        "cached apart from default-mode results.")
     r.add_argument("--tracking", metavar="NAME", help="Send curves and HV to an experiment tracker: tensorboard, wandb, "
                                                       "mlflow or none (docs/reporting.md).")
     r.add_argument("--samples-per-point", type=int, metavar="N", help="Sample responses kept per evaluated point "

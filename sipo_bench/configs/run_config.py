@@ -74,9 +74,9 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = field("auto", help="Where models run: cuda (one GPU stage per visible "
                                                                 "GPU), cpu, or auto = cuda when a GPU is visible.")
     deterministic: bool = field(False, help="Pinned kernels (baseline x86-64 ATen and MKL code paths, one thread, "
-                                            "deterministic algorithms) set before torch loads: bit-identical results "
-                                            "on any x86-64 CPU, at a cost in speed; part of every stage's cache key "
-                                            "(docs/reproducibility.md).")
+                                            "deterministic algorithms) set before torch loads, at a cost in speed; part "
+                                            "of every stage's cache key. Same bits under other kernel choices on one "
+                                            "machine; not across CPU vendors (measured, docs/reproducibility.md).")
 
     def __post_init__(self) -> None:
         check(len(self.methods) > 0, "methods", "at least one method name", self.methods)

@@ -1,5 +1,7 @@
 """Deterministic mode (`deterministic: true`, `--deterministic`): pinned kernels, so that one
-config gives bit-identical summaries on any x86-64 CPU (issue 23, docs/reproducibility.md).
+config gives the same summary whatever kernels the CPU would pick (issue 23, docs/reproducibility.md).
+Measured: that holds under emulated kernel choices on one machine, but an AMD EPYC and an Intel
+Xeon still differ (from the SFT stage on), so something these pins do not cover differs too.
 
 What differs between machines is which kernels run, not the arithmetic they were asked for:
 torch picks its vectorised ATen kernels by the CPU's capability (SSE/AVX2/AVX-512), MKL its
