@@ -18,17 +18,14 @@ from .variants import check_compare_to, parse_label
 DEFAULT_TASK = "synthetic-hh"
 
 
-
 #: seeds go to numpy / torch / `random`, whose seeds are 32-bit
 MAX_SEED = 2**31 - 1
-
 
 
 #: RunConfig fields that say how or where a run executes, not what it computes: a rerun that
 #: changes only these resumes into the same OUT (and `comparable` ignores them)
 HOW_NOT_WHAT = ("out", "cache_dir", "quiet", "no_cache", "cpu_threads", "overwrite", "executor", "executor_options", "jobs",
                 "plugins_dir", "samples_per_point", "tracking")
-
 
 
 @dataclass
@@ -126,13 +123,11 @@ class RunConfig:
         return default_jobs(self.cpu_threads)
 
 
-
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
 
 
 def default_jobs(cpu_threads: int | None) -> int:
@@ -141,7 +136,6 @@ def default_jobs(cpu_threads: int | None) -> int:
     if cpu_threads is None:
         return 1
     return max(1, available_cores() // cpu_threads)
-
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -168,17 +162,14 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-
 def make_config(data: dict) -> RunConfig:
     return build(RunConfig, data)
-
 
 
 def run_identity(cfg: RunConfig | dict) -> dict:
     """The part of a run config that decides its results (everything but :data:`HOW_NOT_WHAT`)."""
     d = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
     return {k: v for k, v in d.items() if k not in HOW_NOT_WHAT}
-
 
 
 def same_results_config(a: dict, b: dict) -> bool:

@@ -123,9 +123,6 @@ def expand(cfg: Any) -> list[SweepPoint]:
     return points
 
 
-# --- The multi-run report ---------------------------------------------------------------------
-
-
 __all__ = ["SweepPoint", "check_sweep", "expand", "plan_sweep", "write_sweep", "render_sweep", "load_sweep",
            "sweep_tables", "sweep_md", "sweep_csv", "sweep_figure", "is_sweep_dir", "SWEEPABLE"]
 

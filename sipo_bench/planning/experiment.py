@@ -374,12 +374,6 @@ def _add_generator_hints(points: list[EvalPoint]) -> None:
         p.generate.tags = {**p.generate.tags, "generator_hints": {"max_lora_rank": hint}}
 
 
-# --- Running --------------------------------------------------------------------------------
-
-
-# --- Summary --------------------------------------------------------------------------------
-
-
 def plan_sweep(cfg: RunConfig, runtime: Runtime, plan: Any = None) -> list[SweepPoint]:
     """Expand and plan every sweep point (nothing runs); a bad value is a usage error naming
     the point. Returns [] when `cfg` has no sweep. `plan`: the planner (default :func:`plan_run`)."""

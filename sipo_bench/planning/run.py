@@ -23,13 +23,11 @@ def default_out(task: str) -> Path:
     return Path("results") / f"{task}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-
 def check_out_dir(out: Path) -> None:
     """Fail early (usage error) if OUT cannot be written; creates nothing."""
     from ..reporting.outdir import ResultsDir
 
     ResultsDir(out).check_writable()
-
 
 
 def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]:
@@ -48,7 +46,6 @@ def execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]
 
     with determinism.pinned():
         return _execute(cfg, runtime)
-
 
 
 def _execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path]:
@@ -126,7 +123,6 @@ def _execute(cfg: RunConfig, runtime: Runtime | None = None) -> tuple[dict, Path
     return summary, out
 
 
-
 def run_files(plan: Plan, outcomes: dict, cache: Cache, summary: dict) -> dict[str, bytes]:
     """The run's files beside the report: `curves/<key>.json` of every training stage in
     `summary["training"]` (copies of the cached stages' curves) and `samples.json`."""
@@ -145,11 +141,9 @@ def run_files(plan: Plan, outcomes: dict, cache: Cache, summary: dict) -> dict[s
     return files
 
 
-
 def plan_failures(plan: Plan) -> dict[str, str]:
     """`logs/failures/` files of a plan's methods that failed while planning."""
     return {f"plan-{n}.txt": f"planning {n}\n\n{m.traceback}" for n, m in plan.methods.items() if m.traceback}
-
 
 
 def _set_cpu_threads(n: int) -> None:

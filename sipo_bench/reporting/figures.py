@@ -20,7 +20,6 @@ def _vertex_only(m: dict) -> bool:
     return bool(ws) and all(w is not None and sorted(w)[:-1] == [0.0] * (len(w) - 1) for w in ws)
 
 
-
 def front_figure(summary: dict) -> Any:
     """The matplotlib `Figure` of front.png (no pyplot, so no global state; Agg renders it):
     each method's mean points per weight (filled: on its front, hollow: dominated, x: failed
@@ -114,7 +113,6 @@ def front_figure(summary: dict) -> Any:
     return fig
 
 
-
 def figure_png_bytes(fig: Any) -> bytes:
     """A matplotlib `Figure` as PNG bytes, without timestamp metadata (same figure, same bytes)."""
     buf = io.BytesIO()
@@ -122,17 +120,14 @@ def figure_png_bytes(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-
 def front_png_bytes(summary: dict) -> bytes:
     """:func:`front_figure` as PNG bytes."""
     return figure_png_bytes(front_figure(summary))
 
 
-
 def plot_front(summary: dict, path: Path) -> None:
     """Write :func:`front_figure` as a PNG to `path` atomically."""
     plot_figure(front_figure(summary), path)
-
 
 
 def plot_figure(fig: Any, path: Path) -> None:

@@ -21,11 +21,9 @@ from ..execution.stages import json_default
 REQUIRED_KEYS = ("schema_version", "task", "objectives", "methods")
 
 
-
 def normalize(summary: dict) -> dict:
     """`summary` exactly as it reads back from `summary.json` (string keys, lists, floats)."""
     return json.loads(json.dumps(summary, default=json_default))
-
 
 
 def _load_one(d: Path) -> dict:
@@ -64,7 +62,6 @@ def _load_one(d: Path) -> dict:
     return data
 
 
-
 def upgrade(summary: dict) -> dict:
     """An older summary in the current shape, its statistics recomputed from the per-seed
     values it stores, with the functions a run uses today (nothing trained or scored again):
@@ -100,7 +97,6 @@ def upgrade(summary: dict) -> dict:
     return summary
 
 
-
 def load_summaries(dirs: Iterable[str | Path]) -> list[dict]:
     """Read `summary.json` from each run directory (or a path to the file itself).
 
@@ -109,17 +105,14 @@ def load_summaries(dirs: Iterable[str | Path]) -> list[dict]:
     return [_load_one(Path(d)) for d in dirs]
 
 
-
 def _run_label(s: dict) -> str:
     return str((s.get("run") or {}).get("run_id") or "?")
-
 
 
 def _same_vector(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(a, b))
-
 
 
 def merge(summaries: Sequence[dict]) -> dict:
@@ -253,7 +246,6 @@ def merge(summaries: Sequence[dict]) -> dict:
     return normalize(out)
 
 
-
 def _merge_method(name: str, acc: dict, entry: dict, label: str) -> dict:
     """`acc` (the method as merged so far) with the points of `entry` from run `label`."""
     runs = acc["_runs"]
@@ -284,7 +276,6 @@ def _merge_method(name: str, acc: dict, entry: dict, label: str) -> dict:
     out["compute"] = compute.add(acc.get("compute"), entry.get("compute"))
     out["extra"] = {**(entry.get("extra") or {}), **(acc.get("extra") or {})}
     return out
-
 
 
 def _eval_se(entry: dict) -> dict:

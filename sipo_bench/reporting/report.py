@@ -22,12 +22,6 @@ from .tables import (COMPARISON_TEXT, COMPUTE_TEXT, budget_line, comparison_tabl
 from .text import count as _count, md_cell as _md_cell, md_table as _md_table, vec as _vec
 
 
-# --- Loading and merging --------------------------------------------------------------------
-
-
-# --- Formatting -----------------------------------------------------------------------------
-
-
 def _ref_lines(summary: dict) -> list[str]:
     ref = summary.get("ref_point")
     lines = [f"HV reference point: {named_vec(summary, ref) if ref else 'none (no HV)'}; "
@@ -198,9 +192,6 @@ def console_table(summary: dict) -> Any:
     table("extra stage results", *extra_table(s), 3)
     table("flagged training stages", *curves.training_table(s), 3, " ".join(curves.training_lines(s) or []))
     return Group(*parts)
-
-
-# --- Plot -------------------------------------------------------------------------------------
 
 
 def __getattr__(name: str):  # names that moved to other modules in 0.2 (sipo_bench.compat.MOVED_NAMES)

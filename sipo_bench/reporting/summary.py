@@ -31,7 +31,6 @@ def _git_commit() -> str | None:
         return None
 
 
-
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -44,7 +43,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-
 def _seconds_by_kind(stages: list[Stage], outcomes: dict) -> dict[str, float]:
     acc: dict[str, float] = {}
     for s in walk(stages):
@@ -52,7 +50,6 @@ def _seconds_by_kind(stages: list[Stage], outcomes: dict) -> dict[str, float]:
         if o is not None:
             acc[s.kind] = acc.get(s.kind, 0.0) + float(o.seconds or 0.0)
     return {k: round(v, 3) for k, v in sorted(acc.items())}
-
 
 
 def _provenance(plan: Plan) -> dict:
@@ -65,7 +62,6 @@ def _provenance(plan: Plan) -> dict:
     if cfg.deterministic and determinism.needs_fresh_processes():  # torch is loaded here: stages may use it
         return provenance.collect_fresh(*args, uses_torch=True)
     return provenance.collect(*args, uses_torch=bool(plan.task.model_based))
-
 
 
 def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, run_id: str) -> dict:
@@ -209,9 +205,7 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
     return summary
 
 
-
 VOLATILE_METHOD_KEYS = ("stage_seconds", "seconds")
-
 
 
 def comparable(summary: dict) -> dict:

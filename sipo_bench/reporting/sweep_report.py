@@ -31,21 +31,17 @@ def load_sweep(d: Path) -> tuple[dict, list[dict]]:
     return index, load_summaries([Path(d) / p["dir"] for p in index["points"]])
 
 
-
 def _refs(summaries: list[dict]) -> list[tuple[str, str]]:
     return [("hypervolume", "ref")] + ([("hypervolume_floor", "floor")]
                                        if any(s.get("floor") is not None for s in summaries) else [])
-
 
 
 def _methods(summaries: list[dict]) -> list[str]:
     return list(dict.fromkeys(m for s in summaries for m in s["methods"]))
 
 
-
 def _pairs(summaries: list[dict]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(tuple(p) for s in summaries for p in s.get("compare_to") or []))
-
 
 
 def _cell(d: dict | None, with_counts: bool = False) -> str:
@@ -62,11 +58,9 @@ def _cell(d: dict | None, with_counts: bool = False) -> str:
     return text
 
 
-
 def _kind(ds: list[dict | None]) -> str:
     kinds = sorted({stats.interval_label(d.get("interval")) for d in ds if d and d.get("interval")})
     return "" if not kinds else f" [{kinds[0]}]" if len(kinds) == 1 else f" [{' / '.join(kinds)}]"
-
 
 
 def sweep_tables(index: dict, summaries: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -86,7 +80,6 @@ def sweep_tables(index: dict, summaries: list[dict]) -> list[tuple[str, list[str
             tables.append((f"paired ΔHV vs {ref}{kind} (wins/ties/losses, sign-flip p, Holm p)", ["method − baseline", *labels],
                            [[f"{m} − {b}", *[_cell(d, True) for d in ds]] for (m, b), ds in diffs.items()]))
     return tables
-
 
 
 def sweep_md(index: dict, summaries: list[dict]) -> str:
@@ -117,7 +110,6 @@ def sweep_md(index: dict, summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-
 def sweep_csv(index: dict, summaries: list[dict]) -> str:
     """Long format: one row per (point, method or pair, reference)."""
     buf = io.StringIO()
@@ -141,7 +133,6 @@ def sweep_csv(index: dict, summaries: list[dict]) -> str:
                                 d.get("losses", ""), p.get("p", ""), p.get("method", ""),
                                 (d.get("p_holm") or {}).get("p", "")])
     return buf.getvalue()
-
 
 
 def sweep_figure(index: dict, summaries: list[dict]) -> Any:
@@ -192,7 +183,6 @@ def sweep_figure(index: dict, summaries: list[dict]) -> Any:
     return fig
 
 
-
 def render_sweep(out: Path, index: dict | None = None, *, html: bool = True) -> tuple[dict, list[dict]]:
     """(Re-)write sweep.md, sweep.csv and sweep.png (and with `html` index.html, linking each
     point's page) of the sweep in `out` from its points' summary.json files."""
@@ -216,10 +206,8 @@ def render_sweep(out: Path, index: dict | None = None, *, html: bool = True) -> 
     return index, summaries
 
 
-
 def is_sweep_dir(d: Path) -> bool:
     return (Path(d) / "sweep.json").is_file() and not (Path(d) / "summary.json").is_file()
-
 
 
 def sweep_console(index: dict, summaries: list[dict]) -> Any:
@@ -238,7 +226,6 @@ def sweep_console(index: dict, summaries: list[dict]) -> Any:
             t.add_row(*[Text(c.replace(" [", "\n[").replace(" (", "\n(") if i else c) for i, c in enumerate(r)])
         parts.append(t)
     return Group(*parts)
-
 
 
 def failures(index: dict, summaries: list[dict]) -> list[tuple[str, str, str | None]]:

@@ -16,20 +16,16 @@ def named_vec(summary: dict, values: Sequence[float]) -> str:
     return ", ".join(f"{o['name']}={_num(v)}" for o, v in zip(summary["objectives"], values))
 
 
-
 def _interval_text(iv: dict | None) -> str:
     return f"[{_num(iv['lo'])}, {_num(iv['hi'])}]" if iv else ""
-
 
 
 def interval_kinds(ivs: Iterable[dict | None]) -> list[str]:
     return sorted({stats.interval_label(iv) for iv in ivs if iv})
 
 
-
 def hv_intervals(summary: dict, key: str) -> list[dict]:
     return [(m.get(key) or {}).get("interval") for m in summary["methods"].values()]
-
 
 
 def kind_suffix(kinds: list[str]) -> str:
@@ -37,7 +33,6 @@ def kind_suffix(kinds: list[str]) -> str:
     if not kinds:
         return ""
     return f" [{kinds[0]}]" if len(kinds) == 1 else " [interval: kind per cell]"
-
 
 
 def _hv_cell(hv: dict | None, n_seeds: int, mixed: bool = False) -> str:
@@ -53,16 +48,13 @@ def _hv_cell(hv: dict | None, n_seeds: int, mixed: bool = False) -> str:
     return text
 
 
-
 def direction_text(o: dict) -> str:
     return "higher is better" if o["higher_is_better"] else "lower is better"
-
 
 
 def extra_objective_list(summary: dict) -> list[dict]:
     """Objectives of the run's `extra_scorers`: reported, not in the weights, front or HV."""
     return list(summary.get("extra_objectives") or [])
-
 
 
 def extra_lines(summary: dict) -> list[str]:
@@ -79,16 +71,13 @@ def extra_lines(summary: dict) -> list[str]:
             f"- The weight grid, fronts, HV and IGD+ cover the task's objectives only: {hv}."]
 
 
-
 def has_floor(summary: dict) -> bool:
     return summary.get("floor") is not None
-
 
 
 def label_columns(summary: dict) -> list[str]:
     """`trained on` / `variant` columns, when any method entry carries them (filled by methods)."""
     return [k for k in ("trained_on", "variant") if any(m.get(k) for m in summary["methods"].values())]
-
 
 
 def header(summary: dict, *, with_ref: bool = True) -> list[str]:
@@ -108,7 +97,6 @@ def header(summary: dict, *, with_ref: bool = True) -> list[str]:
     cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'})" for o in summary["objectives"]]
     cols += [f"best {o['name']} ({'max' if o['higher_is_better'] else 'min'}; extra)" for o in extra_objective_list(summary)]
     return cols
-
 
 
 def rows(summary: dict, *, with_time: bool = False) -> list[list[str]]:
@@ -134,17 +122,14 @@ def rows(summary: dict, *, with_time: bool = False) -> list[list[str]]:
     return out
 
 
-
 def has_igd_seeds(summary: dict) -> bool:
     """Whether the summary has IGD+ per seed (schema 3 and upgraded summaries)."""
     return any("igd_plus_per_seed" in m for m in summary["methods"].values())
 
 
-
 def hv_refs(summary: dict) -> list[tuple[str, str]]:
     """(summary key, short name) of each HV reference the summary has."""
     return [("hypervolume", "ref")] + ([("hypervolume_floor", "floor")] if has_floor(summary) else [])
-
 
 
 def per_seed_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -163,13 +148,11 @@ def per_seed_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     return ["method", "HV vs", *[f"seed {s}" for s in seeds]], body
 
 
-
 def _p_cell(p: dict | None) -> str:
     if not p:
         return "-"
     how = f"exact, {p['patterns']} patterns" if p.get("method") == "exact" else f"Monte Carlo, {p.get('draws')} draws"
     return f"{_num(p['p'])} ({how})"
-
 
 
 def _compared(summary: dict) -> list[tuple[str, str, str]]:
@@ -179,7 +162,6 @@ def _compared(summary: dict) -> list[tuple[str, str, str]]:
     if any("igd_plus_per_seed" in c for m in summary["methods"].values() for c in (m.get("comparisons") or {}).values()):
         out.append(("igd_plus_per_seed", "ΔIGD+", "IGD+"))
     return out
-
 
 
 def comparison_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -213,14 +195,12 @@ def comparison_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     return cols, body
 
 
-
 def _sign(d: dict | None, higher_is_better: bool) -> str | None:
     """'+' when the method is better than the baseline on average, '−' when worse, '=' on a tie."""
     if not d:
         return None
     mean = float(d["mean"]) * (1.0 if higher_is_better else -1.0)
     return "=" if abs(mean) <= stats.TIE_TOL else "+" if mean > 0 else "−"
-
 
 
 def ranking_line(summary: dict) -> str:
@@ -260,7 +240,6 @@ def ranking_line(summary: dict) -> str:
     return head + f"the same in {checked - len(flips)} of {checked} comparisons; it flips for " + "; ".join(flips) + "."
 
 
-
 def holm_text(summary: dict) -> str:
     """What the `p Holm` columns adjust over: each family's baseline, indicator and size."""
     fams: dict[str, int] = {}
@@ -282,10 +261,8 @@ def holm_text(summary: dict) -> str:
             "column against one baseline (family sizes: " + "; ".join(label(f) for f in fams) + ").")
 
 
-
 COMPUTE_LABELS = {"optimizer_steps": "optimizer steps", "tokens_trained": "training tokens",
                   "tokens_generated": "tokens generated", "scorer_calls": "scorer calls"}
-
 
 
 COMPUTE_TEXT = (
@@ -294,7 +271,6 @@ COMPUTE_TEXT = (
     "generation, training-time and evaluation), texts sent to a scorer. The shared data, SFT model and base-policy "
     "evaluation are left out; a stage several methods use (e.g. the DPO endpoints) counts for each. "
     "\"not recorded\": the summary predates counting, or a stage it needs was cached before counting.")
-
 
 
 def budget_line(summary: dict) -> str:
@@ -336,7 +312,6 @@ def compute_table(summary: dict, *, with_time: bool = False) -> tuple[list[str],
     return cols, body
 
 
-
 def noise_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Evaluation noise vs seed-to-seed spread of HV, per method and reference."""
     body = []
@@ -350,7 +325,6 @@ def noise_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     if not body:
         return [], []
     return ["method", "HV vs", "to narrow", "seed sd", "eval SE (rms)", "eval SE / seed sd", "eval var / seed var"], body
-
 
 
 def noise_lines(summary: dict) -> list[str]:
@@ -379,17 +353,14 @@ def noise_lines(summary: dict) -> list[str]:
     return lines
 
 
-
 def is_timing_key(key: str) -> bool:
     """Fields that measure time differ between reruns of the same config: kept out of
     table.md (they stay in summary.json and the console)."""
     return key == "seconds" or key.endswith("_seconds")
 
 
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
 
 
 def extra_table(summary: dict) -> tuple[list[str], list[list[str]]]:

@@ -30,7 +30,6 @@ def split_prompts(seed: int, n_test: int, n_val: int) -> tuple[list[str], list[s
     return train, val, test
 
 
-
 def build_pairs(rng: random.Random, prompts: Sequence[str], objectives: Sequence[str], behaviour: g.Behaviour,
                 n: int, fraction: float, max_tries: int | None = None) -> tuple[list[dict], dict]:
     """Pairs of behaviour-policy responses labelled by the oracle, mixed the way the paper
@@ -65,10 +64,8 @@ def build_pairs(rng: random.Random, prompts: Sequence[str], objectives: Sequence
                   "agreeing_pool": len(agreeing), "total": total}
 
 
-
 def all_high(values: dict[str, float], objectives: Sequence[str], threshold: float) -> bool:
     return all(values[o] >= threshold for o in objectives)
-
 
 
 def score_summary(prompts: Sequence[str], responses: Sequence[str], objectives: Sequence[str],
