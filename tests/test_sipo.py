@@ -98,7 +98,6 @@ def test_realignment_reference_is_the_merged_dpo_model(tmp_path, cache_dir):
     log 2 + α·NLL under that merged model; with the plain base as reference it would not be."""
     import numpy as np
 
-    from sipo_bench.execution.runtime import Runtime
     from sipo_bench.execution.stages import Cache, read_jsonl
     from sipo_bench_baselines.losses import SIPOLoss
     from sipo_bench_baselines.trainer import build_trainer, mean_loss
@@ -202,3 +201,43 @@ def test_realignment_keeps_the_best_checkpoint_on_the_objectives_validation_pair
     assert r["final_val_loss"] == pytest.approx(r["best_eval_loss"], rel=1e-4)
     assert r["final_loss"] < r["initial_loss"]  # it trained on the pairs
     assert r["best_eval_step"] != r["eval_curve"][-1][0]  # the setting acts
+
+
+def test_compute_matched_controls_train_sipos_budget_on_other_pairs(tmp_path, cache_dir):
+    """Controls (a) original pairs and (b) self-generated pairs without review, rewrite or filter
+    share SIPO's sampling and filter stages (trained once), get as many pairs per objective as
+    SIPO's filter kept, and train them with SIPO's re-alignment settings. Equalities only: how
+    many pairs the filter keeps is the kernels' business (issue 23)."""
+    from sipo_bench.execution.stages import Cache, read_jsonl
+
+    names = "sipo,sipo@control=original-pairs,sipo@control=self-pairs"
+    summary, events, _ = run(tmp_path, cache_dir, methods=names, sipo={"refine": False})
+    done = [e for e in events if e["event"] in ("done", "cached")]
+    assert sum(e["stage"].startswith("sipo-filter[") for e in done) == 1  # shared by all three
+    assert sum(e["stage"].startswith("sipo-control[") for e in done) == 2
+    cache = Cache(cache_dir)
+    by = {e["stage"]: e["key"] for e in done}
+    train = read_jsonl(cache.path(by["data[seed=0]"]) / "train.jsonl")
+    sipo = summary["methods"]["sipo"]["extra"]["0"]
+    n = sipo["filter_round1"]["new_pairs"]
+    for control in ("original-pairs", "self-pairs"):
+        m = summary["methods"][f"sipo@control={control}"]
+        assert m["error"] is None and m["front"], control
+        extra = m["extra"]["0"]
+        assert extra["control_round1"]["sipo_pairs"] == n
+        pairs_dir = cache.path(by[f"sipo-control[{control},round=1,seed=0]"])
+        for o in ("helpful", "harmless"):
+            pairs = read_jsonl(pairs_dir / f"pairs_{o}.jsonl")
+            assert len(pairs) <= n and extra["control_round1"][f"pairs_{o}"] == len(pairs)
+            realign = extra[f"realign_{o}_round1"]
+            assert realign["new_pairs"] == len(pairs) or (not pairs and realign["unchanged"])
+            if control == "original-pairs":
+                assert len(pairs) == n  # 256 training pairs outnumber the filter's
+                chosen = {(r["responses"][r["labels"][o]], r["responses"][1 - r["labels"][o]]) for r in train
+                          if r["labels"][o] is not None}
+                assert all((p["chosen"], p["rejected"]) in chosen for p in pairs)  # the objective's own pairs
+            else:
+                assert all(p["chosen"] != p["rejected"] for p in pairs)
+            if len(pairs) == n and n:
+                # SIPO's budget: the same optimizer steps on the same number of pairs
+                assert realign["steps"] == sipo[f"realign_{o}_round1"]["steps"], (control, o)

@@ -66,3 +66,44 @@ def test_word_similarity_tells_an_echo_from_a_rewrite():
     assert word_similarity(original, original.replace("ten", "twelve")) >= NEAR_DUPLICATE  # one word changed
     assert word_similarity(original, "Buy bread at a bakery instead; it is quicker.") < 0.2
     assert word_similarity(original, "") == 0.0
+
+
+# --- compute-matched controls: the pairs they train on -------------------------------------
+
+
+def test_original_control_pairs_draw_without_replacement_and_are_seeded():
+    from sipo_bench_plugins.sipo.selection import original_control_pairs
+
+    pool = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(10)]
+    a = original_control_pairs(pool, 4, np.random.default_rng(3))
+    assert len(a) == 4 and len({p["prompt"] for p in a}) == 4 and all(p in pool for p in a)
+    assert a == original_control_pairs(pool, 4, np.random.default_rng(3))  # same seed, same draw
+    assert original_control_pairs(pool, 25, np.random.default_rng(0)) == pool  # short pool: all of it
+    assert original_control_pairs(pool, 0, np.random.default_rng(0)) == []
+
+
+def _candidate_rows():
+    # prompt 0: four distinct candidates; prompt 1: two texts, one repeated; prompt 2: a tie
+    texts = {0: ["a", "b", "c", "d"], 1: ["x", "x", "y", "x"], 2: ["t", "u", "t", "u"]}
+    return [{"pid": pid, "prompt": f"q{pid}", "candidate": t} for pid, ts in texts.items() for t in ts]
+
+
+def test_self_control_pairs_choose_the_best_candidate_over_the_two_lowest():
+    from sipo_bench_plugins.sipo.selection import self_control_pairs
+
+    rows = _candidate_rows()
+    rewards = np.array([[3, 0], [1, 0], [2, 0], [0, 0],   # prompt 0: a > c > b > d
+                        [1, 1], [1, 1], [0, 0], [1, 1],   # prompt 1: x > y (x counted once)
+                        [1, 0], [0, 1], [1, 0], [0, 1]], float)  # prompt 2: t and u tie
+    pairs = self_control_pairs(rows, rewards, 100, np.random.default_rng(0), lambda p: f"<{p}>")
+    by = {}
+    for p in pairs:
+        by.setdefault(p["prompt"], []).append((p["chosen"].strip(), p["rejected"].strip()))  # response convention: " text"
+    assert sorted(by["<q0>"]) == [("a", "b"), ("a", "d")]  # the best over the two lowest
+    assert by["<q1>"] == [("x", "y")]                     # one distinct loser: one pair
+    assert "<q2>" not in by                               # a tie makes no pair
+    assert len(pairs) == 3
+    # n caps the count; the seeded order decides which prompts, the same for the same seed
+    three = self_control_pairs(rows, rewards, 2, np.random.default_rng(5), str)
+    assert len(three) == 2 and three == self_control_pairs(rows, rewards, 2, np.random.default_rng(5), str)
+    assert self_control_pairs(rows, rewards, 0, np.random.default_rng(0), str) == []

@@ -47,6 +47,12 @@ class SIPOConfig(PreferenceTrainingConfig):
         "response_tokens", help="NLL = −log π(y*|x) / n with n = the response's tokens (ours) or the padded length of the "
                                 "batch's prompt + response sequences (the released code; its α = 0.1 weighs the NLL less).")
     rounds: int = field(1, help="Self-improvement rounds; round r+1 starts from round r's re-aligned models.")
+    control: Literal["none", "original-pairs", "self-pairs"] = field(
+        "none", help="A compute-matched control instead of SIPO's pairs, trained like SIPO's re-alignment (the same "
+                     "endpoints, loss, epochs, validation and selection) on as many pairs per objective as SIPO's "
+                     "filter kept: 'original-pairs' draws them from the objective's own training pairs (extra "
+                     "training, no new data); 'self-pairs' builds them from the policy's candidates without review, "
+                     "rewrite or Pareto filter, labelled by the filter rewards (new data, no SIPO selection).")
     scoring_batch_size: int = field(64, help="Batch size of implicit-reward scoring.")
 
     def __post_init__(self) -> None:
@@ -83,4 +89,6 @@ class SIPOConfig(PreferenceTrainingConfig):
                  f"α={self.alpha:g}",
                  f"realign {self.realign_epochs:g} ep @ lr {self.realign_learning_rate:g}"
                  + (" (best on val)" if self.load_best else "")]
+        if self.control != "none":
+            parts.insert(0, f"CONTROL {self.control} (SIPO's pair count, not its pairs)")
         return ", ".join(parts)

@@ -4,6 +4,8 @@ family over the re-aligned models. Torch-free: the stage functions live in `.sta
 Per round r and seed:  endpoints(r) = dpo[...] for r = 0, else sipo-realign[...] of round r-1
   sipo-sample[r] -> sipo-review[r] -> sipo-rewrite[r] -> sipo-combine[r] -> sipo-filter[r]
   -> sipo-realign[objective, r] (one per objective)
+  (a compute-matched control, `control`, puts sipo-control[r] between filter and re-alignment:
+  the filter's pair count, other pairs)
 plus sipo-endpoints (oracle diagnostics: how the endpoints moved).
 """
 
@@ -80,12 +82,20 @@ class SIPOMethod(Method):
                 "sample_weights": [list(w) for w in sample_weights], "refine": c.refine},
                 {"candidates": candidates, "base": ctx.base, **ep})
             extra[f"filter_round{r + 1}"] = filt
+            pairs = filt
+            if c.control != "none":  # same count of pairs as the filter kept, other data (config.py)
+                pairs = ctx.stage(f"sipo-control[{c.control},{tag}]", f"{STAGES}:control_stage", {
+                    **common, "round": r, "control": c.control, "beta": c.beta, "batch_size": c.scoring_batch_size,
+                    "filter_scorers": c.filter_scorers, "sample_weights": [list(w) for w in sample_weights],
+                    "pool_max_pairs": ctx.method_config("dpo").max_pairs},
+                    {"filter": filt, "candidates": sample, "data": ctx.data, "base": ctx.base, **ep})
+                extra[f"control_round{r + 1}"] = pairs
             train = c.training()
             # `data`: the objective's original validation pairs (eval_every / load_best, as released)
             endpoints = [ctx.stage(f"sipo-realign[{o},{tag}]", f"{STAGES}:realign_stage", {
                 **common, "objective": o, "beta": c.beta, "alpha": c.alpha, "nll_normalization": c.nll_normalization,
                 "train": train},
-                {"pairs": filt, "base": ctx.base, "endpoint": endpoints[i], "data": ctx.data},
+                {"pairs": pairs, "base": ctx.base, "endpoint": endpoints[i], "data": ctx.data},
                 tags=_realign_tags(endpoints[i], c.lora_r)) for i, o in enumerate(objectives)]
             for o, s in zip(objectives, endpoints):
                 extra[f"realign_{o}_round{r + 1}"] = s
@@ -97,6 +107,10 @@ class SIPOMethod(Method):
         return CombinedFamily(ctx.base, endpoints, combine, options, extra=extra)
 
     def trained_on(self, task: Task) -> str:
+        if self.config.control == "original-pairs":
+            return "pair labels (extra training on them at SIPO's pair count)"
+        if self.config.control == "self-pairs":
+            return "pair labels + self-generated pairs (no review, rewrite or Pareto filter)"
         if self.config.refine:
             skill = getattr(task, "review_skill", None)
             return ("pair labels + self-generated pairs (review/rewrite skill from " + skill + ")" if skill

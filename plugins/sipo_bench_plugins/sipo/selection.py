@@ -1,5 +1,5 @@
-"""SIPO's pure decision rules: which pairs feed it, combine, filter, per-prompt selection, and
-the oracle diagnostics of those decisions. No torch: arrays in, arrays out.
+"""SIPO's pure decision rules: which pairs feed it, combine, filter, per-prompt selection, the
+pairs of its compute-matched controls, and the oracle diagnostics of those decisions. No torch: arrays in, arrays out.
 
 Reward tables are (n, s) arrays: n candidates, s filter scorers (implicit rewards of the
 per-objective DPO models, optionally also of soups at the grid weights). Higher is better for
@@ -8,9 +8,12 @@ every implicit reward.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
+
+from sipo_bench.api import as_response, response_body
 
 
 def is_conflicting(labels: dict, objectives: Sequence[str]) -> bool:
@@ -80,3 +83,38 @@ def word_similarity(a: str, b: str) -> float:
     if not wa and not wb:
         return 1.0
     return difflib.SequenceMatcher(None, wa, wb, autojunk=False).ratio()
+
+
+def original_control_pairs(pool: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
+    """Control (a): `n` of the objective's own training pairs, drawn without replacement (all of
+    them when the pool is smaller)."""
+    idx = rng.permutation(len(pool))[: min(n, len(pool))]
+    return [pool[i] for i in sorted(idx)]
+
+
+def self_control_pairs(rows: list[dict], rewards: np.ndarray, n: int, rng: np.random.Generator,
+                       format_prompt) -> list[dict]:
+    """Control (b): pairs of the policy's own candidates, without review, rewrite or Pareto
+    filter, labelled as SIPO ranks its survivors (the summed filter reward): per prompt, taken in
+    a seeded random order, the best candidate is chosen over each of the two lowest-scored
+    distinct ones (two pairs a prompt, as SIPO's y* against both originals), until `n` pairs.
+    Ties in the summed reward never make a pair; equal texts are one candidate."""
+    sums = np.asarray(rewards, float).reshape(len(rows), -1).sum(axis=1)
+    by_prompt: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_prompt[int(r["pid"])].append(i)
+    pairs: list[dict] = []
+    for pid in rng.permutation(sorted(by_prompt)):
+        seen: dict[str, int] = {}
+        for i in by_prompt[int(pid)]:  # equal texts: keep the first (their rewards are equal too)
+            seen.setdefault(response_body(rows[i]["candidate"]), i)
+        order = sorted(seen.values(), key=lambda i: (-sums[i], i))  # deterministic tie-break: row order
+        best = order[0]
+        for worse in order[::-1][:2]:
+            if len(pairs) == n or not sums[best] > sums[worse]:
+                break
+            pairs.append({"prompt": format_prompt(rows[best]["prompt"]), "chosen": as_response(rows[best]["candidate"]),
+                          "rejected": as_response(rows[worse]["candidate"])})
+        if len(pairs) == n:
+            break
+    return pairs

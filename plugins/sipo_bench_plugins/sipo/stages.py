@@ -16,8 +16,8 @@ import numpy as np
 from sipo_bench.api import (DecodingConfig, ResolvedPolicy, StageContext, TaskData, as_response, read_jsonl,
                             response_body, score_texts, test_prompts, write_jsonl)
 
-from .selection import (NEAR_DUPLICATE, best_per_prompt, dominates_both, is_conflicting, keep_rewrite, precision_recall,
-                        true_dominance, word_similarity)
+from .selection import (NEAR_DUPLICATE, best_per_prompt, dominates_both, is_conflicting, keep_rewrite, original_control_pairs,
+                        precision_recall, self_control_pairs, true_dominance, word_similarity)
 
 BACKEND = "transformers"
 
@@ -305,6 +305,46 @@ def _oracle(ctx: StageContext, task: Any, rows: list[dict], finals: list[str], m
     return out
 
 
+# --- 6b. Compute-matched controls ----------------------------------------------------------
+
+
+def _control_rng(cfg: dict, salt: str) -> np.random.Generator:
+    import zlib
+
+    return np.random.default_rng([int(cfg["seed"]), int(cfg["round"]), zlib.crc32(salt.encode())])
+
+
+def control_stage(ctx: StageContext) -> dict:
+    """The pairs of a compute-matched control (SIPOConfig.control), as many per objective as
+    SIPO's filter kept this round, written to `pairs_<objective>.jsonl` for the re-alignment:
+    the same endpoints, loss and training budget then get different data."""
+    from sipo_bench_baselines.stages import dpo_pairs, split_rows
+
+    cfg, task = ctx.config, _task(ctx)
+    n = len(read_jsonl(ctx.inputs["filter"] / "pairs.jsonl"))
+    out: dict[str, Any] = {"control": cfg["control"], "sipo_pairs": n}
+    if cfg["control"] == "original-pairs":
+        for o in cfg["objectives"]:
+            pool = dpo_pairs(split_rows(ctx.inputs["data"], "train"), o, task.format_prompt)
+            if cfg.get("pool_max_pairs"):
+                pool = pool[: int(cfg["pool_max_pairs"])]  # the pairs the endpoint was trained on
+            pairs = original_control_pairs(pool, n, _control_rng(cfg, o))
+            write_jsonl(ctx.out / f"pairs_{o}.jsonl", pairs)
+            out[f"pairs_{o}"] = len(pairs)
+    elif cfg["control"] == "self-pairs":
+        rows = read_jsonl(ctx.inputs["candidates"] / "candidates.jsonl")
+        rewards = (_filter_rewards(ctx, [task.format_prompt(r["prompt"]) for r in rows], [r["candidate"] for r in rows])
+                   if rows and n else np.zeros((len(rows), 1)))
+        pairs = self_control_pairs(rows, rewards, n, _control_rng(cfg, "self-pairs"), task.format_prompt)
+        for o in cfg["objectives"]:
+            write_jsonl(ctx.out / f"pairs_{o}.jsonl", pairs)
+            out[f"pairs_{o}"] = len(pairs)
+    else:
+        raise ValueError(f"`control`: expected 'original-pairs' or 'self-pairs', got {cfg['control']!r}")
+    ctx.log(", ".join(f"{k}={v}" for k, v in out.items()))
+    return out
+
+
 # --- 7. Re-align ----------------------------------------------------------------------------
 
 
@@ -326,7 +366,8 @@ def realign_stage(ctx: StageContext) -> dict:
         if not val:
             raise ValueError(f"`eval_every`: expected validation pairs of objective {cfg['objective']!r} to evaluate "
                              f"the re-alignment on, got none in val.jsonl (set eval_every: 0 and load_best: false)")
-    pairs = read_jsonl(ctx.inputs["pairs"] / "pairs.jsonl")
+    own = ctx.inputs["pairs"] / f"pairs_{cfg['objective']}.jsonl"  # a control's pairs for this objective
+    pairs = read_jsonl(own if own.is_file() else ctx.inputs["pairs"] / "pairs.jsonl")
     if not pairs:
         # nothing survived the filter: the endpoint is unchanged (said in the result)
         for f in Path(ctx.inputs["endpoint"]).iterdir():
