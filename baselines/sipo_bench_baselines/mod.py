@@ -16,6 +16,8 @@ class MODMethod(Method):
     name = "mod"
     description = "Multi-objective decoding: fused next-token scores of the per-objective DPO models."
     config_class = MODConfig
+    #: epochs and max_pairs through its DPO endpoints; eval_every and load_best there and in re-alignment
+    budget_fields = ("epochs", "max_pairs", "eval_every", "load_best")
 
     def fit(self, ctx: FitContext) -> PolicyFamily:
         c = self.config

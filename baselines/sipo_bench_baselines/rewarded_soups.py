@@ -20,6 +20,9 @@ class RewardedSoupsMethod(Method):
     name = "rewarded-soups"
     description = "Per-objective RLOO against a reward model learned from the pairs, then LoRA weight interpolation."
     config_class = RewardedSoupsConfig
+    #: none: its RL `epochs` count prompts, not pairs (and `max_steps` overrides them), and RLOO
+    #: has no validation pass to select a checkpoint on
+    budget_fields = ()
 
     def fit(self, ctx: FitContext) -> PolicyFamily:
         c: RewardedSoupsConfig = self.config

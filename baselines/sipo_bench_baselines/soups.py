@@ -14,6 +14,8 @@ class DPOSoupsMethod(Method):
     name = "dpo-soups"
     description = "Weight interpolation of the per-objective DPO LoRA deltas."
     config_class = SoupsConfig
+    #: epochs and max_pairs through its DPO endpoints; eval_every and load_best there and in re-alignment
+    budget_fields = ("epochs", "max_pairs", "eval_every", "load_best")
 
     def fit(self, ctx: FitContext) -> PolicyFamily:
         return CombinedFamily(ctx.base, list(dpo_stages(ctx).values()), "soup")

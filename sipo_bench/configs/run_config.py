@@ -37,6 +37,10 @@ class RunConfig:
     methods: list = field(["all"], help="Method labels: plugin names, variants `name@field=value,field=value` "
                                         "(e.g. sipo@refine=false), or 'all' for every compatible method.")
     method_options: dict = field({}, help="Per-method config overrides: {method: {field: value}}.")
+    budget: dict = field({}, help="One training budget for every method: {epochs, max_pairs, eval_every, load_best} "
+                                  "set on every method config that has them (the DPO endpoints, DPO-LW, MODPO, SIPO's "
+                                  "re-alignment validation); a method that cannot meet a field is a usage error "
+                                  "(sipo_bench.contract.budget).")
     seeds: list = field([0], help="Seeds; everything seed-dependent is repeated per seed.")
     weights: Any = field(4, help="Simplex partitions (int, das-dennis) or an explicit list of weight vectors.")
     decoding: DecodingConfig = field(DecodingConfig(), help="Evaluation decoding settings.")
@@ -103,6 +107,9 @@ class RunConfig:
             check(w >= 1, "weights", "a number of partitions >= 1", w)
         for k, v in self.method_options.items():
             check(isinstance(v, dict), f"method_options.{k}", "a mapping of field: value", v)
+        from ..contract.budget import check_budget
+
+        check_budget(self.budget)
         if self.max_test_prompts is not None:
             check(self.max_test_prompts >= 1, "max_test_prompts", "an integer >= 1", self.max_test_prompts)
         if self.cpu_threads is not None:

@@ -336,6 +336,11 @@ class Method(abc.ABC):
     #: task and naming it there is a usage error; on a `cuda` run its stages get a GPU. A method
     #: that only plans stages of its own on any task (like `dummy`) sets it to False.
     needs_model: ClassVar[bool] = True
+    #: the fields of a run's `budget` (sipo_bench.contract.budget.BUDGET_FIELDS: epochs,
+    #: max_pairs, eval_every, load_best) this method meets, itself or through the models it uses
+    #: (MOD: its DPO endpoints'). None (the default): the budget fields its config class has. A
+    #: run whose budget names a field one of its methods does not meet is a usage error.
+    budget_fields: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.config_class()

@@ -131,11 +131,16 @@ def _compatible(cls: Any, task: Task) -> bool:
     return task.model_based or not cls.needs_model
 
 
-def method_config(cls: Any, task: Task, overrides: dict, name: str, where: str | None = None) -> Any:
-    """Method `name`'s config: the task's defaults for it, then `overrides`; errors name `where`
+def method_config(cls: Any, task: Task, overrides: dict, name: str, where: str | None = None,
+                  budget: dict | None = None) -> Any:
+    """Method `name`'s config: the task's defaults for it, then the run's `budget` (the fields the
+    config has), then `overrides` (which may not contradict the budget); errors name `where`
     (default `method_options.<name>`)."""
-    merged = {**task.method_defaults(name), **overrides}
-    return build(cls.config_class, merged, where or f"method_options.{name}")
+    from ..contract.budget import apply_budget
+
+    where = where or f"method_options.{name}"
+    merged = {**task.method_defaults(name), **apply_budget(budget or {}, cls.config_class, overrides, where)}
+    return build(cls.config_class, merged, where)
 
 
 class FamilyPlanner:
@@ -210,7 +215,8 @@ def _plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
 
     def config_of(name: str) -> Any:
         if name not in configs:
-            configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name)
+            configs[name] = method_config(runtime.registries.methods.get(name), task, cfg.method_options.get(name, {}), name,
+                                          budget=cfg.budget)
         return configs[name]
 
     from ..errors import PluginError
@@ -234,11 +240,14 @@ def _plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
             where = f"methods[{cfg.methods.index(label)}]" if label in cfg.methods else f"method {label!r}"
             config_of(name)  # method_options errors first, named `method_options.<name>`
             variants[label] = method_config(runtime.registries.methods.get(name), task,
-                                            {**cfg.method_options.get(name, {}), **overrides}, name, where)
+                                            {**cfg.method_options.get(name, {}), **overrides}, name, where, budget=cfg.budget)
         return variants[label]
+
+    from ..contract.budget import check_honoured
 
     for label in names:
         if parse_label(label)[0] not in broken:
+            check_honoured(cfg.budget, label, runtime.registries.methods.get(parse_label(label)[0]))
             config_for(label)
     compare = compare_pairs(cfg.compare_to, names)
 

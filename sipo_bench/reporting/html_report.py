@@ -310,6 +310,8 @@ def render_html(summary: Mapping[str, Any], files: Mapping[str, bytes] | None = 
     meta = (f"<p>{esc(s.get('task_description') or '')}</p><p>Objectives: {esc(objs)}. Seeds: "
             f"{esc(', '.join(str(x) for x in s.get('seeds') or []))}. Weights: {len(s.get('weights') or [])}. "
             f"Run {esc(run.get('run_id', '-'))}, {esc(run.get('date', '-'))}; git {esc(s.get('git_commit') or '-')}.</p>")
+    if tables.budget_text(s):
+        meta += f"<p>{esc(tables.budget_text(s)[2:])}</p>"
     nav = ("<nav><a href='#fronts'>fronts</a><a href='#tables'>tables</a><a href='#compute'>compute</a>"
            "<a href='#training'>training</a><a href='#samples'>samples</a></nav>")
     body = "\n".join([f"<h1>sipo-bench: {esc(s['task'])}</h1>", meta, nav, fronts_section(s), tables_section(s),

@@ -273,6 +273,15 @@ COMPUTE_TEXT = (
     "\"not recorded\": the summary predates counting, or a stage it needs was cached before counting.")
 
 
+def budget_text(summary: dict) -> str:
+    """The run's common training budget (`budget:`), in one line; empty when it set none."""
+    budget = (summary.get("config") or {}).get("budget") or {}
+    if not budget:
+        return ""
+    return ("- Budget, set for every method (`budget:`; SIPO's re-alignment epochs are its own): "
+            + ", ".join(f"{k} {v}" for k, v in budget.items()) + ".")
+
+
 def budget_line(summary: dict) -> str:
     """The declared comparisons whose two methods trained for different numbers of optimizer steps
     (summed over seeds, from the compute counters), as one line; "" when every compared pair is

@@ -36,6 +36,8 @@ class SIPOMethod(Method):
     name = "sipo"
     description = "SIPO: sample, review, rewrite, keep Pareto-optimal responses, re-align (Li et al. 2025)."
     config_class = SIPOConfig
+    #: epochs and max_pairs through its DPO endpoints; eval_every and load_best there and in re-alignment
+    budget_fields = ("epochs", "max_pairs", "eval_every", "load_best")
 
     def fit(self, ctx: FitContext) -> PolicyFamily:
         c: SIPOConfig = self.config
