@@ -125,3 +125,29 @@ def test_report_over_runs_on_different_hardware_says_so_in_one_line(dummy_run):
     del old["provenance"]
     line = next(x for x in report.table_md(merge.merge([a, old])).splitlines() if "differ" in x)
     assert "run rb: not recorded" in line
+
+
+def test_kernel_fingerprint_is_stable_here_and_names_the_operations_that_differ(dummy_run):
+    """The fingerprint is the same bits twice in one process and in a fresh one with the same
+    environment (so it says nothing about this machine's floating-point bits, only whether two
+    runs' kernels agree), and a report over two runs whose fingerprints differ names the
+    operations that do."""
+    torch = pytest.importorskip("torch")
+    from sipo_bench.execution.fingerprint import differing, fingerprint, short
+
+    fp = fingerprint(torch, 1)
+    assert fp == fingerprint(torch, 1) and len(fp) >= 12 and all(len(v) == 12 for v in fp.values())
+    fresh = provenance.collect_fresh("cpu", cpu_threads=1)
+    assert fresh["kernel_fingerprint"] == provenance.collect("cpu", cpu_threads=1)["kernel_fingerprint"]
+    assert fresh["libc"] is None or fresh["libc"].startswith(("glibc", "libc"))
+    assert differing(fp, dict(fp)) == [] and differing(fp, None) is None
+    other = {**fp, "softmax": "0" * 12, "matmul": "1" * 12}
+    assert differing(fp, other) == ["matmul", "softmax"] and short(fp) != short(other)
+    s = json.loads((dummy_run / "summary.json").read_text())
+    a, b = copy.deepcopy(s), copy.deepcopy(s)
+    a["provenance"], b["provenance"] = prov("AMD EPYC 9755"), prov("AMD EPYC 9755")
+    a["provenance"]["kernel_fingerprint"], b["provenance"]["kernel_fingerprint"] = fp, other
+    a["run"]["run_id"], b["run"]["run_id"] = "ra", "rb"
+    b["methods"] = {"dummy2": b["methods"]["dummy"]}
+    line = next(x for x in report.table_md(merge.merge([a, b])).splitlines() if "differ" in x)
+    assert f"kernel fingerprint {short(fp)}" in line and "Kernel fingerprints differ in: matmul, softmax." in line

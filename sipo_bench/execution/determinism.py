@@ -35,7 +35,7 @@ from typing import Iterator
 #: the kernel settings of the deterministic mode: the baseline every x86-64 CPU supports
 PINNED_ENV = {
     "ATEN_CPU_CAPABILITY": "default",  # torch's scalar (non-vectorised) ATen kernels
-    "MKL_CBWR": "COMPATIBLE",  # MKL's SSE2 code path, identical on every x86-64 CPU (Intel or AMD)
+    "MKL_CBWR": "COMPATIBLE",  # MKL's baseline code path (documented as vendor-independent; a run is not: docs/reproducibility.md)
     "ONEDNN_MAX_CPU_ISA": "SSE41",  # oneDNN capped to the same baseline
     "OMP_NUM_THREADS": "1",  # one thread: a fixed order of every reduction
     "MKL_NUM_THREADS": "1",

@@ -91,7 +91,8 @@ def collect(device: str = "cpu", cpu_threads: int | None = None, deterministic: 
     """The provenance of a run on `device` whose stages used `cpu_threads` torch threads each
     (None: torch's default). Imports torch when `uses_torch` (a run of a model-based task);
     without torch (a model-free task, or torch not installed) only the CPU and the environment."""
-    out: dict[str, Any] = {"cpu": cpu_info(), "os": f"{platform.system()} {platform.release()}".strip(),
+    libc = " ".join(x for x in platform.libc_ver() if x) or None  # libm's exp/log/sin come with it
+    out: dict[str, Any] = {"cpu": cpu_info(), "os": f"{platform.system()} {platform.release()}".strip(), "libc": libc,
                            "deterministic": bool(deterministic)}
     torch = sys.modules.get("torch")
     if torch is None and uses_torch:
@@ -108,6 +109,9 @@ def collect(device: str = "cpu", cpu_threads: int | None = None, deterministic: 
                           "OMP_NUM_THREADS": env["OMP_NUM_THREADS"], "MKL_NUM_THREADS": env["MKL_NUM_THREADS"]}
         out["gpu"] = gpu_info(torch) if device == "cuda" else None
         out["deterministic_algorithms"] = bool(torch.are_deterministic_algorithms_enabled()) or bool(deterministic)
+        from .fingerprint import fingerprint
+
+        out["kernel_fingerprint"] = fingerprint(torch, cpu_threads)
     else:
         out.update({"torch_cpu_capability": None, "blas": None, "gpu": None,
                     "threads": {"torch_intra_op": cpu_threads, "OMP_NUM_THREADS": env["OMP_NUM_THREADS"],
@@ -150,6 +154,10 @@ def hardware_key(prov: dict | None) -> str:
         parts.append(f"GPU {g.get('name')} (driver {g.get('driver') or '?'}, CUDA {g.get('cuda') or '?'})")
     if prov.get("deterministic"):
         parts.append("deterministic mode")
+    if prov.get("kernel_fingerprint"):
+        from .fingerprint import short
+
+        parts.append(f"kernel fingerprint {short(prov['kernel_fingerprint'])}")
     return "; ".join(parts)
 
 
@@ -161,9 +169,17 @@ def summary_line(summary: dict) -> str:
 def differs_line(provenances: list[tuple[str, dict | None]]) -> str | None:
     """For a report over several runs `[(run label, provenance)]`: one line saying that their
     hardware or kernels differ (so their last bits may), or None when they agree."""
+    from .fingerprint import differing
+
     keys = {label: hardware_key(p) for label, p in provenances}
     if len(set(keys.values())) <= 1:
         return None
-    return ("Hardware or kernels differ between these runs (numbers may differ in their last bits, and more after "
+    line = ("Hardware or kernels differ between these runs (numbers may differ in their last bits, and more after "
             "greedy decoding and hard thresholds; docs/reproducibility.md): "
             + " | ".join(f"run {label}: {k}" for label, k in keys.items()) + ".")
+    (first, p0), *rest = provenances
+    ops = {op for label, p in rest for op in (differing((p0 or {}).get("kernel_fingerprint"),
+                                                         (p or {}).get("kernel_fingerprint")) or [])}
+    if ops:
+        line += f" Kernel fingerprints differ in: {', '.join(sorted(ops))}."
+    return line
