@@ -33,9 +33,21 @@ def test_preset_validates(name, capsys):
 def test_main_preset():
     cfg, points, (plan,) = plans("synthetic-main.yaml")
     assert not points and cfg.seeds == list(range(10)) and plan.task.config.conflict_fraction == 0.6
-    assert set(plan.methods) == {"dpo", "dpo-lw", "dpo-soups", "mod", "modpo", "rewarded-soups", "sipo"}
+    controls = {"sipo@control=original-pairs", "sipo@control=self-pairs"}  # SIPO's compute-matched controls
+    assert set(plan.methods) == {"dpo", "dpo-lw", "dpo-soups", "mod", "modpo", "rewarded-soups", "sipo"} | controls
     assert ("sipo", "mod") in plan.compare and ("sipo", "dpo-soups") in plan.compare and ("mod", "dpo-soups") in plan.compare
-    assert len(plan.compare) == 6 + 6
+    assert all((c, "sipo") in plan.compare for c in controls)  # SIPO's own gain, at its budget
+    assert len(plan.compare) == 8 + 8 + 8
+
+
+def test_tune_preset():
+    """Every tuned method gets the same 3 trials, evaluated on validation prompts."""
+    cfg, points, (plan,) = plans("synthetic-tune.yaml")
+    assert cfg.eval_split == "val" and cfg.seeds == [0, 1, 2]
+    trials = {m: [l for l in plan.methods if l.startswith(m + "@")] for m in cfg.tune}
+    assert all(len(t) == 3 for t in trials.values()) and {"mod", "dpo-soups"} <= set(plan.methods)
+    gen = next(s for s in plan.reference.values()).generate
+    assert gen.config["split"] == "val"
 
 
 def test_conflict_sweep_preset():

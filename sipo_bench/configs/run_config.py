@@ -46,10 +46,18 @@ class RunConfig:
     decoding: DecodingConfig = field(DecodingConfig(), help="Evaluation decoding settings.")
     generator: str | None = field(None, help="Generation backend; default: the task's.")
     max_test_prompts: int | None = field(None, help="Evaluate on at most this many test prompts.")
+    eval_split: Literal["test", "val"] = field(
+        "test", help="Prompts every point (and the base policy's reference point) is evaluated on: test, the reported "
+                     "numbers; val, the distinct prompts of the validation pairs, for choosing settings (`tune`) "
+                     "without looking at test.")
     ref_point: list[float] | None = field(None, help="Override the hypervolume reference point (objective units).")
     extra_scorers: list[extra_scorers.ExtraScorerConfig] = field(
         [], help="More scorers on every evaluated point: [{name, options, objectives}]; their objectives are "
                  "reported beside the task's, the weights, front and HV stay over the task's objectives.")
+    tune: dict = field({}, help="Tuning: {method: {field: [values]}}; each method runs as one variant per combination "
+                                "(the same number for every method named), evaluated on `eval_split: val`; the "
+                                "summary's `tuning` names each method's best trial by validation HV "
+                                "(sipo_bench.configs.tuning).")
     executor: str = field("local", help="Executor plugin name.")
     executor_options: dict = field({}, help="Options passed to the executor.")
     out: str | None = field(None, help="Output directory (default results/<task>-<timestamp>).")
@@ -110,6 +118,9 @@ class RunConfig:
         from ..contract.budget import check_budget
 
         check_budget(self.budget)
+        from .tuning import check_tune
+
+        check_tune(self.tune, self.eval_split)
         if self.max_test_prompts is not None:
             check(self.max_test_prompts >= 1, "max_test_prompts", "an integer >= 1", self.max_test_prompts)
         if self.cpu_threads is not None:

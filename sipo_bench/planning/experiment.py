@@ -206,6 +206,10 @@ def _plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
     def resources(gpu: bool):
         return stage_resources(device, cfg.cpu_threads, gpu=gpu)
     names, broken = resolve_methods(cfg, runtime, task)
+    if cfg.tune:
+        from ..configs.tuning import expand
+
+        names = expand(names, cfg.tune)
     for extra in cfg.method_options:  # options may configure methods used by others (dpo)
         if extra not in runtime.registries.methods:
             from ..errors import did_you_mean
@@ -273,7 +277,8 @@ def _plan_run(cfg: RunConfig, runtime: Runtime) -> Plan:
         # 0.1 names of the stage functions: part of the keys (sipo_bench.compat)
         gen = Stage(f"generate[{tag}]", "sipo_bench.evaluation:generate_stage",
                     {**task.stage_config("generate"), "policy": spec.to_config(), "decoding": decoding,
-                     "generator": backend, "seed": seed, "max_test_prompts": cfg.max_test_prompts},
+                     "generator": backend, "seed": seed, "max_test_prompts": cfg.max_test_prompts,
+                     **({"split": cfg.eval_split} if cfg.eval_split != "test" else {})},  # test keys unchanged
                     {**spec.stages(), "data": plan.data[seed]}, resources=gen_res[backend],
                     tags={"method": label, "seed": seed, "spec_lora_rank": planned_lora_rank(spec)})
         score = Stage(f"score[{tag}]", "sipo_bench.evaluation:score_stage",

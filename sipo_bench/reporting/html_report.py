@@ -142,6 +142,9 @@ def tables_section(s: Mapping[str, Any]) -> str:
             parts.append(f"<p>{esc(tables.ranking_line(s))}</p>")
         if tables.budget_line(s):
             parts.append(f"<p>{esc(tables.budget_line(s))}</p>")
+    tuning = tables.tuning_table(dict(s))
+    if tuning:
+        parts += ["<h3>Tuning</h3>", f"<p class='muted'>{esc(tables.TUNING_TEXT)}</p>", table(*tuning, 2)]
     for title, (cols, body), n, note in (("HV per seed", tables.per_seed_table(s), 2, None),
                                          ("Evaluation noise", tables.noise_table(s), 3, " ".join(tables.noise_lines(s))),
                                          ("Extra stage results", tables.extra_table(s), 3, None)):
@@ -310,8 +313,9 @@ def render_html(summary: Mapping[str, Any], files: Mapping[str, bytes] | None = 
     meta = (f"<p>{esc(s.get('task_description') or '')}</p><p>Objectives: {esc(objs)}. Seeds: "
             f"{esc(', '.join(str(x) for x in s.get('seeds') or []))}. Weights: {len(s.get('weights') or [])}. "
             f"Run {esc(run.get('run_id', '-'))}, {esc(run.get('date', '-'))}; git {esc(s.get('git_commit') or '-')}.</p>")
-    if tables.budget_text(s):
-        meta += f"<p>{esc(tables.budget_text(s)[2:])}</p>"
+    for line in (tables.budget_text(s), tables.split_text(s)):
+        if line:
+            meta += f"<p>{esc(line[2:])}</p>"
     nav = ("<nav><a href='#fronts'>fronts</a><a href='#tables'>tables</a><a href='#compute'>compute</a>"
            "<a href='#training'>training</a><a href='#samples'>samples</a></nav>")
     body = "\n".join([f"<h1>sipo-bench: {esc(s['task'])}</h1>", meta, nav, fronts_section(s), tables_section(s),

@@ -16,7 +16,7 @@ from . import curves
 from ..execution import provenance
 from ..scoring import stats
 from .merge import normalize
-from .tables import (COMPARISON_TEXT, COMPUTE_TEXT, budget_line, budget_text, comparison_table, compute_table, direction_text, extra_lines, extra_objective_list,
+from .tables import (COMPARISON_TEXT, COMPUTE_TEXT, TUNING_TEXT, budget_line, budget_text, split_text, tuning_table, comparison_table, compute_table, direction_text, extra_lines, extra_objective_list,
                      extra_table, has_floor, has_igd_seeds, header, holm_text, hv_intervals, hv_refs, interval_kinds,
                      kind_suffix, label_columns, named_vec, noise_lines, noise_table, per_seed_table, ranking_line, rows)
 from .text import count as _count, md_cell as _md_cell, md_table as _md_table, vec as _vec
@@ -62,6 +62,7 @@ def table_md(summary: dict) -> str:
     lines += [f"- Objectives: {objs}.",
               f"- Weight grid: {_count(len(s.get('weights') or []), 'point')}; seeds: {', '.join(str(x) for x in seeds) or '-'}.",
               *([budget_text(s)] if budget_text(s) else []),
+              *([split_text(s)] if split_text(s) else []),
               "- HV: per seed against that seed's reference point, then the mean over seeds with an interval in "
               f"brackets whose kind the column names: a t 95% CI (mean ± t·sd/√n, Student t with n − 1 df) up to "
               f"{stats.MIN_BOOTSTRAP - 1} seeds, a percentile bootstrap 95% CI from {stats.MIN_BOOTSTRAP} seeds up "
@@ -93,6 +94,9 @@ def table_md(summary: dict) -> str:
             lines += ["", ranking_line(s)]
         if budget_line(s):
             lines += ["", budget_line(s)]
+    tuning = tuning_table(s)
+    if tuning:
+        lines += ["", "## Tuning", "", TUNING_TEXT, ""] + _md_table(*tuning, 2)
     cols, body = compute_table(s)
     if body:
         lines += ["", "## Compute", "", COMPUTE_TEXT, ""] + _md_table(cols, body, 1)

@@ -201,6 +201,12 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         "run": {"run_id": run_id, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "wall_seconds": round(wall_seconds, 3), "stages": {"total": len(stages), **counts}},
     }
+    if cfg.eval_split != "test":  # the points are validation numbers (for tuning), not test ones
+        summary["evaluation"]["split"] = cfg.eval_split
+    if cfg.tune:
+        from ..configs.tuning import tuning_summary
+
+        summary["tuning"] = tuning_summary(cfg.tune, methods)
     extra_scorers.add_to_summary(summary, plan, result)
     return summary
 

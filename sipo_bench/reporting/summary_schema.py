@@ -125,7 +125,7 @@ SUMMARY = Obj({
     "ref_point_source": Opt(STR), "ref_points": DictOf(Opt(FVEC)), "floor": Opt(FVEC), "floor_source": Opt(STR),
     "union_front": ListOf(VEC), "compare_to": ListOf(ListOf(STR)), "base_policy": Obj({"scores": DictOf(Opt(VEC))}), "methods": DictOf(METHOD),
     "failed_stages": ListOf(Obj({"stage": STR, "error": Opt(STR)})), "merged_from": ListOf(DictOf(ANY)),
-    "provenance": Opt(DictOf(ANY)),
+    "provenance": Opt(DictOf(ANY)), "tuning": Opt(DictOf(ANY)),
     "run": Obj({"run_id": Opt(STR), "date": Opt(STR), "wall_seconds": Opt(NUM), "stages": DictOf(ANY)}),
 }, required=("schema_version", "task", "objectives", "methods"))
 

@@ -282,6 +282,34 @@ def budget_text(summary: dict) -> str:
             + ", ".join(f"{k} {v}" for k, v in budget.items()) + ".")
 
 
+def split_text(summary: dict) -> str:
+    """A line saying the points are validation numbers, when they are (`eval_split: val`)."""
+    if (summary.get("evaluation") or {}).get("split") != "val":
+        return ""
+    return ("- Evaluated on the VALIDATION prompts (`eval_split: val`: for choosing settings); these are not test "
+            "numbers and are not for reporting.")
+
+
+def tuning_table(summary: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of the tuning section: every trial's validation HV, the chosen one marked."""
+    tuning = summary.get("tuning") or {}
+    if not tuning:
+        return None
+    rows = []
+    for method, t in tuning.items():
+        for trial in t["trials"]:
+            values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
+            hv = "failed" if trial["hv_val"] is None else _num(trial["hv_val"])
+            rows.append([method, values, hv, "**chosen**" if trial["label"] == t["chosen"] else ""])
+    return ["method", "trial", "HV vs ref on validation (mean over seeds)", "chosen"], rows
+
+
+TUNING_TEXT = ("Each method ran once per trial of its declared search space (`tune`; the same number of trials "
+               "for every method, sharing data, base model and DPO endpoints), evaluated on the validation prompts; "
+               "the chosen trial has the highest mean validation HV vs the base policy's reference point (ties: the "
+               "first). Copy the chosen values into `method_options` of the run that reports test numbers.")
+
+
 def budget_line(summary: dict) -> str:
     """The declared comparisons whose two methods trained for different numbers of optimizer steps
     (summed over seeds, from the compute counters), as one line; "" when every compared pair is

@@ -18,13 +18,27 @@ def test_prompts(data_dir, limit: int | None) -> list[str]:
     return [r["prompt"] for r in (rows[:limit] if limit else rows)]
 
 
+def eval_prompts(data_dir, limit: int | None, split: str = "test") -> list[str]:
+    """The prompts a point is evaluated on: the test prompts, or (`eval_split: val`, for tuning)
+    the distinct prompts of the validation pairs in their order; at most `limit`."""
+    if split == "test":
+        return test_prompts(data_dir, limit)
+    path = TaskData(data_dir).val
+    if not path.is_file():
+        raise ValueError(f"`eval_split`: expected the task's data to hold val.jsonl to evaluate on, got none in {data_dir}")
+    prompts = list(dict.fromkeys(r["prompt"] for r in read_jsonl(path)))
+    if not prompts:
+        raise ValueError(f"`eval_split`: expected validation pairs to evaluate on, got an empty {path.name}")
+    return prompts[:limit] if limit else prompts
+
+
 def generate_stage(ctx: StageContext):
     """config: policy, decoding, generator, task, task_options, seed, max_test_prompts.
     inputs: data + the policy's stages. Writes generations.jsonl: one row per (prompt, sample)
     `{prompt, response, prompt_index, sample}` (`decoding.samples_per_prompt` samples each)."""
     cfg = ctx.config
     task = ctx.runtime.task(cfg["task"], cfg["task_options"])
-    prompts = test_prompts(ctx.inputs["data"], cfg.get("max_test_prompts"))
+    prompts = eval_prompts(ctx.inputs["data"], cfg.get("max_test_prompts"), cfg.get("split", "test"))
     policy = ResolvedPolicy.from_config(cfg["policy"], ctx.inputs)
     decoding = build(DecodingConfig, cfg["decoding"], "decoding")
     n = decoding.samples_per_prompt
