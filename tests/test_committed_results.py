@@ -29,10 +29,16 @@ def test_main_table_says_where_the_ranking_depends_on_the_reference_point():
     line = tables.ranking_line(s)
     # MODPO beats MOD against the SFT reference point on 9 of 10 seeds and loses against the floor on 8 of 10
     assert "modpo vs mod: + vs ref, − vs floor, − by IGD+: ranking depends on the reference point" in line
-    assert "the same in 8 of 12 comparisons" in line
+    assert "the same in 16 of 24 comparisons" in line
     c = s["methods"]["sipo"]["comparisons"]["mod"]
-    assert c["hypervolume"]["interval"]["method"] == "paired t" and c["hypervolume"]["p_holm"]["m"] == 6
-    assert c["igd_plus_per_seed"]["wins"] == 7 and c["igd_plus_per_seed"]["n"] == 10
+    assert c["hypervolume"]["interval"]["method"] == "paired t" and c["hypervolume"]["p_holm"]["m"] == 8
+    assert c["igd_plus_per_seed"]["wins"] == 9 and c["igd_plus_per_seed"]["n"] == 10
+    # SIPO's compute-matched controls: the same optimizer steps as SIPO, compared with it seed by seed
+    steps = {m: s["methods"][m]["compute"]["optimizer_steps"] for m in ("sipo", "sipo@control=original-pairs",
+                                                                      "sipo@control=self-pairs")}
+    assert len(set(steps.values())) == 1, steps
+    for control in ("sipo@control=original-pairs", "sipo@control=self-pairs"):
+        assert s["methods"][control]["comparisons"]["sipo"]["hypervolume"]["n"] == 10
 
 
 def _hv_cases():

@@ -41,11 +41,11 @@ def test_main_preset():
 
 
 def test_tune_preset():
-    """Every tuned method gets the same 3 trials, evaluated on validation prompts."""
+    """Every tuned method gets the same 4 trials, evaluated on validation prompts."""
     cfg, points, (plan,) = plans("synthetic-tune.yaml")
     assert cfg.eval_split == "val" and cfg.seeds == [0, 1, 2]
     trials = {m: [l for l in plan.methods if l.startswith(m + "@")] for m in cfg.tune}
-    assert all(len(t) == 3 for t in trials.values()) and {"mod", "dpo-soups"} <= set(plan.methods)
+    assert all(len(t) == 4 for t in trials.values()) and {"mod", "dpo-soups"} <= set(plan.methods)
     gen = next(s for s in plan.reference.values()).generate
     assert gen.config["split"] == "val"
 

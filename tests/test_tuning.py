@@ -30,8 +30,15 @@ def test_the_chosen_trial_has_the_highest_validation_hv_first_on_ties():
     t = tuning_summary(tune, methods)["dpo"]
     assert t["chosen"] == "dpo@learning_rate=0.002" and t["chosen_values"] == {"learning_rate": 0.002}
     assert [x["hv_val"] for x in t["trials"]] == [0.02, 0.05, 0.05]
+    assert t["note"] == "tied with dpo@learning_rate=0.004 (the first is chosen)"
     methods["dpo@learning_rate=0.002"] = {"hypervolume": None, "status": "failed"}
-    assert tuning_summary(tune, methods)["dpo"]["chosen"] == "dpo@learning_rate=0.004"  # a failed trial is never chosen
+    t = tuning_summary(tune, methods)["dpo"]
+    assert t["chosen"] == "dpo@learning_rate=0.004"  # a failed trial is never chosen
+    assert "edge of the search space (learning_rate=0.004)" in t["note"]  # the best may lie beyond
+    ties = tuning_summary(tune, {k: {"hypervolume": {"mean": 0.0}} for k in hv})["dpo"]
+    assert ties["chosen"] is None and ties["note"] == "all trials tie: nothing to choose"
+    failed = tuning_summary(tune, {})["dpo"]
+    assert failed["chosen"] is None and failed["note"] == "every trial failed"
 
 
 CASES = [

@@ -94,10 +94,22 @@ def expand(labels: list[str], tune: dict) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _edges(space: dict, values: dict) -> list[str]:
+    """The numeric fields whose chosen value is the smallest or largest of their >= 2 trial values."""
+    out = []
+    for name, options in space.items():
+        nums = [v for v in options if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(nums) == len(options) >= 2 and values[name] in (min(nums), max(nums)):
+            out.append(f"{name}={values[name]}")
+    return out
+
+
 def tuning_summary(tune: dict, methods: dict) -> dict:
     """Per tuned method: its trials' validation HV vs the reference point (mean over seeds, None
-    for a failed trial) and the chosen trial (the highest; ties: the first listed). `methods`:
-    the summary's method entries."""
+    for a failed trial), the chosen trial (the highest; a failed trial never; ties: the first) and
+    a note when the choice is weak: tied trials (all tied: nothing is chosen), or a chosen value at
+    the edge of its numeric range (the best may lie beyond: widen the space). `methods`: the
+    summary's method entries."""
     out: dict[str, Any] = {}
     for method, space in tune.items():
         trials = []
@@ -106,7 +118,21 @@ def tuning_summary(tune: dict, methods: dict) -> dict:
             trials.append({"label": label, "values": values, "hv_val": hv})
         ok = [t for t in trials if t["hv_val"] is not None]
         best = max(ok, key=lambda t: t["hv_val"]) if ok else None  # max keeps the first of equal values
+        notes = []
+        if best is not None:
+            tied = [t["label"] for t in ok if t["hv_val"] == best["hv_val"]]
+            if len(tied) == len(ok) > 1:
+                notes.append("all trials tie: nothing to choose")
+                best = None
+            elif len(tied) > 1:
+                notes.append("tied with " + ", ".join(t for t in tied if t != best["label"]) + " (the first is chosen)")
+        elif trials:
+            notes.append("every trial failed")
+        if best is not None:
+            edge = _edges(space, best["values"])
+            if edge:
+                notes.append(f"chosen at the edge of the search space ({', '.join(edge)}): the best may lie beyond; widen it")
         out[method] = {"trials": trials, "chosen": best["label"] if best else None,
-                       "chosen_values": best["values"] if best else None,
+                       "chosen_values": best["values"] if best else None, "note": "; ".join(notes) or None,
                        "criterion": "HV vs ref on the validation prompts, mean over seeds"}
     return out

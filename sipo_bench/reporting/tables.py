@@ -300,8 +300,10 @@ def tuning_table(summary: dict) -> tuple[list[str], list[list[str]]] | None:
         for trial in t["trials"]:
             values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
             hv = "failed" if trial["hv_val"] is None else _num(trial["hv_val"])
-            rows.append([method, values, hv, "**chosen**" if trial["label"] == t["chosen"] else ""])
-    return ["method", "trial", "HV vs ref on validation (mean over seeds)", "chosen"], rows
+            chosen = trial["label"] == t["chosen"]
+            rows.append([method, values, hv, "**chosen**" if chosen else "",
+                         (t.get("note") or "") if chosen or (t["chosen"] is None and trial is t["trials"][0]) else ""])
+    return ["method", "trial", "HV vs ref on validation (mean over seeds)", "chosen", "note"], rows
 
 
 TUNING_TEXT = ("Each method ran once per trial of its declared search space (`tune`; the same number of trials "
