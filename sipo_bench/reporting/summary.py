@@ -87,7 +87,8 @@ def summarize(plan: Plan, outcomes: dict, cache: Cache, *, wall_seconds: float, 
         source = f"task {task.name}"
         ref_points = {s: [float(x) for x in task.reference_point()] for s in cfg.seeds}
     else:
-        source = "base policy mean test scores (per seed, cached stage)"
+        source = (f"base policy mean {'validation' if cfg.eval_split == 'val' else 'test'} scores "
+                  "(per seed, cached stage)")
         ref_points = dict(base_scores)
     valid_refs = [r for r in ref_points.values() if r is not None]
     floor = task.floor()
