@@ -25,7 +25,8 @@ def committed(name: str) -> tuple[dict, set[str]]:
     return summary["config"], keys
 
 
-@pytest.mark.parametrize("name", ["reference", "synthetic-main", "synthetic-ablation", "synthetic-conflict-sweep"])
+@pytest.mark.parametrize("name", ["reference", "synthetic-main", "synthetic-ablation", "synthetic-conflict-sweep",
+                                  "synthetic-tune"])
 def test_planned_keys_equal_the_committed_ones(name: str) -> None:
     config, keys = committed(name)
     cfg = make_config({k: v for k, v in config.items() if k not in ("out", "cache_dir")})

@@ -94,3 +94,23 @@ def test_committed_sweep_report_is_rendered_from_its_points():
     d = RESULTS / "synthetic-conflict-sweep"
     index, summaries = load_sweep(d)
     assert (d / "sweep.md").read_text() == sweep_md(index, summaries)
+
+
+def test_main_preset_uses_the_settings_the_committed_tuning_chose():
+    """presets/synthetic-main.yaml runs every tuned method at the trial results/synthetic-tune
+    chose on validation HV (the tuning protocol, issue 22), and that choice is the best trial."""
+    import json
+
+    import yaml
+
+    s = json.loads((RESULTS / "synthetic-tune" / "summary.json").read_text())
+    assert s["evaluation"]["split"] == "val"
+    preset = yaml.safe_load((RESULTS.parent / "presets" / "synthetic-main.yaml").read_text())
+    for method, t in s["tuning"].items():
+        ok = [x for x in t["trials"] if x["hv_val"] is not None]
+        if t["chosen"] is None:  # nothing to choose (all tied): the preset keeps the task default
+            assert len({x["hv_val"] for x in ok}) == 1 and method not in preset.get("method_options", {})
+            continue
+        best = max(ok, key=lambda x: x["hv_val"])
+        assert t["chosen"] == best["label"] and t["chosen_values"] == best["values"]
+        assert preset["method_options"][method] == t["chosen_values"], method
