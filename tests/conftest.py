@@ -35,3 +35,23 @@ def runtime():
     from sipo_bench.execution.runtime import Runtime
 
     return Runtime(quiet=True)
+
+
+@pytest.fixture
+def usage_error(tmp_path, capsys):
+    """`usage_error(config_yaml)`: `sipo-bench validate` and `sipo-bench run` of that config both
+    exit 2 with one line on stderr, before OUT or the cache is created; returns the line."""
+    from sipo_bench.cli import main
+
+    def check(text: str) -> str:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(text + "\n")
+        assert main(["validate", "--config", str(cfg)]) == 2
+        out, cache = tmp_path / "out", tmp_path / "cache"
+        assert main(["run", "--config", str(cfg), "--out", str(out), "--cache-dir", str(cache), "--quiet"]) == 2
+        assert not out.exists() and not cache.exists()
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 2 and err[0] == err[1] and err[0].startswith("sipo-bench: error: "), err
+        return err[0]
+
+    return check
