@@ -87,7 +87,7 @@ def test_a_run_records_compute_per_method_and_a_cached_stage_keeps_it(tmp_path):
 
 
 def test_an_old_summary_says_not_recorded(tmp_path):
-    s = json.loads((Path(__file__).resolve().parents[1] / "results" / "reference" / "summary.json").read_text())
+    s = json.loads((Path(__file__).resolve().parent / "fixtures" / "old-summaries" / "reference-2026-12-02.json").read_text())
     assert all("compute" not in m for m in s["methods"].values())
     cols, body = tables.compute_table(merge.upgrade(s))
     assert cols[1:] == ["optimizer steps", "training tokens", "tokens generated", "scorer calls"]
@@ -143,7 +143,7 @@ def _with_budget(s: dict, steps: dict) -> dict:
 
 
 def test_unequal_training_budgets_are_named_beside_the_comparisons():
-    s = json.loads((Path(__file__).resolve().parents[1] / "results" / "synthetic-main" / "summary.json").read_text())
+    s = json.loads((Path(__file__).resolve().parent / "fixtures" / "old-summaries" / "synthetic-main-2026-12-02.json").read_text())
     compared = [(n, b) for n, m in merge.upgrade(s)["methods"].items() for b in m.get("comparisons") or {}]
     assert ("sipo", "mod") in compared
     assert tables.budget_line(merge.upgrade(s)) == ""  # not recorded: nothing to claim either way

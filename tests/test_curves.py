@@ -104,8 +104,8 @@ def test_collect_lists_each_stage_once_with_the_methods_that_use_it(tmp_path):
 def test_table_md_of_an_old_summary_is_unchanged_and_a_new_one_lists_flagged_stages():
     from sipo_bench.reporting.merge import load_summaries
 
-    old = load_summaries([ROOT / "results" / "synthetic-main"])[0]  # as `sipo-bench report` reads it
-    assert table_md(old) == (ROOT / "results" / "synthetic-main" / "table.md").read_text()
+    old = load_summaries([ROOT / "results" / "synthetic-ablation"])[0]  # as `sipo-bench report` reads it
+    assert table_md(old) == (ROOT / "results" / "synthetic-ablation" / "table.md").read_text()
     assert "## Training" not in table_md(old)
     new = {**old, "training": {"stages": {"k": {"stage": "dpo[helpful,seed=0]", "methods": ["dpo"], "flags": ["loss_rose"],
                                                 "first_loss": 0.5, "last_loss": 0.9, "selected_step": None,
@@ -121,7 +121,7 @@ def test_console_lists_flagged_training_stages():
 
     from sipo_bench.reporting.report import console_table
 
-    old = load_summaries([ROOT / "results" / "synthetic-main"])[0]
+    old = load_summaries([ROOT / "results" / "synthetic-ablation"])[0]
     new = {**old, "training": {"stages": {"k": {"stage": "modpo[w=0.5/0.5,seed=3]", "methods": ["modpo"],
                                                 "flags": ["selected_first"], "first_loss": 0.5, "last_loss": 0.4,
                                                 "selected_step": 4, "file": "curves/k.json"}}}}

@@ -21,19 +21,20 @@ from sipo_bench.reporting import curves  # noqa: E402
 from sipo_bench.reporting.html_report import NOT_RECORDED, render_html, run_dir_files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-#: a committed 10-seed summary from before compute counters, curves and samples were recorded
-#: (the ablation; synthetic-main was regenerated with all three)
+#: a committed 10-seed run folder from before compute counters, curves and samples were recorded
 MAIN = ROOT / "results" / "synthetic-ablation"
+#: the main preset's summary as committed before those were recorded (frozen: results/ moves on)
+OLD_MAIN = ROOT / "tests" / "fixtures" / "old-summaries" / "synthetic-main-2026-12-02.json"
 
 needs_chromium = pytest.mark.skipif(chromium() is None, reason="no chromium on PATH (apt-get install chromium; CI "
                                                               "installs it in .ci/run)")
 
 
 def old_summary() -> dict:
-    """The committed summary as `sipo-bench report` reads it (older schemas upgraded)."""
+    """The frozen old main summary as `sipo-bench report` reads it (older schemas upgraded)."""
     from sipo_bench.reporting.merge import load_summaries
 
-    return load_summaries([MAIN])[0]
+    return load_summaries([OLD_MAIN])[0]
 
 
 def with_curves_and_samples(tmp_path: Path) -> tuple[dict, dict[str, bytes]]:
@@ -102,7 +103,9 @@ def test_report_html_writes_index_html_and_leaves_the_other_files_unchanged(tmp_
     (d / "index.html").unlink(missing_ok=True)  # the committed page: rewritten below
     before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
     assert main(["report", "--html", str(d)]) == 0
-    assert (d / "index.html").read_text() == render_html(old_summary()) == (MAIN / "index.html").read_text()
+    from sipo_bench.reporting.merge import load_summaries
+
+    assert (d / "index.html").read_text() == render_html(load_summaries([MAIN])[0]) == (MAIN / "index.html").read_text()
     assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name != "index.html"} == before
 
 
