@@ -177,8 +177,8 @@ def differs_line(provenances: list[tuple[str, dict | None]]) -> str | None:
     line = ("Hardware or kernels differ between these runs (numbers may differ in their last bits, and more after "
             "greedy decoding and hard thresholds; docs/reproducibility.md): "
             + " | ".join(f"run {label}: {k}" for label, k in keys.items()) + ".")
-    (first, p0), *rest = provenances
-    ops = {op for label, p in rest for op in (differing((p0 or {}).get("kernel_fingerprint"),
+    (_, p0), *rest = provenances
+    ops = {op for _, p in rest for op in (differing((p0 or {}).get("kernel_fingerprint"),
                                                          (p or {}).get("kernel_fingerprint")) or [])}
     if ops:
         line += f" Kernel fingerprints differ in: {', '.join(sorted(ops))}."

@@ -142,9 +142,9 @@ def tables_section(s: Mapping[str, Any]) -> str:
             parts.append(f"<p>{esc(tables.ranking_line(s))}</p>")
         if tables.budget_line(s):
             parts.append(f"<p>{esc(tables.budget_line(s))}</p>")
-    tuning = tables.tuning_table(dict(s))
-    if tuning:
-        parts += ["<h3>Tuning</h3>", f"<p class='muted'>{esc(tables.TUNING_TEXT)}</p>", table(*tuning, 2)]
+    cols, body = tables.tuning_table(s)
+    if body:
+        parts += ["<h3>Tuning</h3>", f"<p class='muted'>{esc(tables.TUNING_TEXT)}</p>", table(cols, body, 2)]
     for title, (cols, body), n, note in (("HV per seed", tables.per_seed_table(s), 2, None),
                                          ("Evaluation noise", tables.noise_table(s), 3, " ".join(tables.noise_lines(s))),
                                          ("Extra stage results", tables.extra_table(s), 3, None)):

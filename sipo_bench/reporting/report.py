@@ -94,9 +94,9 @@ def table_md(summary: dict) -> str:
             lines += ["", ranking_line(s)]
         if budget_line(s):
             lines += ["", budget_line(s)]
-    tuning = tuning_table(s)
-    if tuning:
-        lines += ["", "## Tuning", "", TUNING_TEXT, ""] + _md_table(*tuning, 2)
+    cols, body = tuning_table(s)
+    if body:
+        lines += ["", "## Tuning", "", TUNING_TEXT, ""] + _md_table(cols, body, 2)
     cols, body = compute_table(s)
     if body:
         lines += ["", "## Compute", "", COMPUTE_TEXT, ""] + _md_table(cols, body, 1)

@@ -290,19 +290,17 @@ def split_text(summary: dict) -> str:
             "numbers and are not for reporting.")
 
 
-def tuning_table(summary: dict) -> tuple[list[str], list[list[str]]] | None:
-    """Header and rows of the tuning section: every trial's validation HV, the chosen one marked."""
-    tuning = summary.get("tuning") or {}
-    if not tuning:
-        return None
+def tuning_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the tuning section (no rows without `tuning`): every trial's validation
+    HV, the chosen one marked, the choice's note on its row (on the first when none is chosen)."""
     rows = []
-    for method, t in tuning.items():
+    for method, t in (summary.get("tuning") or {}).items():
+        note_row = t["chosen"] or t["trials"][0]["label"]
         for trial in t["trials"]:
             values = ", ".join(f"{k}={v}" for k, v in trial["values"].items())
             hv = "failed" if trial["hv_val"] is None else _num(trial["hv_val"])
-            chosen = trial["label"] == t["chosen"]
-            rows.append([method, values, hv, "**chosen**" if chosen else "",
-                         (t.get("note") or "") if chosen or (t["chosen"] is None and trial is t["trials"][0]) else ""])
+            rows.append([method, values, hv, "**chosen**" if trial["label"] == t["chosen"] else "",
+                         (t.get("note") or "") if trial["label"] == note_row else ""])
     return ["method", "trial", "HV vs ref on validation (mean over seeds)", "chosen", "note"], rows
 
 
